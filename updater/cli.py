@@ -1,0 +1,130 @@
+"""The command line: the only place that prints and exits.
+
+Exit codes: 0 done; 1 an update failed; 2 a usage, configuration or environment error (one
+clear line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from updater import __version__, config, logs
+from updater.config import Settings
+from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
+from updater.detect import CheckResult, check, watched
+from updater.engine import Engine
+from updater.errors import UpdaterError
+from updater.registry import RegistryClient
+
+log = logging.getLogger("updater")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2, as for every other user error."""
+
+    def error(self, message: str) -> Any:
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        arguments = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"updater: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    command: Callable[[argparse.Namespace, Settings], int] = arguments.handler
+    try:
+        settings = config.load(getattr(arguments, "config", None), flags=_flags(arguments))
+        logs.configure(settings.log_level, settings.log_format, settings.secrets())
+        return command(arguments, settings)
+    except UpdaterError as exc:
+        print(f"updater: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> _Parser:
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--config", metavar="FILE", help="YAML config file (or UPDATER_CONFIG)")
+    for key, is_bool in config.FLAG_KEYS.items():
+        flag = "--" + key.replace("_", "-")
+        if is_bool:
+            common.add_argument(flag, dest=f"setting_{key}", action=argparse.BooleanOptionalAction)
+        elif key == "notify":
+            common.add_argument(flag, dest=f"setting_{key}", action="append", metavar="URL")
+        else:
+            common.add_argument(flag, dest=f"setting_{key}", metavar="VALUE")
+    parser = _Parser(prog="updater", parents=[common],
+                     description="Keep Docker containers on the newest image for their tag.")
+    parser.add_argument("--version", action="version", version=f"updater {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+    checker = commands.add_parser("check", parents=[common], help="report which images are stale")
+    checker.add_argument("names", nargs="*", metavar="NAME", help="only these containers")
+    checker.add_argument("--json", action="store_true", help="print a JSON array")
+    checker.set_defaults(handler=_check)
+    shower = commands.add_parser("config", parents=[common],
+                                 help="validate and print the effective configuration")
+    shower.set_defaults(handler=_show_config)
+    return parser
+
+
+def _flags(arguments: argparse.Namespace) -> dict[str, Any]:
+    prefix = "setting_"
+    return {name[len(prefix):]: value for name, value in vars(arguments).items()
+            if name.startswith(prefix)}
+
+
+def _show_config(_: argparse.Namespace, settings: Settings) -> int:
+    sys.stdout.write(config.render(settings))
+    return EXIT_OK
+
+
+def _check(arguments: argparse.Namespace, settings: Settings) -> int:
+    engine = Engine.connect(settings.docker_host)
+    try:
+        containers, results = watched(engine.containers(), settings, arguments.names)
+    finally:
+        engine.close()
+    missing = set(arguments.names) - {c.name for c in containers} - {r.name for r in results}
+    if missing:
+        raise UpdaterError(f"no watched container named {', '.join(sorted(missing))}; "
+                           "check the name and its updater.enable label")
+    credentials = ChainedCredentials(SettingsCredentials(settings.registries),
+                                     DockerConfigCredentials())
+    with RegistryClient(settings.registries, credentials,
+                        timeout=settings.registry_timeout) as registry:
+        results += check(containers, registry)
+    results.sort(key=lambda r: r.name)
+    if arguments.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(_table(results))
+    return EXIT_OK
+
+
+def _short(digest: str | None) -> str:
+    return digest.partition(":")[2][:12] if digest else "-"
+
+
+def _table(results: list[CheckResult]) -> str:
+    rows = [("NAME", "IMAGE", "LOCAL", "REMOTE", "STATE", "")]
+    rows += [(r.name, r.image, _short(r.local_digest), _short(r.remote_digest), r.state.value,
+              r.error or "") for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
+             for row in rows]
+    if len(rows) == 1:
+        lines.append("(no watched containers: label them updater.enable=true)")
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,362 @@
+"""Settings: read once from defaults, a YAML file, `UPDATER_*` environment and flags (in that
+order, later wins), validated here into frozen dataclasses and passed explicitly from then on.
+
+Every message names the bad value, where it came from, and what to write instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from updater.durations import format_duration, parse_duration
+from updater.errors import ConfigError
+
+MASK = "***"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """Per-registry settings, keyed by the registry's host[:port]."""
+
+    insecure: bool | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApiSettings:
+    """The HTTP API: off unless `listen` is set; then a token is required."""
+
+    listen: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration."""
+
+    docker_host: str = "unix:///var/run/docker.sock"
+    interval: float = 3600.0
+    schedule: str | None = None
+    jitter: float = 0.0
+    update_on_start: bool = False
+    run_once: bool = False
+    label_enable: bool = True
+    scope: str | None = None
+    monitor_only: bool = False
+    cleanup: bool = False
+    stop_timeout: float | None = None
+    health_timeout: float = 60.0
+    rollback: bool = True
+    rolling_restart: bool = False
+    notify: tuple[str, ...] = field(default=(), repr=False)
+    notify_level: str = "info"
+    notify_template: str | None = None
+    http_api: HttpApiSettings = HttpApiSettings()
+    registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
+    registry_timeout: float = 10.0
+    state_dir: str = "/var/lib/updater"
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value in these settings, for log redaction."""
+        values = [*self.notify, self.http_api.token or ""]
+        values += [r.password or "" for r in self.registries.values()]
+        return tuple(v for v in values if v)
+
+
+# --- parsers for one value; each raises ValueError with a message naming the value ----------
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict | list) or value is None:
+        raise ValueError(f"{value!r} is not a single text value")
+    return str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value in (None, "") else _text(value)
+
+
+def _optional_duration(value: Any) -> float | None:
+    return None if value in (None, "") else parse_duration(value)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _text(value).lower()
+        if text not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _schedule(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    import cronsim  # only loaded when a schedule is configured
+
+    try:
+        cronsim.CronSim(text, _EPOCH)
+    except cronsim.CronSimError as exc:
+        raise ValueError(f"{text!r} is not a 5-field cron expression ({exc})") from None
+    if len(text.split()) != 5:
+        raise ValueError(f"{text!r} is not a 5-field cron expression (minute hour day month weekday)")
+    return text
+
+
+def _notify(value: Any) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    items = value.split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of Apprise URLs")
+    for url in items:
+        if "://" not in url:
+            raise ValueError(f"{_mask_url(url)!r} is not an Apprise URL (scheme://...)")
+    return tuple(items)
+
+
+_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+
+_SCALARS: dict[str, Callable[[Any], Any]] = {
+    "docker_host": _text,
+    "interval": parse_duration,
+    "schedule": _schedule,
+    "jitter": parse_duration,
+    "update_on_start": _bool,
+    "run_once": _bool,
+    "label_enable": _bool,
+    "scope": _optional_text,
+    "monitor_only": _bool,
+    "cleanup": _bool,
+    "stop_timeout": _optional_duration,
+    "health_timeout": parse_duration,
+    "rollback": _bool,
+    "rolling_restart": _bool,
+    "notify": _notify,
+    "notify_level": _choice(LOG_LEVELS),
+    "notify_template": _optional_text,
+    "registry_timeout": parse_duration,
+    "state_dir": _text,
+    "log_level": _choice(LOG_LEVELS),
+    "log_format": _choice(LOG_FORMATS),
+}
+FLAG_KEYS = {key: parser is _bool for key, parser in _SCALARS.items()}
+KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries"]))
+ENV_PREFIX = "UPDATER_"
+ENV_ONLY = frozenset({"UPDATER_CONFIG"})
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+def load(
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge file, environment and flags over the defaults, and validate once."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get("UPDATER_CONFIG") or None
+    raw: dict[str, tuple[Any, str]] = {}
+    if config_file:
+        raw.update(_from_file(config_file))
+    raw.update(_from_environment(environ))
+    raw.update({key: (value, f"--{key.replace('_', '-')}") for key, value in (flags or {}).items()
+                if value is not None})
+    return _build(raw)
+
+
+def _from_file(path: str) -> dict[str, tuple[Any, str]]:
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    raw = {}
+    for key, value in document.items():
+        _check_known(str(key), f"config file {path}")
+        raw.update([_resolve_file_key(str(key), value, f"{path}: {key}")])
+    return raw
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    raw: dict[str, tuple[Any, str]] = {}
+    if "DOCKER_HOST" in environ:
+        raw["docker_host"] = (environ["DOCKER_HOST"], "DOCKER_HOST")
+    api: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_ONLY:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key.startswith("http_api_"):
+            api[key[len("http_api_"):]] = value
+            continue
+        if key == "registries":
+            raw[key] = (_yaml_value(value, name), name)
+            continue
+        _check_known(key, "the environment", shown=name)
+        raw.update([_resolve_file_key(key, value, name)])
+    if api:
+        raw["http_api"] = (api, "UPDATER_HTTP_API_*")
+    return raw
+
+
+def _yaml_value(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{source} is not valid YAML/JSON") from None
+
+
+def _check_known(key: str, where: str, shown: str | None = None) -> None:
+    if key in _SCALARS or key in ("http_api", "registries") or key == "notify_file":
+        return
+    hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known settings: {', '.join(KNOWN_KEYS)}"
+    raise ConfigError(f"unknown setting {shown or key!r} in {where}{suggestion}")
+
+
+def _resolve_file_key(key: str, value: Any, source: str) -> tuple[str, tuple[Any, str]]:
+    """`notify_file: PATH` becomes `notify` with the file's URLs (Docker secrets convention)."""
+    if key == "notify_file":
+        return "notify", (_read_secret_file(value, source).split(), source)
+    return key, (value, source)
+
+
+def _read_secret_file(path: Any, source: str) -> str:
+    try:
+        return Path(str(path)).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source} file {path}: {exc.strerror}") from None
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _build(raw: Mapping[str, tuple[Any, str]]) -> Settings:
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        if key == "http_api":
+            values[key] = _http_api(value, source)
+        elif key == "registries":
+            values[key] = _registries(value, source)
+        else:
+            values[key] = _parse(_SCALARS[key], value, source)
+    settings = Settings(**values)
+    if settings.http_api.listen and not settings.http_api.token:
+        raise ConfigError("http_api.listen is set but http_api.token is empty; set a token "
+                          "(or http_api.token_file) so the API is not open to anyone")
+    return settings
+
+
+def _parse(parser: Callable[[Any], Any], value: Any, source: str) -> Any:
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise ConfigError(f"bad value for {source}: {exc}") from None
+
+
+def _http_api(value: Any, source: str) -> HttpApiSettings:
+    section = _section(value, source, ("listen", "token", "token_file"))
+    token = section.get("token")
+    if section.get("token_file"):
+        token = _read_secret_file(section["token_file"], f"{source} token_file")
+    return HttpApiSettings(
+        listen=_parse(_optional_text, section.get("listen"), f"{source} listen"),
+        token=_parse(_optional_text, token, f"{source} token"),
+    )
+
+
+def _registries(value: Any, source: str) -> dict[str, RegistrySettings]:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"bad value for {source}: expected a mapping of registry host to settings")
+    result = {}
+    for host, entry in value.items():
+        where = f"{source} {host}"
+        section = _section(entry or {}, where, ("insecure", "username", "password", "password_file",
+                                                "ca_file"))
+        password = section.get("password")
+        if section.get("password_file"):
+            password = _read_secret_file(section["password_file"], f"{where} password_file")
+        insecure = section.get("insecure")
+        result[str(host).lower()] = RegistrySettings(
+            insecure=None if insecure is None else _parse(_bool, insecure, f"{where} insecure"),
+            username=_parse(_optional_text, section.get("username"), f"{where} username"),
+            password=_parse(_optional_text, password, f"{where} password"),
+            ca_file=_parse(_optional_text, section.get("ca_file"), f"{where} ca_file"),
+        )
+    return result
+
+
+def _section(value: Any, source: str, known: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"bad value for {source}: expected a mapping with keys {', '.join(known)}")
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"unknown key {key!r} in {source}; known keys: {', '.join(known)}")
+    return value
+
+
+# --- display --------------------------------------------------------------------------------
+
+
+def _mask_url(url: str) -> str:
+    scheme, separator, _ = url.partition("://")
+    return f"{scheme}://{MASK}" if separator else MASK
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced by `***`, durations as text."""
+    data = dataclasses.asdict(settings)
+    for key in ("interval", "jitter", "health_timeout", "registry_timeout", "stop_timeout"):
+        if data[key] is not None:
+            data[key] = format_duration(data[key])
+    data["notify"] = [_mask_url(url) for url in settings.notify]
+    if data["http_api"]["token"]:
+        data["http_api"]["token"] = MASK
+    for entry in data["registries"].values():
+        if entry["password"]:
+            entry["password"] = MASK
+    return data
+
+
+def render(settings: Settings) -> str:
+    """YAML text of the effective settings, secrets masked; it reads back as a config file."""
+    return yaml.safe_dump(masked(settings), sort_keys=False, default_flow_style=False)

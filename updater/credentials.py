@@ -1,0 +1,153 @@
+"""Where registry credentials come from: the settings first, then the Docker client config
+(`credHelpers`, `credsStore` through `docker-credential-*` helpers, then `auths`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from updater.auth import Credentials
+from updater.config import RegistrySettings
+from updater.errors import ConfigError
+
+log = logging.getLogger(__name__)
+HELPER_TIMEOUT = 10.0
+
+
+class CredentialSource(Protocol):
+    def lookup(self, host: str) -> Credentials | None:
+        """Credentials for the registry at `host` (host[:port]), or None."""
+
+
+def config_keys(host: str) -> list[str]:
+    """The keys a Docker config may file `host` under."""
+    keys = [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"http://{host}/v1/"]
+    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        keys = ["https://index.docker.io/v1/", "index.docker.io", "docker.io", *keys]
+    return keys
+
+
+class SettingsCredentials:
+    """Credentials from the `registries` setting."""
+
+    def __init__(self, registries: Mapping[str, RegistrySettings]) -> None:
+        self._registries = registries
+
+    def lookup(self, host: str) -> Credentials | None:
+        entry = self._registries.get(host.lower())
+        if entry is None or entry.username is None:
+            return None
+        return Credentials(entry.username, entry.password or "")
+
+
+class DockerConfigCredentials:
+    """Credentials from a Docker client `config.json`, read on first use."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path or default_config_path()
+        self._document: dict[str, Any] | None = None
+
+    def lookup(self, host: str) -> Credentials | None:
+        document = self._load()
+        keys = config_keys(host)
+        helpers = document.get("credHelpers") or {}
+        for key in keys:
+            if key in helpers:
+                return _from_helper(str(helpers[key]), key)
+        if document.get("credsStore"):
+            found = _from_helper(str(document["credsStore"]), keys[0])
+            if found is not None:
+                return found
+        auths = document.get("auths") or {}
+        for key in keys:
+            if key in auths:
+                return _from_auth_entry(auths[key], key, self._path)
+        return None
+
+    def _load(self) -> dict[str, Any]:
+        if self._document is None:
+            self._document = _read_config(self._path)
+        return self._document
+
+
+class ChainedCredentials:
+    """The first source that knows the host wins."""
+
+    def __init__(self, *sources: CredentialSource) -> None:
+        self._sources = sources
+
+    def lookup(self, host: str) -> Credentials | None:
+        for source in self._sources:
+            found = source.lookup(host)
+            if found is not None:
+                return found
+        return None
+
+
+def default_config_path() -> Path:
+    directory = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    return Path(directory) / "config.json"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read Docker config {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"Docker config {path} is not valid JSON; fix or remove it") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"Docker config {path} is not a JSON object; fix or remove it")
+    return document
+
+
+def _from_auth_entry(entry: Any, key: str, path: Path) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("auth"):
+        try:
+            decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ConfigError(f"the 'auth' entry for {key} in {path} is not base64 of "
+                              "user:password; run docker login again") from None
+        username, separator, password = decoded.partition(":")
+        if not separator:
+            raise ConfigError(f"the 'auth' entry for {key} in {path} has no ':' between user "
+                              "and password; run docker login again")
+        return Credentials(username, password)
+    if entry.get("username"):
+        return Credentials(str(entry["username"]), str(entry.get("password") or ""))
+    return None
+
+
+def _from_helper(helper: str, key: str) -> Credentials | None:
+    """Ask `docker-credential-<helper> get`; None when it knows nothing of `key`."""
+    program = f"docker-credential-{helper}"
+    try:
+        result = subprocess.run([program, "get"], input=key.encode(), capture_output=True,
+                                timeout=HELPER_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise ConfigError(f"credential helper {program} named in the Docker config is not "
+                          "installed; install it or remove it from config.json") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"credential helper {program} did not answer within "
+                          f"{HELPER_TIMEOUT:.0f}s") from None
+    if result.returncode != 0:
+        log.debug("credential helper %s has no entry for %s", program, key)
+        return None
+    try:
+        answer = json.loads(result.stdout)
+        return Credentials(str(answer["Username"]), str(answer["Secret"]))
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"credential helper {program} gave an answer that is not "
+                          "{Username, Secret} JSON") from None

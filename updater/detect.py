@@ -1,0 +1,128 @@
+"""One detection pass: for every watched container, is there a newer image under its tag?
+
+Each distinct reference is asked of its registry once, concurrently; a failed lookup is reported
+for the containers that use it and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from updater import policy, reference
+from updater.config import Settings
+from updater.engine import ContainerSnapshot
+from updater.errors import RegistryError, UpdaterError
+from updater.policy import State
+
+log = logging.getLogger(__name__)
+MAX_WORKERS = 32
+
+
+class DigestSource(Protocol):
+    def digest(self, reference: reference.Reference) -> str:
+        """The registry's current digest for the reference's tag."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of checking one container or service."""
+
+    name: str
+    kind: str
+    image: str
+    local_digest: str | None
+    remote_digest: str | None
+    state: State
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "image": self.image,
+                "local_digest": self.local_digest, "remote_digest": self.remote_digest,
+                "state": self.state.value, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    container: ContainerSnapshot
+    reference: reference.Reference | None
+    local: tuple[str, ...]
+    result: CheckResult | None
+
+
+def watched(containers: Iterable[ContainerSnapshot], settings: Settings,
+            names: Iterable[str] = ()) -> tuple[list[ContainerSnapshot], list[CheckResult]]:
+    """The containers to check, and error results for those whose labels are unreadable."""
+    chosen, errors = [], []
+    for container in containers:
+        if not policy.selected(container.name, names):
+            continue
+        try:
+            if policy.is_watched(container.labels, settings):
+                chosen.append(container)
+        except UpdaterError as exc:
+            errors.append(_error(container, None, str(exc)))
+    return chosen, errors
+
+
+def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,
+          workers: int = MAX_WORKERS) -> list[CheckResult]:
+    """Check `containers` (already filtered to the watched ones) against their registries."""
+    planned = [_plan(container) for container in containers]
+    wanted = {str(p.reference): p.reference for p in planned
+              if p.result is None and p.reference is not None}
+    remote = _lookup_all(wanted, registry, workers)
+    return [p.result or _compare(p, remote[str(p.reference)]) for p in planned]
+
+
+def _plan(container: ContainerSnapshot) -> _Planned:
+    if container.image.startswith("sha256:"):
+        message = "created from an image ID, so there is no tag to follow"
+        return _Planned(container, None, (), _error(container, None, message))
+    try:
+        ref = reference.parse(container.image)
+    except UpdaterError as exc:
+        return _Planned(container, None, (), _error(container, None, str(exc)))
+    local = policy.local_digests(ref, container.repo_digests)
+    if ref.pinned:
+        result = CheckResult(container.name, "container", container.image, ref.digest, None,
+                             State.PINNED)
+        return _Planned(container, ref, local, result)
+    if not local:
+        message = (f"the local image was never pulled from {ref.repository}, so its registry "
+                   "digest is unknown; pull it once to track it")
+        return _Planned(container, ref, local, _error(container, None, message))
+    return _Planned(container, ref, local, None)
+
+
+def _lookup_all(wanted: Mapping[str, reference.Reference], registry: DigestSource,
+                workers: int) -> dict[str, str | RegistryError]:
+    if not wanted:
+        return {}
+
+    def lookup(ref: reference.Reference) -> str | RegistryError:
+        try:
+            return registry.digest(ref)
+        except RegistryError as exc:
+            log.warning("check of %s failed: %s", ref, exc)
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
+        return dict(zip(wanted, pool.map(lookup, wanted.values()), strict=True))
+
+
+def _compare(planned: _Planned, remote: str | RegistryError) -> CheckResult:
+    container, local = planned.container, planned.local
+    if isinstance(remote, RegistryError):
+        return _error(container, local[0], str(remote))
+    state = policy.compare(local, remote)
+    shown = remote if remote in local else local[0]
+    return CheckResult(container.name, "container", container.image, shown, remote, state)
+
+
+def _error(container: ContainerSnapshot, local: str | None, message: str) -> CheckResult:
+    return CheckResult(container.name, "container", container.image, local, None, State.ERROR,
+                       message)

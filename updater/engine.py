@@ -1,0 +1,132 @@
+"""The Docker adapter: engine API calls through the docker SDK; raw dicts become typed snapshots
+here and nowhere else. The API version is negotiated, so engines from 20.10 (API 1.41) to the
+newest work with the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from updater.errors import EngineError, EngineUnavailable
+
+log = logging.getLogger(__name__)
+API_TIMEOUT = 60
+WATCHED_STATES = ("running", "restarting", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSnapshot:
+    """What the updater needs to know about one container, as the engine listed it."""
+
+    id: str
+    name: str
+    image: str
+    image_id: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    repo_digests: tuple[str, ...] = ()
+
+
+class Engine:
+    """A connected Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, host: str) -> None:
+        self._client = client
+        self._api = client.api
+        self.host = host
+
+    @classmethod
+    def connect(cls, docker_host: str, timeout: int = API_TIMEOUT) -> Engine:
+        """Connect and negotiate the API version; EngineUnavailable names the host if it fails."""
+        kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+        kwargs.update(base_url=docker_host, version="auto", timeout=timeout)
+        try:
+            client = docker.DockerClient(**kwargs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineUnavailable(
+                f"cannot reach the Docker engine at {docker_host} ({_reason(exc)}); "
+                "check docker_host / DOCKER_HOST and that dockerd is running") from None
+        return cls(client, docker_host)
+
+    @property
+    def api_version(self) -> str:
+        return str(self._api.api_version)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def containers(self) -> list[ContainerSnapshot]:
+        """Running (and restarting or paused) containers with their image's RepoDigests.
+
+        Two list calls per pass, whatever the number of containers; an inspect only for a
+        container whose tag has since moved to another image (the list then shows an image ID).
+        """
+        listed = self._call("list containers", self._api.containers,
+                            filters={"status": list(WATCHED_STATES)})
+        images = self._call("list images", self._api.images)
+        digests = {image["Id"]: tuple(image.get("RepoDigests") or ()) for image in images}
+        return [self._snapshot(entry, digests) for entry in listed]
+
+    def _snapshot(self, entry: Mapping[str, Any],
+                  digests: Mapping[str, tuple[str, ...]]) -> ContainerSnapshot:
+        image = str(entry.get("Image") or "")
+        if image.startswith("sha256:") or image == entry.get("ImageID"):
+            inspect = self._call("inspect container", self._api.inspect_container, entry["Id"])
+            image = str(inspect["Config"]["Image"])
+        names = entry.get("Names") or [entry["Id"][:12]]
+        return ContainerSnapshot(
+            id=str(entry["Id"]),
+            name=str(names[0]).lstrip("/"),
+            image=image,
+            image_id=str(entry.get("ImageID") or ""),
+            state=str(entry.get("State") or ""),
+            labels=dict(entry.get("Labels") or {}),
+            repo_digests=digests.get(str(entry.get("ImageID")), ()),
+        )
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"Docker engine at {self.host} failed to {what}: "
+                              f"{exc.explanation or exc}") from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EngineUnavailable(f"lost the Docker engine at {self.host} while trying to "
+                                    f"{what} ({_reason(exc)})") from None
+
+
+_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (FileNotFoundError, "no socket there"),
+    (ConnectionRefusedError, "connection refused"),
+    (PermissionError, "permission denied on the socket"),
+    (TimeoutError, "timed out"),
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause from the exception chain, by type; never a URL or a message with secrets."""
+    for inner in _chain(exc):
+        for kind, text in _CAUSES:
+            if isinstance(inner, kind):
+                return text
+    return type(exc).__name__
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, including errors urllib3 carries in its args."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        nested = [a for a in current.args if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        current = current.__cause__ or current.__context__ or (
+            reason if isinstance(reason, BaseException) else nested[0] if nested else None)
+    return chain

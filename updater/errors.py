@@ -1,0 +1,58 @@
+"""The one exception tree of the updater.
+
+    UpdaterError                  anything a user or the environment caused; one clear line
+    ├── ConfigError               bad settings (file, environment, flags, labels)
+    ├── InvalidReference          an image reference Docker would reject (also a ValueError)
+    ├── EngineError               the Docker engine refused or failed a call
+    │   └── EngineUnavailable     the engine cannot be reached at all
+    └── RegistryError             a registry could not answer a question about an image
+        ├── RegistryUnavailable   connection failed, timed out, or 5xx/429 after retries
+        ├── RegistryAuthError     401/403: credentials missing, wrong or insufficient
+        ├── ManifestNotFound      404: no such repository or tag
+        └── RegistryProtocolError the answer was unusable or unsafe to follow
+
+Adapters translate foreign exceptions into these once, at the edge; callers branch on the
+types, never on message text. Messages never contain credentials.
+"""
+
+from __future__ import annotations
+
+
+class UpdaterError(Exception):
+    """Base of every error the updater reports to its user."""
+
+
+class ConfigError(UpdaterError):
+    """A setting is unknown, malformed or inconsistent."""
+
+
+class InvalidReference(UpdaterError, ValueError):
+    """An image reference does not follow Docker's grammar."""
+
+
+class EngineError(UpdaterError):
+    """The Docker engine refused or failed a request."""
+
+
+class EngineUnavailable(EngineError):
+    """The Docker engine cannot be reached."""
+
+
+class RegistryError(UpdaterError):
+    """A registry request failed."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached or kept failing."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials (or their absence)."""
+
+
+class ManifestNotFound(RegistryError):
+    """The registry has no manifest under that name and tag."""
+
+
+class RegistryProtocolError(RegistryError):
+    """The registry answered something unusable, or asked for something unsafe."""

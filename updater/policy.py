@@ -1,0 +1,84 @@
+"""Which items are watched and what state each is in: pure decisions over labels and digests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+
+from updater.config import Settings
+from updater.errors import ConfigError
+from updater.reference import Reference, repository_of
+
+PREFIX = "updater."
+WATCHTOWER_PREFIX = "com.centurylinklabs.watchtower."
+# Our label name -> Watchtower's, read as an alias so users can switch without relabelling.
+WATCHTOWER_ALIASES = {
+    "enable": "enable",
+    "monitor-only": "monitor-only",
+    "scope": "scope",
+    "stop-signal": "stop-signal",
+    "depends-on": "depends-on",
+    "hook.pre-check": "lifecycle.pre-check",
+    "hook.pre-update": "lifecycle.pre-update",
+    "hook.post-update": "lifecycle.post-update",
+    "hook.post-check": "lifecycle.post-check",
+}
+
+
+class State(str, Enum):
+    UP_TO_DATE = "up-to-date"
+    UPDATE_AVAILABLE = "update-available"
+    PINNED = "pinned"
+    ERROR = "error"
+
+
+def label(labels: Mapping[str, str], name: str) -> str | None:
+    """The value of `updater.<name>`, else of its Watchtower alias, else None."""
+    value = labels.get(PREFIX + name)
+    if value is None and name in WATCHTOWER_ALIASES:
+        value = labels.get(WATCHTOWER_PREFIX + WATCHTOWER_ALIASES[name])
+    return value
+
+
+def bool_label(labels: Mapping[str, str], name: str) -> bool | None:
+    """A true/false label; ConfigError naming the label when it holds anything else."""
+    value = label(labels, name)
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"label {PREFIX}{name}={value!r} is not true or false; fix the label")
+
+
+def is_watched(labels: Mapping[str, str], settings: Settings) -> bool:
+    """Opt-in (`label_enable`) or opt-out, then the scope must match when one is set."""
+    enabled = bool_label(labels, "enable")
+    if settings.label_enable and enabled is not True:
+        return False
+    if not settings.label_enable and enabled is False:
+        return False
+    return settings.scope is None or label(labels, "scope") == settings.scope
+
+
+def local_digests(reference: Reference, repo_digests: Iterable[str]) -> tuple[str, ...]:
+    """The digests under which the local image was pulled from `reference`'s repository."""
+    found = []
+    for entry in repo_digests:
+        name, separator, digest = entry.partition("@")
+        if separator and repository_of(name) == reference.repository:
+            found.append(digest)
+    return tuple(found)
+
+
+def compare(local: tuple[str, ...], remote: str) -> State:
+    """Up to date when the registry's digest is one the local image was pulled as."""
+    return State.UP_TO_DATE if remote in local else State.UPDATE_AVAILABLE
+
+
+def selected(name: str, names: Iterable[str]) -> bool:
+    """True when no names were asked for, or `name` is one of them."""
+    wanted = tuple(names)
+    return not wanted or name in wanted

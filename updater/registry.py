@@ -1,0 +1,404 @@
+"""Registry client: the digest a registry holds for `repo:tag`, for as few requests as possible.
+
+Per registry: one `GET /v2/` on first contact to learn the auth challenge; then per reference one
+`HEAD` of the manifest (with a cached Bearer token or Basic credentials), and a `GET` only when
+the registry sends no `Docker-Content-Digest`. Transient failures (connection errors, timeouts,
+429, 5xx) are retried with backoff that honours `Retry-After`, bounded in attempts and time.
+Credentials never travel over plain HTTP unless the registry is marked insecure, never to a
+token realm on another host over plain HTTP, and never along a redirect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import random
+import re
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import tenacity
+
+from updater import __version__
+from updater.auth import Challenge, Credentials, TokenCache, parse_challenges, preferred
+from updater.config import RegistrySettings
+from updater.credentials import CredentialSource
+from updater.errors import (
+    ManifestNotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryProtocolError,
+    RegistryUnavailable,
+)
+from updater.reference import Reference
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+_MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient registry failures are retried: attempts, a time budget, backoff."""
+
+    attempts: int = 4
+    budget: float = 60.0
+    backoff: float = 1.0
+    max_wait: float = 30.0
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+_UNKNOWN = Challenge("unknown")
+
+
+class _Endpoint:
+    """One registry host: its HTTP client, auth challenge, concurrency slots."""
+
+    def __init__(self, host: str, insecure: bool, client: httpx.Client, slots: int) -> None:
+        self.host = host
+        self.insecure = insecure
+        self.client = client
+        self.slots = threading.BoundedSemaphore(slots)
+        self.lock = threading.Lock()
+        self.challenge: Challenge | None = _UNKNOWN
+        self.credentials: Credentials | None = None
+        self.credentials_known = False
+
+
+class RegistryClient:
+    """Asks registries for manifest digests; thread-safe; keeps tokens and connections."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, RegistrySettings],
+        credentials: CredentialSource,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        per_registry: int = 8,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._timeout = timeout
+        self._retry = retry
+        self._per_registry = per_registry
+        self._transport = transport
+        self._sleep = sleep
+        self._tokens = TokenCache()
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._lock = threading.Lock()
+        self.requests: Counter[tuple[str, int]] = Counter()
+
+    def close(self) -> None:
+        for endpoint in self._endpoints.values():
+            endpoint.client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def digest(self, reference: Reference) -> str:
+        """The digest the registry holds for `reference`'s tag; raises a RegistryError."""
+        if reference.tag is None:
+            raise RegistryProtocolError(f"{reference} has no tag to look up")
+        endpoint = self._endpoint(reference.domain)
+        path = f"/v2/{reference.path}/manifests/{reference.tag}"
+        scope = f"repository:{reference.path}:pull"
+        with endpoint.slots:
+            response = self._authorized(endpoint, "HEAD", path, scope, reference)
+            digest = response.headers.get("Docker-Content-Digest")
+            if digest:
+                return _checked_digest(digest, endpoint.host)
+            log.debug("%s sent no digest on HEAD; fetching the manifest", endpoint.host)
+            response = self._authorized(endpoint, "GET", path, scope, reference)
+            return _verified_body_digest(response, endpoint.host)
+
+    # --- endpoints and auth -----------------------------------------------------------------
+
+    def _endpoint(self, host: str) -> _Endpoint:
+        with self._lock:
+            endpoint = self._endpoints.get(host)
+            if endpoint is None:
+                endpoint = self._endpoints[host] = self._new_endpoint(host)
+            return endpoint
+
+    def _new_endpoint(self, host: str) -> _Endpoint:
+        entry = self._settings.get(host.lower(), RegistrySettings())
+        insecure = entry.insecure if entry.insecure is not None else is_loopback(host)
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+        client = httpx.Client(
+            base_url=f"{'http' if insecure else 'https'}://{api_host}",
+            verify=_tls_context(host, entry.ca_file),
+            timeout=self._timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self._per_registry,
+                                max_keepalive_connections=self._per_registry),
+            headers={"User-Agent": f"updater/{__version__}"},
+            transport=self._transport,
+        )
+        return _Endpoint(host, insecure, client, self._per_registry)
+
+    def _credentials_for(self, endpoint: _Endpoint) -> Credentials | None:
+        if not endpoint.credentials_known:
+            endpoint.credentials = self._credentials.lookup(endpoint.host)
+            endpoint.credentials_known = True
+        return endpoint.credentials
+
+    def _challenge(self, endpoint: _Endpoint) -> Challenge | None:
+        """The registry's auth challenge from `GET /v2/`, asked once per registry."""
+        with endpoint.lock:
+            if endpoint.challenge is _UNKNOWN:
+                response = self._send(endpoint, "GET", "/v2/", {})
+                if response.status_code == 401:
+                    header = response.headers.get("WWW-Authenticate", "")
+                    endpoint.challenge = preferred(parse_challenges(header))
+                elif response.status_code == 200:
+                    endpoint.challenge = None
+                else:
+                    raise RegistryProtocolError(
+                        f"{endpoint.host} is not a Docker registry (GET /v2/ answered "
+                        f"HTTP {response.status_code})")
+            return endpoint.challenge
+
+    def _authorized(self, endpoint: _Endpoint, method: str, path: str, scope: str,
+                    reference: Reference) -> httpx.Response:
+        challenge = self._challenge(endpoint)
+        headers = {"Accept": ACCEPT, **self._authorization(endpoint, challenge, scope, False)}
+        response = self._send(endpoint, method, path, headers)
+        if response.status_code == 401:
+            offered = preferred(parse_challenges(response.headers.get("WWW-Authenticate", "")))
+            if offered is not None:
+                endpoint.challenge = offered
+                headers.update(self._authorization(endpoint, offered, scope, True))
+                response = self._send(endpoint, method, path, headers)
+        _raise_for_status(response, endpoint, reference, self._credentials_for(endpoint))
+        return response
+
+    def _authorization(self, endpoint: _Endpoint, challenge: Challenge | None, scope: str,
+                       fresh: bool) -> dict[str, str]:
+        if challenge is None:
+            return {}
+        credentials = self._credentials_for(endpoint)
+        if challenge.scheme == "basic":
+            return {"Authorization": credentials.basic_header()} if credentials else {}
+        if challenge.scheme != "bearer" or not challenge.realm:
+            return {}
+        token = self._token(endpoint, challenge, scope, credentials, fresh)
+        return {"Authorization": f"Bearer {token}"}
+
+    def _token(self, endpoint: _Endpoint, challenge: Challenge, scope: str,
+               credentials: Credentials | None, fresh: bool) -> str:
+        realm = challenge.realm or ""
+        service = challenge.params.get("service", "")
+        key = (realm, service, scope)
+        cached = None if fresh else self._tokens.get(key)
+        if cached is not None:
+            return cached
+        _check_realm(realm, endpoint, credentials)
+        params = {"scope": scope, **({"service": service} if service else {})}
+        headers = {"Authorization": credentials.basic_header()} if credentials else {}
+        response = self._send(endpoint, "GET", realm, headers, params)
+        if response.status_code in (401, 403):
+            who = f"user {credentials.username!r}" if credentials else "anonymous access"
+            raise RegistryAuthError(f"token server of {endpoint.host} refused {who} "
+                                    f"(HTTP {response.status_code}): check the credentials")
+        if response.status_code != 200:
+            raise RegistryProtocolError(f"token server of {endpoint.host} answered "
+                                        f"HTTP {response.status_code}")
+        token, expires_in = _token_from(response, endpoint.host)
+        self._tokens.put(key, token, expires_in)
+        return token
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _send(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
+              params: dict[str, str] | None = None) -> httpx.Response:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=self._should_stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = retrying(self._send_once, endpoint, method, url,
+                                                headers, params)
+        except _Transient as exc:
+            raise RegistryUnavailable(f"registry {endpoint.host} unavailable: {exc.reason}") from None
+        return response
+
+    def _send_once(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
+                   params: dict[str, str] | None) -> httpx.Response:
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                response = endpoint.client.request(method, url, headers=headers, params=params)
+            except httpx.TimeoutException:
+                raise _Transient(f"no answer within {self._timeout:g}s") from None
+            except httpx.TransportError as exc:
+                raise _Transient(f"cannot connect ({type(exc).__name__})") from None
+            self.requests[(method, response.status_code)] += 1
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
+            if not response.is_redirect:
+                return response
+            url = _same_origin_redirect(response, endpoint.host)
+        raise RegistryProtocolError(f"{endpoint.host} redirected more than {_MAX_REDIRECTS} times")
+
+    def _base_wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return error.retry_after
+        return min(self._retry.backoff * 2 ** (state.attempt_number - 1), self._retry.max_wait)
+
+    def _should_stop(self, state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= self._retry.attempts:
+            return True
+        elapsed = state.seconds_since_start or 0.0
+        return elapsed + self._base_wait(state) > self._retry.budget
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        base = self._base_wait(state)
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return base
+        return base * random.uniform(0.5, 1.0)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (with or without port): Docker's default
+    insecure registries."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_context(host: str, ca_file: str | None) -> ssl.SSLContext | bool:
+    certs_d = Path("/etc/docker/certs.d") / host / "ca.crt"
+    path = ca_file or (str(certs_d) if certs_d.is_file() else None)
+    if path is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise RegistryProtocolError(f"cannot load CA file {path} for {host}: {exc}") from None
+
+
+def _check_realm(realm: str, endpoint: _Endpoint, credentials: Credentials | None) -> None:
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RegistryProtocolError(f"{endpoint.host} named an unusable token realm {realm!r}")
+    if credentials is None or parts.scheme == "https":
+        return
+    registry_host = urlsplit(f"//{endpoint.host}").hostname
+    if not endpoint.insecure or parts.hostname != registry_host:
+        raise RegistryProtocolError(
+            f"{endpoint.host} sends clients to token server {parts.scheme}://{parts.netloc} over "
+            "plain HTTP; refusing to send credentials there (use HTTPS for the token server)")
+
+
+def _same_origin_redirect(response: httpx.Response, host: str) -> str:
+    target = response.next_request.url if response.next_request else None
+    if target is None or target.origin != response.request.url.origin:
+        where = target.host if target is not None else "nowhere"
+        raise RegistryProtocolError(f"{host} redirected to {where}; not followed, so no "
+                                    "credentials leave the registry")
+    return str(target)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _raise_for_status(response: httpx.Response, endpoint: _Endpoint, reference: Reference,
+                      credentials: Credentials | None) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    if status == 401 and credentials is None:
+        raise RegistryAuthError(
+            f"{endpoint.host} requires credentials for {reference.path}: set "
+            f"registries.{endpoint.host}.username/password or run docker login")
+    if status in (401, 403):
+        raise RegistryAuthError(
+            f"{endpoint.host} refused user {credentials.username if credentials else '-'!r} "
+            f"for {reference.path} (HTTP {status}): check the password and the user's access")
+    if status == 404:
+        raise ManifestNotFound(f"{reference} not found in registry {endpoint.host} (HTTP 404): "
+                               "check the repository and tag")
+    raise RegistryProtocolError(f"{endpoint.host} answered HTTP {status} for {reference}")
+
+
+def _token_from(response: httpx.Response, host: str) -> tuple[str, float | None]:
+    try:
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        expires_in = body.get("expires_in")
+    except (ValueError, AttributeError):
+        raise RegistryProtocolError(f"token server of {host} sent no JSON token") from None
+    if not isinstance(token, str) or not token:
+        raise RegistryProtocolError(f"token server of {host} sent no token")
+    return token, float(expires_in) if isinstance(expires_in, int | float) else None
+
+
+def _checked_digest(digest: str, host: str) -> str:
+    if not _DIGEST.fullmatch(digest):
+        raise RegistryProtocolError(f"{host} sent a malformed digest {digest[:80]!r}")
+    return digest
+
+
+def _verified_body_digest(response: httpx.Response, host: str) -> str:
+    body = response.content
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise RegistryProtocolError(f"{host} sent a manifest over {MAX_MANIFEST_BYTES} bytes")
+    computed = "sha256:" + hashlib.sha256(body).hexdigest()
+    sent = response.headers.get("Docker-Content-Digest")
+    if sent and sent != computed:
+        raise RegistryProtocolError(f"{host} sent a manifest whose digest {computed[:19]} does "
+                                    f"not match its Docker-Content-Digest {sent[:19]}")
+    return computed
+
+
+__all__ = ["RegistryClient", "RegistryError", "RetryPolicy", "is_loopback"]
