@@ -127,7 +127,8 @@ def _schedule(value: Any) -> str | None:
     except cronsim.CronSimError as exc:
         raise ValueError(f"{text!r} is not a 5-field cron expression ({exc})") from None
     if len(text.split()) != 5:
-        raise ValueError(f"{text!r} is not a 5-field cron expression (minute hour day month weekday)")
+        raise ValueError(
+            f"{text!r} is not a 5-field cron expression (minute hour day month weekday)")
     return text
 
 
@@ -207,7 +208,7 @@ def _from_file(path: str) -> dict[str, tuple[Any, str]]:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"config file {path} must be a mapping of setting: value")
-    raw = {}
+    raw: dict[str, tuple[Any, str]] = {}
     for key, value in document.items():
         _check_known(str(key), f"config file {path}")
         raw.update([_resolve_file_key(str(key), value, f"{path}: {key}")])
@@ -247,7 +248,8 @@ def _check_known(key: str, where: str, shown: str | None = None) -> None:
     if key in _SCALARS or key in ("http_api", "registries") or key == "notify_file":
         return
     hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known settings: {', '.join(KNOWN_KEYS)}"
+    known = f"; known settings: {', '.join(KNOWN_KEYS)}"
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else known
     raise ConfigError(f"unknown setting {shown or key!r} in {where}{suggestion}")
 
 
@@ -306,8 +308,9 @@ def _registries(value: Any, source: str) -> dict[str, RegistrySettings]:
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"bad value for {source}: expected a mapping of registry host to settings")
-    result = {}
+        raise ConfigError(
+            f"bad value for {source}: expected a mapping of registry host to settings")
+    result: dict[str, RegistrySettings] = {}
     for host, entry in value.items():
         where = f"{source} {host}"
         section = _section(entry or {}, where, ("insecure", "username", "password", "password_file",
@@ -327,7 +330,8 @@ def _registries(value: Any, source: str) -> dict[str, RegistrySettings]:
 
 def _section(value: Any, source: str, known: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(f"bad value for {source}: expected a mapping with keys {', '.join(known)}")
+        raise ConfigError(
+            f"bad value for {source}: expected a mapping with keys {', '.join(known)}")
     for key in value:
         if key not in known:
             raise ConfigError(f"unknown key {key!r} in {source}; known keys: {', '.join(known)}")

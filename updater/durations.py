@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -12,11 +13,8 @@ def parse_duration(text: str | int | float) -> float:
     """Seconds in `text`; ValueError (with the bad value in the message) when it is not one."""
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m)")
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        seconds = _parse_text(text.strip())
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+    seconds = float(text) if isinstance(text, int | float) else _parse_text(text.strip())
+    if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m)")
     return seconds
 
@@ -40,7 +38,7 @@ def _parse_text(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """The shortest exact text `parse_duration` reads back as `seconds`."""
     if seconds != int(seconds):
-        return f"{int(round(seconds * 1000))}ms"
+        return f"{round(seconds * 1000)}ms"
     whole, text = int(seconds), ""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, whole = divmod(whole, size)

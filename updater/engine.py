@@ -12,6 +12,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 
 from updater.errors import EngineError, EngineUnavailable
@@ -45,7 +46,7 @@ class Engine:
     @classmethod
     def connect(cls, docker_host: str, timeout: int = API_TIMEOUT) -> Engine:
         """Connect and negotiate the API version; EngineUnavailable names the host if it fails."""
-        kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+        kwargs: dict[str, Any] = dict(docker.utils.kwargs_from_env())
         kwargs.update(base_url=docker_host, version="auto", timeout=timeout)
         try:
             client = docker.DockerClient(**kwargs)

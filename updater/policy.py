@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import Enum
+from enum import StrEnum
 
 from updater.config import Settings
 from updater.errors import ConfigError
@@ -25,7 +25,7 @@ WATCHTOWER_ALIASES = {
 }
 
 
-class State(str, Enum):
+class State(StrEnum):
     UP_TO_DATE = "up-to-date"
     UPDATE_AVAILABLE = "update-available"
     PINNED = "pinned"

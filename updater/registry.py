@@ -252,7 +252,8 @@ class RegistryClient:
             response: httpx.Response = retrying(self._send_once, endpoint, method, url,
                                                 headers, params)
         except _Transient as exc:
-            raise RegistryUnavailable(f"registry {endpoint.host} unavailable: {exc.reason}") from None
+            message = f"registry {endpoint.host} unavailable: {exc.reason}"
+            raise RegistryUnavailable(message) from None
         return response
 
     def _send_once(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
@@ -275,8 +276,9 @@ class RegistryClient:
     def _base_wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, _Transient) and error.retry_after is not None:
-            return error.retry_after
-        return min(self._retry.backoff * 2 ** (state.attempt_number - 1), self._retry.max_wait)
+            return float(error.retry_after)
+        backoff: float = self._retry.backoff * 2.0 ** (state.attempt_number - 1)
+        return min(backoff, self._retry.max_wait)
 
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
         if state.attempt_number >= self._retry.attempts:
@@ -332,11 +334,11 @@ def _check_realm(realm: str, endpoint: _Endpoint, credentials: Credentials | Non
 
 
 def _same_origin_redirect(response: httpx.Response, host: str) -> str:
-    target = response.next_request.url if response.next_request else None
-    if target is None or target.origin != response.request.url.origin:
-        where = target.host if target is not None else "nowhere"
-        raise RegistryProtocolError(f"{host} redirected to {where}; not followed, so no "
-                                    "credentials leave the registry")
+    source = response.request.url
+    target = source.join(response.headers.get("Location", ""))
+    if (target.scheme, target.host, target.port) != (source.scheme, source.host, source.port):
+        raise RegistryProtocolError(f"{host} redirected to {target.host or 'nowhere'}; not "
+                                    "followed, so no credentials leave the registry")
     return str(target)
 
 

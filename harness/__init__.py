@@ -1,0 +1,16 @@
+"""The project's test harness: real dockerd engines, real registries, a token server and
+busybox images, started and stopped by PID. Tests (via fixtures), the demo and the benchmarks
+use it; nothing here is part of the installed product.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def run_root() -> Path:
+    """Where this run keeps engines and registries: `UT_ROOT`, else a folder per process."""
+    root = Path(os.environ.get("UT_ROOT") or f"/var/tmp/updater-test/{os.getpid()}")
+    root.mkdir(parents=True, exist_ok=True)
+    return root

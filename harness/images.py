@@ -1,0 +1,96 @@
+"""Test images built from scratch with busybox (nothing is pulled), pushed to the test registries.
+
+A different VERSION gives a different digest under the same tag: an "upstream release".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ARG VERSION=1
+RUN echo $VERSION > /version
+LABEL org.opencontainers.image.version=$VERSION
+CMD ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+"""
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def busybox_path() -> Path:
+    found = shutil.which("busybox")
+    if found is None:
+        raise RuntimeError("busybox not found: apt-get install busybox-static")
+    return Path(found).resolve()
+
+
+def _context(version: str) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        data = DOCKERFILE.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        tar.add(str(busybox_path()), arcname="busybox")
+    buffer.seek(0)
+    return buffer
+
+
+def build(client: docker.DockerClient, tag: str, version: str) -> str:
+    """Build the busybox test image with VERSION=`version` as `tag`; returns the image ID."""
+    image, _ = client.images.build(fileobj=_context(version), custom_context=True, tag=tag,
+                                   buildargs={"VERSION": version}, rm=True, forcerm=True)
+    return str(image.id)
+
+
+def push(client: docker.DockerClient, tag: str, auth: dict[str, str] | None = None) -> str:
+    """Push `tag` (repo:tag) and return the manifest digest the registry stored."""
+    repository, _, name = tag.rpartition(":")
+    digest = None
+    for line in client.api.push(repository, name, stream=True, decode=True, auth_config=auth):
+        if "error" in line:
+            raise RuntimeError(f"push of {tag} failed: {line['error']}")
+        digest = (line.get("aux") or {}).get("Digest", digest)
+    if digest is None:
+        raise RuntimeError(f"push of {tag} reported no digest")
+    return str(digest)
+
+
+def release(client: docker.DockerClient, tag: str, version: str,
+            auth: dict[str, str] | None = None) -> str:
+    """Build and push VERSION `version` under `tag`; returns the new registry digest."""
+    build(client, tag, version)
+    return push(client, tag, auth)
+
+
+def push_index(registry: str, repository: str, tag: str, children: dict[str, str],
+               auth: tuple[str, str] | None = None) -> str:
+    """Put an OCI image index under `repository:tag` whose entries are existing manifests
+    (`{"amd64": digest, "arm64": digest}`); returns the index digest."""
+    manifests: list[dict[str, Any]] = []
+    with httpx.Client(base_url=f"http://{registry}", auth=auth, timeout=30) as http:
+        for architecture, digest in children.items():
+            response = http.get(f"/v2/{repository}/manifests/{digest}",
+                                headers={"Accept": DOCKER_MANIFEST})
+            response.raise_for_status()
+            manifests.append({"mediaType": response.headers["Content-Type"], "digest": digest,
+                              "size": len(response.content),
+                              "platform": {"architecture": architecture, "os": "linux"}})
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                           "manifests": manifests}).encode()
+        response = http.put(f"/v2/{repository}/manifests/{tag}", content=body,
+                            headers={"Content-Type": OCI_INDEX})
+        response.raise_for_status()
+    return "sha256:" + hashlib.sha256(body).hexdigest()

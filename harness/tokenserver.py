@@ -1,0 +1,131 @@
+"""A Bearer token server for the registry's `auth: token` mode, in a thread on loopback.
+
+It checks Basic credentials on `GET /token?service=..&scope=repository:NAME:ACTIONS`, grants
+what the user may have (users may pull and push everything here), and counts what it served so
+tests can prove token reuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+SERVICE = "harness-registry"
+ISSUER = "harness-issuer"
+
+
+def _key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    """libtrust's key id: base32 of the first 240 bits of SHA-256(DER SPKI), in groups of 4."""
+    der = public_key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+
+
+class TokenServer:
+    def __init__(self, root: Path, users: dict[str, str], lifetime: int = 300) -> None:
+        self.root = root
+        self.users = users
+        self.lifetime = lifetime
+        self.issued: list[tuple[str, tuple[str, ...]]] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._kid = _key_id(self._key.public_key())
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self._server.server_address[1]
+        self.realm = f"http://127.0.0.1:{self.port}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> TokenServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "token-cert.pem").write_bytes(self._certificate())
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def registry_settings(self) -> dict[str, str]:
+        return {"realm": self.realm, "service": SERVICE, "issuer": ISSUER,
+                "rootcertbundle": str(self.root / "token-cert.pem")}
+
+    def _certificate(self) -> bytes:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "harness-token-signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=3650))
+                .sign(self._key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def token(self, user: str, scopes: list[str]) -> str:
+        now = int(time.time())
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        claims = {"iss": ISSUER, "sub": user, "aud": SERVICE, "exp": now + self.lifetime,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self._kid})
+
+    def _authenticate(self, header: str | None) -> str | None:
+        if not header or not header.startswith("Basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user if self.users.get(user) == password else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                user = server._authenticate(self.headers.get("Authorization"))
+                if user is None and self.headers.get("Authorization"):
+                    with server._lock:
+                        server.refused += 1
+                    self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+                    return
+                scopes = query.get("scope", []) if user else []
+                token = server.token(user or "", scopes)
+                with server._lock:
+                    server.issued.append((user or "", tuple(scopes)))
+                self._answer(200, {"token": token, "access_token": token,
+                                   "expires_in": server.lifetime,
+                                   "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,60 @@
+"""Running the real `updater` command and real containers from integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.dockerd import Dockerd
+
+ENABLED = {"updater.enable": "true"}
+
+
+def run_updater(args: list[str], engine: Dockerd | None, home: Path,
+                settings: dict[str, Any] | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m updater ARGS` with a private HOME and Docker config, against `engine`."""
+    home.mkdir(parents=True, exist_ok=True)
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home),
+                   "DOCKER_CONFIG": str(home / ".docker")}
+    if engine is not None:
+        environment["DOCKER_HOST"] = engine.host
+    if settings is not None:
+        config = home / "updater.yml"
+        config.write_text(yaml.safe_dump(settings))
+        environment["UPDATER_CONFIG"] = str(config)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "updater", *args], capture_output=True,
+                          text=True, env=environment, timeout=120, check=False)
+
+
+def check_json(engine: Dockerd, home: Path, settings: dict[str, Any] | None = None,
+               names: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """`updater check --json` parsed into {name: row}; fails the test on a non-zero exit."""
+    result = run_updater(["check", "--json", *names], engine, home, settings)
+    assert result.returncode == 0, result.stderr
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def start(engine: Dockerd, image: str, name: str, labels: dict[str, str] | None = None,
+          created: list[str] | None = None) -> None:
+    """Run a container of `image` named `name` (pulled first if it is not local)."""
+    if created is not None:
+        created.append(name)
+    engine.client.containers.run(image, name=name, labels=labels or {}, detach=True)
+
+
+def write_docker_config(home: Path, registry: str, user: str, password: str) -> None:
+    """A Docker client config.json with `auths` for `registry`, as `docker login` writes it."""
+    import base64
+
+    directory = home / ".docker"
+    directory.mkdir(parents=True, exist_ok=True)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {registry: {"auth": token}}}))

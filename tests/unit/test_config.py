@@ -1,0 +1,123 @@
+"""Settings: sources, precedence, validation messages, masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from updater import config
+from updater.errors import ConfigError
+
+
+def _file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "updater.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_match_the_spec() -> None:
+    """With nothing given, the defaults are SPEC.md's."""
+    settings = config.load(environ={})
+    assert settings.docker_host == "unix:///var/run/docker.sock"
+    assert (settings.interval, settings.health_timeout, settings.jitter) == (3600, 60, 0)
+    assert settings.label_enable and settings.rollback and not settings.monitor_only
+    assert settings.state_dir == "/var/lib/updater" and settings.stop_timeout is None
+
+
+def test_precedence_flags_over_environment_over_file(tmp_path: Path) -> None:
+    """Command line beats environment beats file beats defaults."""
+    path = _file(tmp_path, "interval: 5m\nscope: file\ncleanup: true\n")
+    settings = config.load(path, {"UPDATER_SCOPE": "env", "UPDATER_INTERVAL": "10m"},
+                           {"interval": "15m"})
+    assert (settings.interval, settings.scope, settings.cleanup) == (900, "env", True)
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    """UPDATER_CONFIG names the file when --config is not given."""
+    path = _file(tmp_path, "monitor_only: yes\n")
+    assert config.load(environ={"UPDATER_CONFIG": path}).monitor_only is True
+
+
+def test_docker_host_from_docker_variable() -> None:
+    """DOCKER_HOST is read as Docker's own clients read it."""
+    assert config.load(environ={"DOCKER_HOST": "tcp://127.0.0.1:2375"}).docker_host == \
+        "tcp://127.0.0.1:2375"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("intervall: 5m", "unknown setting 'intervall'.*did you mean 'interval'"),
+    ("interval: soon", "interval.*'soon' is not a duration"),
+    ("label_enable: maybe", "label_enable.*'maybe' is not true or false"),
+    ("log_level: loud", "log_level.*'loud' is not one of debug, info, warning, error"),
+    ("schedule: '61 * * * *'", "schedule.*not a 5-field cron expression"),
+    ("schedule: '* * * * * *'", "schedule.*not a 5-field cron expression"),
+    ("notify: [not-a-url]", "notify.*not an Apprise URL"),
+    ("http_api: {listen: ':8080'}", "http_api.token is empty"),
+    ("http_api: {port: 1}", "unknown key 'port'"),
+    ("registries: {r.io: {user: a}}", "unknown key 'user' in .*r.io"),
+    ("registries: [a]", "expected a mapping of registry host"),
+    ("- a\n- b", "must be a mapping"),
+    ("a: [", "not valid YAML at line"),
+])
+def test_bad_file_values(tmp_path: Path, text: str, message: str) -> None:
+    """Each bad value is one ConfigError naming the setting, the value and the fix."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        config.load(_file(tmp_path, text), {})
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_environment_variable() -> None:
+    """A misspelt UPDATER_ variable is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match=r"UPDATER_INTREVAL.*'interval'"):
+        config.load(environ={"UPDATER_INTREVAL": "5m"})
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    """A config file that is not there is named."""
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope.yml"):
+        config.load(str(tmp_path / "nope.yml"), {})
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    """`*_file` settings read secrets from files (Docker secrets convention)."""
+    (tmp_path / "pw").write_text("hunter22\n")
+    (tmp_path / "urls").write_text("json://127.0.0.1:1/a\nmailto://u:p@127.0.0.1\n")
+    (tmp_path / "tok").write_text("api-token-1")
+    path = _file(tmp_path, f"registries: {{r.io: {{username: u, password_file: {tmp_path}/pw}}}}\n"
+                           f"http_api: {{listen: '127.0.0.1:1', token_file: {tmp_path}/tok}}\n")
+    settings = config.load(path, {"UPDATER_NOTIFY_FILE": str(tmp_path / "urls")})
+    assert settings.registries["r.io"].password == "hunter22"
+    assert settings.http_api.token == "api-token-1"
+    assert settings.notify == ("json://127.0.0.1:1/a", "mailto://u:p@127.0.0.1")
+
+
+def test_registries_from_environment_yaml() -> None:
+    """UPDATER_REGISTRIES takes YAML (or JSON) text; host keys are lower-cased."""
+    settings = config.load(environ={
+        "UPDATER_REGISTRIES": '{"Reg.IO:5000": {"insecure": true, "username": "u"}}'})
+    assert settings.registries["reg.io:5000"].insecure is True
+
+
+def test_render_masks_every_secret(tmp_path: Path) -> None:
+    """`updater config` output has no password, token or notification URL in it."""
+    path = _file(tmp_path, "notify: ['tgram://123:bottoken/456']\n"
+                           "http_api: {listen: '127.0.0.1:1', token: tok-abcdef}\n"
+                           "registries: {r.io: {username: u, password: pw-secret}}\n")
+    settings = config.load(path, {})
+    text = config.render(settings)
+    for secret in ("bottoken", "tok-abcdef", "pw-secret", "123:"):
+        assert secret not in text
+    data = yaml.safe_load(text)
+    assert data["notify"] == ["tgram://***"] and data["http_api"]["token"] == "***"
+    assert data["registries"]["r.io"] == {"insecure": None, "username": "u",
+                                          "password": "***", "ca_file": None}
+    assert set(settings.secrets()) == {"tgram://123:bottoken/456", "tok-abcdef", "pw-secret"}
+
+
+def test_rendered_config_reads_back(tmp_path: Path) -> None:
+    """The printed config (without secrets) is itself a valid config file."""
+    settings = config.load(_file(tmp_path, "interval: 90m\nstop_timeout: 45s\n"), {})
+    again = config.load(_file(tmp_path, config.render(settings)), {})
+    assert again == settings

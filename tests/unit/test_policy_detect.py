@@ -1,0 +1,132 @@
+"""What is watched and what state it is in: pure decisions, with a fake registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from updater.config import Settings
+from updater.detect import check, watched
+from updater.engine import ContainerSnapshot
+from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
+from updater.policy import State, bool_label, is_watched, label, local_digests
+from updater.reference import Reference, parse
+
+OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def snapshot(name: str, image: str, labels: dict[str, str] | None = None,
+             repo_digests: tuple[str, ...] = ()) -> ContainerSnapshot:
+    return ContainerSnapshot(id=name * 3, name=name, image=image, image_id="sha256:x",
+                             state="running", labels=labels or {}, repo_digests=repo_digests)
+
+
+class FakeRegistry:
+    def __init__(self, answers: dict[str, str | Exception]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def digest(self, reference: Reference) -> str:
+        self.asked.append(str(reference))
+        answer = self.answers[str(reference)]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize(("labels", "label_enable", "scope", "expected"), [
+    ({}, True, None, False),
+    ({"updater.enable": "true"}, True, None, True),
+    ({"com.centurylinklabs.watchtower.enable": "true"}, True, None, True),
+    ({"updater.enable": "false", "com.centurylinklabs.watchtower.enable": "true"}, True, None,
+     False),
+    ({}, False, None, True),
+    ({"updater.enable": "false"}, False, None, False),
+    ({"updater.enable": "true", "updater.scope": "a"}, True, "a", True),
+    ({"updater.enable": "true", "updater.scope": "b"}, True, "a", False),
+    ({"updater.enable": "true"}, True, "a", False),
+    ({"updater.enable": "true", "com.centurylinklabs.watchtower.scope": "a"}, True, "a", True),
+])
+def test_is_watched(labels: dict[str, str], label_enable: bool, scope: str | None,
+                    expected: bool) -> None:
+    """Opt-in or opt-out, scope matching, Watchtower labels as aliases, ours winning."""
+    assert is_watched(labels, Settings(label_enable=label_enable, scope=scope)) is expected
+
+
+def test_bad_boolean_label_is_named() -> None:
+    """A label that is neither true nor false is a ConfigError naming label and value."""
+    with pytest.raises(ConfigError, match=r"updater.enable='maybe'"):
+        bool_label({"updater.enable": "maybe"}, "enable")
+
+
+def test_hook_labels_alias_watchtower_lifecycle() -> None:
+    """Watchtower's lifecycle labels are read for our hook labels."""
+    labels = {"com.centurylinklabs.watchtower.lifecycle.pre-update": "echo hi"}
+    assert label(labels, "hook.pre-update") == "echo hi"
+
+
+def test_local_digests_match_by_normalised_repository() -> None:
+    """RepoDigests of other repositories do not count; Docker Hub short names normalise."""
+    digests = (f"redis@{OLD}", f"docker.io/library/redis@{NEW}", f"other/redis@{NEW}")
+    assert local_digests(parse("redis:7"), digests) == (OLD, NEW)
+    assert local_digests(parse("127.0.0.1:5000/redis"), digests) == ()
+
+
+def test_check_asks_each_reference_once_and_compares() -> None:
+    """Containers sharing a reference cost one lookup; states follow the digests."""
+    image = "reg.example/app:1"
+    containers = [snapshot(f"c{i}", image, repo_digests=(f"reg.example/app@{OLD}",))
+                  for i in range(5)]
+    containers.append(snapshot("fresh", "reg.example/new:1",
+                               repo_digests=(f"reg.example/new@{NEW}",)))
+    registry = FakeRegistry({"reg.example/app:1": NEW, "reg.example/new:1": NEW})
+    results = {r.name: r for r in check(containers, registry)}
+    assert sorted(registry.asked) == ["reg.example/app:1", "reg.example/new:1"]
+    assert results["c0"].state is State.UPDATE_AVAILABLE
+    assert (results["c0"].local_digest, results["c0"].remote_digest) == (OLD, NEW)
+    assert results["fresh"].state is State.UP_TO_DATE
+
+
+def test_check_pinned_image_id_and_unpulled() -> None:
+    """Pinned references, image IDs and never-pulled images are decided without a lookup."""
+    containers = [snapshot("pin", f"reg.example/app@{OLD}"),
+                  snapshot("byid", "sha256:" + "9" * 64),
+                  snapshot("local", "reg.example/built:1"),
+                  snapshot("bad", "UPPER/Case")]
+    registry = FakeRegistry({})
+    results = {r.name: r for r in check(containers, registry)}
+    assert registry.asked == []
+    assert (results["pin"].state, results["pin"].local_digest) == (State.PINNED, OLD)
+    assert results["byid"].state is State.ERROR and "image ID" in (results["byid"].error or "")
+    assert "never pulled" in (results["local"].error or "")
+    assert "lowercase" in (results["bad"].error or "")
+
+
+def test_one_failed_lookup_leaves_the_others_checked() -> None:
+    """A registry error is reported for its containers only."""
+    containers = [snapshot("a", "reg.example/a:1", repo_digests=(f"reg.example/a@{OLD}",)),
+                  snapshot("b", "down.example/b:1", repo_digests=(f"down.example/b@{OLD}",)),
+                  snapshot("c", "reg.example/c:1", repo_digests=(f"reg.example/c@{OLD}",))]
+    registry = FakeRegistry({"reg.example/a:1": OLD, "reg.example/c:1": NEW,
+                             "down.example/b:1": RegistryUnavailable("down.example is down")})
+    results = {r.name: r for r in check(containers, registry)}
+    assert results["b"].state is State.ERROR and results["b"].error == "down.example is down"
+    assert results["b"].local_digest == OLD
+    assert (results["a"].state, results["c"].state) == (State.UP_TO_DATE, State.UPDATE_AVAILABLE)
+
+
+def test_watched_reports_bad_labels_and_filters_names() -> None:
+    """Unreadable labels become error results; names narrow the selection."""
+    containers = [snapshot("a", "x", {"updater.enable": "true"}),
+                  snapshot("b", "x", {"updater.enable": "perhaps"}),
+                  snapshot("c", "x", {"updater.enable": "true"})]
+    chosen, errors = watched(containers, Settings(), ("a", "b"))
+    assert [c.name for c in chosen] == ["a"]
+    assert [(e.name, e.state) for e in errors] == [("b", State.ERROR)]
+
+
+def test_not_found_is_an_error_row() -> None:
+    """A tag the registry does not have is reported, not raised."""
+    container = snapshot("gone", "reg.example/gone:1", repo_digests=(f"reg.example/gone@{OLD}",))
+    registry = FakeRegistry({"reg.example/gone:1": ManifestNotFound("no such tag")})
+    [result] = check([container], registry)
+    assert (result.state, result.error) == (State.ERROR, "no such tag")

@@ -1,0 +1,286 @@
+"""The registry client's logic over a hand-written registry behind httpx.MockTransport: auth
+flows, request economy, digest fallback and checks, retries, and where credentials may go.
+(The real registries are exercised in tests/integration.)"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from updater.auth import Credentials
+from updater.config import RegistrySettings
+from updater.errors import (
+    ManifestNotFound,
+    RegistryAuthError,
+    RegistryProtocolError,
+    RegistryUnavailable,
+)
+from updater.reference import parse
+from updater.registry import ACCEPT, RegistryClient, RetryPolicy, is_loopback
+
+MANIFEST = b'{"schemaVersion": 2}'
+DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+BASIC = "Basic " + base64.b64encode(b"alice:pw-1").decode()
+
+
+class Creds:
+    def __init__(self, credentials: Credentials | None) -> None:
+        self.credentials = credentials
+        self.lookups = 0
+
+    def lookup(self, host: str) -> Credentials | None:
+        self.lookups += 1
+        return self.credentials
+
+
+class FakeRegistry:
+    """A registry at `host`, anonymous, Basic or Bearer, recording every request."""
+
+    def __init__(self, mode: str = "anonymous", realm: str = "https://auth.example/token") -> None:
+        self.mode = mode
+        self.realm = realm
+        self.seen: list[httpx.Request] = []
+        self.head_digest = True
+        self.digest_header: str | None = DIGEST
+        self.failures: list[httpx.Response] = []
+        self.valid_tokens = {"tok-1"}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if request.url.path == "/token":
+            if request.headers.get("Authorization") != BASIC:
+                return httpx.Response(401)
+            return httpx.Response(200, json={"token": "tok-1", "expires_in": 300})
+        if self.failures:
+            return self.failures.pop(0)
+        if not self._authorized(request):
+            challenge = ('Basic realm="r"' if self.mode == "basic" else
+                         f'Bearer realm="{self.realm}",service="svc"')
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        if request.url.path == "/v2/":
+            return httpx.Response(200, json={})
+        if "missing" in request.url.path:
+            return httpx.Response(404)
+        headers = {"Docker-Content-Digest": self.digest_header} if self.digest_header else {}
+        if request.method == "HEAD" and not self.head_digest:
+            headers = {}
+        body = MANIFEST if request.method == "GET" else b""
+        return httpx.Response(200, headers=headers, content=body)
+
+    def _authorized(self, request: httpx.Request) -> bool:
+        header = str(request.headers.get("Authorization", ""))
+        if self.mode == "basic":
+            return header == BASIC
+        if self.mode == "bearer":
+            return header.removeprefix("Bearer ") in self.valid_tokens
+        return True
+
+    def paths(self) -> list[str]:
+        return [f"{r.method} {r.url.host}{r.url.path}" for r in self.seen]
+
+
+def client(fake: Callable[[httpx.Request], httpx.Response], credentials: Credentials | None = None,
+           settings: dict[str, RegistrySettings] | None = None,
+           sleeps: list[float] | None = None, attempts: int = 3) -> RegistryClient:
+    return RegistryClient(settings or {}, Creds(credentials), transport=httpx.MockTransport(fake),
+                          retry=RetryPolicy(attempts=attempts, backoff=0.01, budget=30),
+                          sleep=(sleeps.append if sleeps is not None else lambda _: None))
+
+
+ALICE = Credentials("alice", "pw-1")
+
+
+def test_anonymous_one_ping_then_one_head_per_reference() -> None:
+    """Per registry one GET /v2/, then exactly one HEAD per reference with all Accept types."""
+    fake = FakeRegistry()
+    with client(fake) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+        assert registry.digest(parse("reg.example/b:1")) == DIGEST
+    assert fake.paths() == ["GET reg.example/v2/", "HEAD reg.example/v2/a/manifests/1",
+                            "HEAD reg.example/v2/b/manifests/1"]
+    assert fake.seen[1].headers["Accept"] == ACCEPT
+    assert fake.seen[1].url.scheme == "https"
+
+
+def test_bearer_token_fetched_once_per_scope() -> None:
+    """A Bearer registry costs one token request per repository, reused afterwards."""
+    fake = FakeRegistry("bearer")
+    with client(fake, ALICE) as registry:
+        for _ in range(3):
+            registry.digest(parse("reg.example/a:1"))
+        registry.digest(parse("reg.example/b:1"))
+    tokens = [r for r in fake.seen if r.url.path == "/token"]
+    assert [r.url.params["scope"] for r in tokens] == ["repository:a:pull", "repository:b:pull"]
+    assert all(r.url.params["service"] == "svc" for r in tokens)
+    assert len([r for r in fake.seen if r.method == "HEAD"]) == 4
+
+
+def test_expired_token_is_refreshed_once() -> None:
+    """A token the registry stops accepting is replaced by one fresh token request."""
+    fake = FakeRegistry("bearer")
+    with client(fake, ALICE) as registry:
+        registry.digest(parse("reg.example/a:1"))
+        fake.valid_tokens = {"tok-1"}  # same value, but make the next HEAD fail once
+        fake.failures.append(httpx.Response(401, headers={
+            "WWW-Authenticate": f'Bearer realm="{fake.realm}",service="svc"'}))
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert len([r for r in fake.seen if r.url.path == "/token"]) == 2
+
+
+def test_basic_auth_sends_credentials_directly() -> None:
+    """A Basic registry gets the Authorization header on the HEAD itself."""
+    fake = FakeRegistry("basic")
+    with client(fake, ALICE) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert fake.seen[-1].headers["Authorization"] == BASIC
+
+
+def test_missing_credentials_say_what_to_do() -> None:
+    """No credentials for a Basic registry: the error says to configure or docker login."""
+    with client(FakeRegistry("basic")) as registry, \
+            pytest.raises(RegistryAuthError, match=r"requires credentials.*docker login"):
+        registry.digest(parse("reg.example/a:1"))
+
+
+def test_wrong_password_is_named_without_the_password() -> None:
+    """Refused credentials name the user, never the password."""
+    with client(FakeRegistry("bearer"), Credentials("alice", "wrong-pw")) as registry, \
+            pytest.raises(RegistryAuthError) as caught:
+        registry.digest(parse("reg.example/a:1"))
+    assert "alice" in str(caught.value) and "wrong-pw" not in str(caught.value)
+
+
+def test_not_found() -> None:
+    """A 404 becomes ManifestNotFound naming the reference."""
+    with client(FakeRegistry()) as registry, pytest.raises(ManifestNotFound, match="missing"):
+        registry.digest(parse("reg.example/missing:1"))
+
+
+def test_get_fallback_computes_the_digest() -> None:
+    """Without a digest on HEAD, one GET follows and the digest is computed from the body."""
+    fake = FakeRegistry()
+    fake.head_digest = False
+    with client(fake) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert [r.method for r in fake.seen] == ["GET", "HEAD", "GET"]
+
+
+def test_get_fallback_rejects_a_wrong_digest_header() -> None:
+    """A body whose hash differs from its Docker-Content-Digest is refused."""
+    fake = FakeRegistry()
+    fake.head_digest = False
+    fake.digest_header = "sha256:" + "0" * 64
+    with client(fake) as registry, pytest.raises(RegistryProtocolError, match="does not match"):
+        registry.digest(parse("reg.example/a:1"))
+
+
+def test_malformed_digest_header_refused() -> None:
+    """A Docker-Content-Digest that is not sha256:<64 hex> is an error, not a digest."""
+    fake = FakeRegistry()
+    fake.digest_header = "sha256:nope"
+    with client(fake) as registry, pytest.raises(RegistryProtocolError, match="malformed"):
+        registry.digest(parse("reg.example/a:1"))
+
+
+def test_retry_after_is_honoured() -> None:
+    """A 429 with Retry-After waits that long, then the retry succeeds."""
+    fake = FakeRegistry()
+    fake.failures = [httpx.Response(200, json={}),
+                     httpx.Response(429, headers={"Retry-After": "2"})]
+    sleeps: list[float] = []
+    with client(fake, sleeps=sleeps) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert sleeps == [2.0]
+
+
+def test_persistent_5xx_gives_up_after_the_attempts() -> None:
+    """503 on every try: a bounded number of attempts, then RegistryUnavailable."""
+    fake = FakeRegistry()
+    fake.failures = [httpx.Response(503)] * 10
+    with client(fake, attempts=3) as registry, \
+            pytest.raises(RegistryUnavailable, match="HTTP 503"):
+        registry.digest(parse("reg.example/a:1"))
+    assert len(fake.seen) == 3
+
+
+def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
+    """A Retry-After longer than the time budget is not waited out."""
+    fake = FakeRegistry()
+    fake.failures = [httpx.Response(429, headers={"Retry-After": "3600"})]
+    sleeps: list[float] = []
+    with client(fake, sleeps=sleeps) as registry, pytest.raises(RegistryUnavailable):
+        registry.digest(parse("reg.example/a:1"))
+    assert sleeps == []
+
+
+def test_connection_errors_are_retried_then_reported() -> None:
+    """A registry that refuses connections is tried a bounded number of times."""
+    calls = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    with client(refuse, attempts=2) as registry, \
+            pytest.raises(RegistryUnavailable, match="cannot connect"):
+        registry.digest(parse("reg.example/a:1"))
+    assert len(calls) == 2
+
+
+def test_redirect_to_another_host_is_not_followed() -> None:
+    """A manifest redirect to another host is refused, and nothing is sent there."""
+    fake = FakeRegistry("basic")
+    fake.failures = [httpx.Response(302, headers={"Location": "https://evil.example/x"})]
+    with client(fake, ALICE) as registry, pytest.raises(RegistryProtocolError, match="evil"):
+        registry.digest(parse("reg.example/a:1"))
+    assert all(r.url.host == "reg.example" for r in fake.seen)
+
+
+def test_same_host_redirect_is_followed() -> None:
+    """A redirect within the registry is followed."""
+    fake = FakeRegistry()
+    fake.failures = [httpx.Response(200, json={}),
+                     httpx.Response(307, headers={"Location": "/v2/a/manifests/1"})]
+    with client(fake) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+
+
+def test_plain_http_realm_on_another_host_gets_no_credentials() -> None:
+    """Credentials are not sent to a plain-HTTP token realm on another host."""
+    fake = FakeRegistry("bearer", realm="http://tokens.example/token")
+    with client(fake, ALICE) as registry, pytest.raises(RegistryProtocolError, match="plain HTTP"):
+        registry.digest(parse("reg.example/a:1"))
+    assert not any(r.url.host == "tokens.example" for r in fake.seen)
+
+
+def test_insecure_registry_uses_plain_http() -> None:
+    """`insecure: true` (or a loopback host) means plain HTTP; everything else HTTPS."""
+    fake = FakeRegistry()
+    settings = {"reg.example": RegistrySettings(insecure=True)}
+    with client(fake, settings=settings) as registry:
+        registry.digest(parse("reg.example/a:1"))
+        registry.digest(parse("127.0.0.1:5000/a:1"))
+        registry.digest(parse("other.example/a:1"))
+    schemes = {r.url.host: r.url.scheme for r in fake.seen}
+    assert schemes == {"reg.example": "http", "127.0.0.1": "http", "other.example": "https"}
+
+
+def test_docker_hub_is_asked_at_its_api_host() -> None:
+    """docker.io references go to registry-1.docker.io, Docker's API endpoint."""
+    fake = FakeRegistry()
+    with client(fake) as registry:
+        registry.digest(parse("redis"))
+    assert fake.paths()[-1] == "HEAD registry-1.docker.io/v2/library/redis/manifests/latest"
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost:5000", True), ("127.0.0.1", True), ("127.8.9.1:80", True), ("[::1]:5000", True),
+    ("reg.example", False), ("10.0.0.1:5000", False), ("[fe80::1]", False),
+])
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    """Docker's default insecure registries are the loopback ones."""
+    assert is_loopback(host) is loopback
