@@ -31,11 +31,11 @@ class Registry:
     """`docker-registry serve` on 127.0.0.1:<free port>, with optional auth."""
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None,
-                 token_server: TokenServer | None = None) -> None:
+                 token_server: TokenServer | None = None, port: int | None = None) -> None:
         self.root = root
         self.users = users or {}
         self.token_server = token_server
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._process: Process | None = None
 

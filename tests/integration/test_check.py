@@ -160,3 +160,13 @@ def test_pinned_and_unlabelled(engine: Dockerd, registry: Registry, unique: str,
     assert [r for r in registry.manifest_requests(since=mark) if f"pinned/{unique}" in r.uri] == []
     everything = check_json(engine, tmp_path, {"label_enable": False}, (f"{unique}-plain",))
     assert everything[f"{unique}-plain"]["state"] == "up-to-date"
+
+
+@pytest.mark.matrix
+def test_api_version_is_negotiated(engine: Dockerd) -> None:
+    """The adapter talks the engine's own API version (1.41 on 20.10, 1.45 on 26.1)."""
+    connected = Engine.connect(engine.host)
+    try:
+        assert connected.api_version == engine.client.version()["ApiVersion"]
+    finally:
+        connected.close()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine (as root): installs what it needs, lints,
+# type-checks, runs every test against a real dockerd 20.10 (API 1.41), then the engine-matrix
+# tests against dockerd 26.1 (API 1.45, Debian 13's package). Engines and registries are started
+# by the tests on their own sockets and loopback ports, and stopped at the end, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+need_root
+install_packages
+make_venv
+
+DOCKERD_26=$(bash scripts/fetch-dockerd-26.sh)
+
+export UT_ROOT
+UT_ROOT=$(mktemp -d /var/tmp/updater-test.XXXXXX)
+cleanup() {
+  # Stop only what this run started: the PIDs in the pidfiles under its own root.
+  local pidfile
+  while IFS= read -r pidfile; do
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+  done < <(find "$UT_ROOT" -name '*.pid' 2>/dev/null)
+  sleep 1
+  grep -o " $UT_ROOT[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$UT_ROOT"
+}
+trap cleanup EXIT
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy --strict"
+.venv/bin/mypy
+
+# pytest exits 5 when it ran no test: with `set -e` that fails the run, as it should.
+echo "== the whole suite on dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,)"
+.venv/bin/pytest "$@"
+echo "== engine matrix on $("$DOCKERD_26" --version | cut -d' ' -f3 | tr -d ,)"
+UT_DOCKERD="$DOCKERD_26" .venv/bin/pytest -m matrix "$@"
