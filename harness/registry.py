@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import yaml
@@ -31,10 +32,12 @@ class Registry:
     """`docker-registry serve` on 127.0.0.1:<free port>, with optional auth."""
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None,
-                 token_server: TokenServer | None = None, port: int | None = None) -> None:
+                 token_server: TokenServer | None = None, port: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.root = root
         self.users = users or {}
         self.token_server = token_server
+        self.tls = tls
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self._process: Process | None = None
@@ -45,13 +48,15 @@ class Registry:
 
     def start(self) -> Registry:
         self.root.mkdir(parents=True, exist_ok=True)
-        settings: dict[str, object] = {
+        settings: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
             "storage": {"filesystem": {"rootdirectory": str(self.root / "data")},
                         "delete": {"enabled": True}},
             "http": {"addr": self.host, "secret": "harness-fixed-secret"},
         }
+        if self.tls is not None:
+            settings["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         if self.token_server is not None:
             settings["auth"] = {"token": self.token_server.registry_settings()}
         elif self.users:

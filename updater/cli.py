@@ -10,6 +10,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ from updater.credentials import ChainedCredentials, DockerConfigCredentials, Set
 from updater.detect import CheckResult, check, watched
 from updater.engine import Engine
 from updater.errors import UpdaterError
+from updater.policy import State
 from updater.registry import RegistryClient
 
 log = logging.getLogger("updater")
@@ -103,15 +106,24 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
                            "check the name and its updater.enable label")
     credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
+    started = time.monotonic()
     with RegistryClient(settings.registries, credentials,
                         timeout=settings.registry_timeout) as registry:
         results += check(containers, registry)
+    log.info("check: %s; %d registry requests in %.2fs", _summary(results),
+             sum(registry.requests.values()), time.monotonic() - started)
     results.sort(key=lambda r: r.name)
     if arguments.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
         print(_table(results))
     return EXIT_OK
+
+
+def _summary(results: list[CheckResult]) -> str:
+    counts = Counter(r.state.value for r in results)
+    parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
+    return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
 
 
 def _short(digest: str | None) -> str:

@@ -119,6 +119,8 @@ def _compare(planned: _Planned, remote: str | RegistryError) -> CheckResult:
     if isinstance(remote, RegistryError):
         return _error(container, local[0], str(remote))
     state = policy.compare(local, remote)
+    log.debug("%s: %s local %s registry %s", container.name, state.value, local[0][:19],
+              remote[:19])
     shown = remote if remote in local else local[0]
     return CheckResult(container.name, "container", container.image, shown, remote, state)
 

@@ -183,9 +183,11 @@ class RegistryClient:
                 elif response.status_code == 200:
                     endpoint.challenge = None
                 else:
+                    hint = ("; if it serves HTTPS, set registries.<host>.insecure: false"
+                            if endpoint.insecure else "")
                     raise RegistryProtocolError(
                         f"{endpoint.host} is not a Docker registry (GET /v2/ answered "
-                        f"HTTP {response.status_code})")
+                        f"HTTP {response.status_code}){hint}")
             return endpoint.challenge
 
     def _authorized(self, endpoint: _Endpoint, method: str, path: str, scope: str,
@@ -264,6 +266,7 @@ class RegistryClient:
             except httpx.TimeoutException:
                 raise _Transient(f"no answer within {self._timeout:g}s") from None
             except httpx.TransportError as exc:
+                _raise_if_untrusted(exc, endpoint.host)
                 raise _Transient(f"cannot connect ({type(exc).__name__})") from None
             self.requests[(method, response.status_code)] += 1
             if response.status_code == 429 or response.status_code >= 500:
@@ -318,6 +321,18 @@ def _tls_context(host: str, ca_file: str | None) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=path)
     except (OSError, ssl.SSLError) as exc:
         raise RegistryProtocolError(f"cannot load CA file {path} for {host}: {exc}") from None
+
+
+def _raise_if_untrusted(exc: BaseException, host: str) -> None:
+    """A certificate that does not verify is a configuration problem, not worth retrying."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, ssl.SSLCertVerificationError):
+            raise RegistryProtocolError(
+                f"TLS certificate of registry {host} is not trusted ({inner.verify_message}); "
+                f"set registries.{host}.ca_file or put its CA in "
+                f"/etc/docker/certs.d/{host}/ca.crt") from None
+        inner = inner.__cause__ or inner.__context__
 
 
 def _check_realm(realm: str, endpoint: _Endpoint, credentials: Credentials | None) -> None:

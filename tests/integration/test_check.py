@@ -10,9 +10,16 @@ import pytest
 from harness import images
 from harness.dockerd import Dockerd
 from harness.registry import Registry
+from harness.tls import make_certificates
 from harness.tokenserver import TokenServer
 from tests.conftest import USERS
-from tests.integration.helpers import ENABLED, check_json, start, write_docker_config
+from tests.integration.helpers import (
+    ENABLED,
+    check_json,
+    run_updater,
+    start,
+    write_docker_config,
+)
 from updater.config import RegistrySettings, Settings
 from updater.credentials import SettingsCredentials
 from updater.detect import check, watched
@@ -170,3 +177,42 @@ def test_api_version_is_negotiated(engine: Dockerd) -> None:
         assert connected.api_version == engine.client.version()["ApiVersion"]
     finally:
         connected.close()
+
+
+def test_tls_registry_with_its_ca(engine: Dockerd, root: Path, unique: str,
+                                  containers: list[str], tmp_path: Path) -> None:
+    """A TLS registry is verified: trusted with its ca_file, refused with a clear reason
+    without it, and a hint when it is asked over plain HTTP."""
+    ca, cert, key = make_certificates(root / f"tls-{unique}")
+    server = Registry(root / f"registry-tls-{unique}", tls=(cert, key)).start()
+    try:
+        image = f"{server.host}/secure/{unique}:latest"
+        digest = images.release(engine.client, image, "1")
+        start(engine, image, unique, ENABLED, containers)
+        trusted = {"registries": {server.host: {"insecure": False, "ca_file": str(ca)}}}
+        untrusted = {"registries": {server.host: {"insecure": False}}}
+
+        ok = check_json(engine, tmp_path, trusted, (unique,))[unique]
+        refused = check_json(engine, tmp_path, untrusted, (unique,))[unique]
+        plain = check_json(engine, tmp_path, None, (unique,))[unique]
+    finally:
+        server.stop()
+    assert (ok["state"], ok["remote_digest"]) == ("up-to-date", digest)
+    assert refused["state"] == "error" and "not trusted" in refused["error"]
+    assert "ca_file" in refused["error"]
+    assert plain["state"] == "error" and "insecure: false" in plain["error"]
+
+
+def test_no_secret_in_any_output(engine: Dockerd, token_registry: Registry, unique: str,
+                                 containers: list[str], tmp_path: Path) -> None:
+    """At debug level, neither the password nor a token shows up in stdout or stderr."""
+    image = f"{token_registry.host}/secret/{unique}:latest"
+    images.release(engine.client, image, "1", AUTH)
+    start(engine, image, unique, ENABLED, containers)
+    settings = {"registries": {token_registry.host: AUTH}, "log_level": "debug"}
+    for args in (["check", unique], ["check", "--json", unique], ["config"]):
+        result = run_updater(args, engine, tmp_path, settings)
+        assert result.returncode == 0, result.stderr
+        output = result.stdout + result.stderr
+        assert PASSWORD not in output and "eyJ" not in output  # eyJ: how every JWT starts
+    assert "up-to-date" in run_updater(["check", unique], engine, tmp_path, settings).stdout
