@@ -23,8 +23,11 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 ARG VERSION=1
 RUN echo $VERSION > /version
 LABEL org.opencontainers.image.version=$VERSION
-CMD ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+{extra}
+CMD {cmd}
 """
+# A process that stops at once on SIGTERM.
+SLEEPER = '["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1; done"]'
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -36,10 +39,10 @@ def busybox_path() -> Path:
     return Path(found).resolve()
 
 
-def _context(version: str) -> io.BytesIO:
+def _context(cmd: str, extra: str) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        data = DOCKERFILE.encode()
+        data = DOCKERFILE.format(cmd=cmd, extra=extra).encode()
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
@@ -48,9 +51,11 @@ def _context(version: str) -> io.BytesIO:
     return buffer
 
 
-def build(client: docker.DockerClient, tag: str, version: str) -> str:
-    """Build the busybox test image with VERSION=`version` as `tag`; returns the image ID."""
-    image, _ = client.images.build(fileobj=_context(version), custom_context=True, tag=tag,
+def build(client: docker.DockerClient, tag: str, version: str, cmd: str = SLEEPER,
+          extra: str = "") -> str:
+    """Build the busybox test image with VERSION=`version` as `tag` (with Dockerfile lines
+    `extra` and CMD `cmd`); returns the image ID."""
+    image, _ = client.images.build(fileobj=_context(cmd, extra), custom_context=True, tag=tag,
                                    buildargs={"VERSION": version}, rm=True, forcerm=True)
     return str(image.id)
 
@@ -69,10 +74,17 @@ def push(client: docker.DockerClient, tag: str, auth: dict[str, str] | None = No
 
 
 def release(client: docker.DockerClient, tag: str, version: str,
-            auth: dict[str, str] | None = None) -> str:
-    """Build and push VERSION `version` under `tag`; returns the new registry digest."""
-    build(client, tag, version)
-    return push(client, tag, auth)
+            auth: dict[str, str] | None = None, *, cmd: str = SLEEPER, extra: str = "",
+            keep_local: bool = True) -> str:
+    """Build and push VERSION `version` under `tag`; returns the new registry digest. With
+    `keep_local=False` the engine forgets the new image, so an update must really pull it."""
+    image_id = build(client, tag, version, cmd, extra)
+    digest = push(client, tag, auth)
+    if not keep_local:
+        client.images.remove(tag)
+        if any(image.id == image_id for image in client.images.list(all=True)):
+            raise RuntimeError(f"{tag} is still local after removal")
+    return digest
 
 
 def push_index(registry: str, repository: str, tag: str, children: dict[str, str],

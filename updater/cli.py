@@ -16,13 +16,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from updater import __version__, config, logs
+from updater.app import Application
 from updater.config import Settings
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
+from updater.daemon import Daemon
 from updater.detect import CheckResult, check, watched
 from updater.engine import Engine
 from updater.errors import UpdaterError
+from updater.journal import StateLock
 from updater.policy import State
 from updater.registry import RegistryClient
+from updater.report import Outcome, PassReport
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -77,6 +81,12 @@ def _parser() -> _Parser:
     checker.add_argument("names", nargs="*", metavar="NAME", help="only these containers")
     checker.add_argument("--json", action="store_true", help="print a JSON array")
     checker.set_defaults(handler=_check)
+    updater = commands.add_parser("update", parents=[common], help="apply updates now, once")
+    updater.add_argument("names", nargs="*", metavar="NAME", help="only these containers")
+    updater.add_argument("--json", action="store_true", help="print the pass report as JSON")
+    updater.set_defaults(handler=_update)
+    runner = commands.add_parser("run", parents=[common], help="the daemon: update on a schedule")
+    runner.set_defaults(handler=_run)
     shower = commands.add_parser("config", parents=[common],
                                  help="validate and print the effective configuration")
     shower.set_defaults(handler=_show_config)
@@ -124,6 +134,41 @@ def _summary(results: list[CheckResult]) -> str:
     counts = Counter(r.state.value for r in results)
     parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
     return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
+
+
+def _update(arguments: argparse.Namespace, settings: Settings) -> int:
+    with StateLock(settings.state_dir), Application(settings) as app:
+        report = app.run_pass(arguments.names)
+    if arguments.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(_report_table(report))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _run(_: argparse.Namespace, settings: Settings) -> int:
+    with StateLock(settings.state_dir), Application(settings) as app:
+        def one_pass(stop_requested: Callable[[], bool]) -> PassReport:
+            report = app.run_pass((), stop_requested)
+            for item in report.items:
+                if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
+                    log.info("%s: %s%s", item.name, item.outcome.value,
+                             f" ({item.reason})" if item.reason else "")
+            return report
+
+        log.info("updater %s running against %s", __version__, settings.docker_host)
+        return Daemon(settings, one_pass).run()
+
+
+def _report_table(report: PassReport) -> str:
+    rows = [("NAME", "IMAGE", "OUTCOME", "FROM", "TO", "")]
+    rows += [(i.name, i.image, i.outcome.value, _short(i.old_digest), _short(i.new_digest),
+              i.reason or "") for i in sorted(report.items, key=lambda i: i.name)]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
+             for row in rows]
+    lines.append(f"pass: {report.summary()}")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _short(digest: str | None) -> str:

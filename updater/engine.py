@@ -5,6 +5,7 @@ newest work with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import docker.errors
 import docker.utils
 import requests.exceptions
 
-from updater.errors import EngineError, EngineUnavailable
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
@@ -92,9 +93,87 @@ class Engine:
             repo_digests=digests.get(str(entry.get("ImageID")), ()),
         )
 
+    # --- single containers and images -------------------------------------------------------
+
+    def inspect_container(self, container: str) -> dict[str, Any] | None:
+        """The engine's inspect document, or None when no such container exists."""
+        try:
+            return dict(self._call(f"inspect container {container}", self._api.inspect_container,
+                                   container))
+        except NotFoundInEngine:
+            return None
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        return dict(self._call(f"inspect image {image}", self._api.inspect_image, image))
+
+    def pull(self, repository: str, digest: str, auth: dict[str, str] | None) -> str:
+        """Pull `repository@digest` and return the image ID."""
+        self._call(f"pull {repository}@{digest}", self._api.pull, repository, tag=digest,
+                   auth_config=auth)
+        return str(self.inspect_image(f"{repository}@{digest}")["Id"])
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        self._call(f"tag {image} as {repository}:{tag}", self._api.tag, image, repository, tag,
+                   force=True)
+
+    def create(self, body: dict[str, Any], name: str) -> str:
+        created = self._call(f"create container {name}", self._api.create_container_from_config,
+                             body, name)
+        return str(created["Id"])
+
+    def connect_network(self, network: str, container: str, endpoint: dict[str, Any]) -> None:
+        ipam = endpoint.get("IPAMConfig") or {}
+        self._call(f"connect {container} to network {network}",
+                   self._api.connect_container_to_network, container, network,
+                   ipv4_address=ipam.get("IPv4Address") or None,
+                   ipv6_address=ipam.get("IPv6Address") or None,
+                   aliases=endpoint.get("Aliases"), links=endpoint.get("Links"),
+                   link_local_ips=ipam.get("LinkLocalIPs") or None,
+                   driver_opt=endpoint.get("DriverOpts"))
+
+    def rename(self, container: str, name: str) -> None:
+        self._call(f"rename {container} to {name}", self._api.rename, container, name)
+
+    def start(self, container: str) -> None:
+        self._call(f"start {container}", self._api.start, container)
+
+    def stop(self, container: str, timeout: float, signal: str | None = None) -> None:
+        """Stop gracefully: `signal` (else the container's StopSignal), SIGKILL after `timeout`."""
+        seconds = max(0, round(timeout))
+        if signal is None:
+            self._call(f"stop {container}", self._api.stop, container, timeout=seconds)
+            return
+        self._call(f"signal {container}", self._api.kill, container, signal=signal)
+        try:
+            self._api.wait(container, timeout=seconds + 5)
+        except requests.exceptions.ConnectionError:
+            self._call(f"kill {container}", self._api.kill, container, signal="SIGKILL")
+
+    def remove(self, container: str, force: bool = False) -> None:
+        """Remove a container, never its volumes."""
+        with contextlib.suppress(NotFoundInEngine):
+            self._call(f"remove container {container}", self._api.remove_container, container,
+                       v=False, force=force)
+
+    def remove_image(self, image: str) -> None:
+        self._call(f"remove image {image}", self._api.remove_image, image)
+
+    def exec(self, container: str, command: str) -> tuple[int, str]:
+        """Run `sh -c command` inside the container; its exit code and output."""
+        created = self._call(f"exec in {container}", self._api.exec_create, container,
+                             ["sh", "-c", command])
+        output = self._call(f"exec in {container}", self._api.exec_start, created["Id"])
+        result = self._call(f"inspect exec in {container}", self._api.exec_inspect,
+                            created["Id"])
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        return int(result.get("ExitCode") or 0), text
+
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except docker.errors.NotFound as exc:
+            raise NotFoundInEngine(f"Docker engine at {self.host} failed to {what}: "
+                            f"{exc.explanation or exc}") from None
         except docker.errors.APIError as exc:
             raise EngineError(f"Docker engine at {self.host} failed to {what}: "
                               f"{exc.explanation or exc}") from None

@@ -4,7 +4,8 @@
     ├── ConfigError               bad settings (file, environment, flags, labels)
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
-    │   └── EngineUnavailable     the engine cannot be reached at all
+    │   ├── EngineUnavailable     the engine cannot be reached at all
+    │   └── NotFoundInEngine      no such container, image or network (404)
     └── RegistryError             a registry could not answer a question about an image
         ├── RegistryUnavailable   connection failed, timed out, or 5xx/429 after retries
         ├── RegistryAuthError     401/403: credentials missing, wrong or insufficient
@@ -36,6 +37,10 @@ class EngineError(UpdaterError):
 
 class EngineUnavailable(EngineError):
     """The Docker engine cannot be reached."""
+
+
+class NotFoundInEngine(EngineError):
+    """The engine has no object by that name or ID."""
 
 
 class RegistryError(UpdaterError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from updater.config import Settings
+from updater.durations import parse_duration
 from updater.errors import ConfigError
 from updater.reference import Reference, repository_of
 
@@ -82,3 +85,63 @@ def selected(name: str, names: Iterable[str]) -> bool:
     """True when no names were asked for, or `name` is one of them."""
     wanted = tuple(names)
     return not wanted or name in wanted
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerOptions:
+    """How to update one container: its labels read and validated over the settings."""
+
+    monitor_only: bool
+    stop_signal: str | None
+    stop_timeout: float
+    health_timeout: float
+    rollback: bool
+    hook_timeout: float
+    hooks: Mapping[str, str]
+    depends_on: tuple[str, ...]
+
+
+HOOKS = ("pre-check", "pre-update", "post-update", "post-check")
+_SIGNAL = re.compile(r"(SIG)?[A-Z][A-Z0-9+-]*|\d{1,2}")
+DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_HOOK_TIMEOUT = 60.0
+
+
+def options(labels: Mapping[str, str], settings: Settings,
+            own_stop_timeout: int | None) -> ContainerOptions:
+    """The update options for a container; ConfigError naming the label on a bad value."""
+    stop_signal = label(labels, "stop-signal")
+    if stop_signal is not None and not _SIGNAL.fullmatch(stop_signal.strip()):
+        raise ConfigError(f"label {PREFIX}stop-signal={stop_signal!r} is not a signal; "
+                          "write e.g. SIGTERM, SIGINT or 15")
+    fallback = (float(own_stop_timeout) if own_stop_timeout is not None
+                else settings.stop_timeout if settings.stop_timeout is not None
+                else DEFAULT_STOP_TIMEOUT)
+    return ContainerOptions(
+        monitor_only=settings.monitor_only or bool_label(labels, "monitor-only") is True,
+        stop_signal=stop_signal.strip() if stop_signal else None,
+        stop_timeout=duration_label(labels, "stop-timeout", fallback),
+        health_timeout=duration_label(labels, "health-timeout", settings.health_timeout),
+        rollback=settings.rollback if (value := bool_label(labels, "rollback")) is None else value,
+        hook_timeout=duration_label(labels, "hook.timeout", DEFAULT_HOOK_TIMEOUT),
+        hooks={hook: text for hook in HOOKS if (text := label(labels, f"hook.{hook}"))},
+        depends_on=depends_on(labels),
+    )
+
+
+def duration_label(labels: Mapping[str, str], name: str, default: float) -> float:
+    """A duration label such as `90s`; ConfigError naming label and value when malformed."""
+    value = label(labels, name)
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"label {PREFIX}{name}={value!r} is not a duration; "
+                          "write e.g. 30s, 5m, 1h30m") from None
+
+
+def depends_on(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """Container names from `updater.depends-on` (or Watchtower's), comma-separated."""
+    value = label(labels, "depends-on") or ""
+    return tuple(name.strip().lstrip("/") for name in value.split(",") if name.strip())

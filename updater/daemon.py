@@ -1,0 +1,77 @@
+"""The loop behind `updater run`: one pass at a time on a schedule (interval with jitter, or a
+cron expression), until SIGTERM/SIGINT; the update in flight is finished, then it exits 0.
+One bad pass never ends the daemon."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from updater.config import Settings
+from updater.errors import UpdaterError
+from updater.report import PassReport
+
+log = logging.getLogger(__name__)
+PassRunner = Callable[[Callable[[], bool]], PassReport]
+
+
+def next_delay(settings: Settings, now: datetime.datetime) -> float:
+    """Seconds until the next pass: the next cron time, or the interval plus up to `jitter`."""
+    if settings.schedule:
+        import cronsim
+
+        upcoming = next(cronsim.CronSim(settings.schedule, now))
+        return max(0.0, (upcoming - now).total_seconds())
+    return settings.interval + random.uniform(0, settings.jitter)
+
+
+class Daemon:
+    """Owns the schedule and the stop flag; the pass itself comes in as a function."""
+
+    def __init__(self, settings: Settings, run_pass: PassRunner,
+                 now: Callable[[], datetime.datetime] | None = None) -> None:
+        self._settings = settings
+        self._run_pass = run_pass
+        self._now = now or (lambda: datetime.datetime.now().astimezone())
+        self._stop = threading.Event()
+        self.passes = 0
+
+    def request_stop(self, *_: object) -> None:
+        """Signal handler: only sets the flag; the loop finishes what it is doing."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if self._settings.run_once or self._settings.update_on_start:
+            self._one_pass()
+        if self._settings.run_once:
+            return 0
+        while not self._stop.is_set():
+            delay = next_delay(self._settings, self._now())
+            log.info("next pass in %.0fs", delay)
+            if self._stop.wait(delay):
+                break
+            self._one_pass()
+        log.info("stopping: no update in flight")
+        return 0
+
+    def _one_pass(self) -> None:
+        started = time.monotonic()
+        try:
+            self._run_pass(self._stop.is_set)
+        except UpdaterError as exc:
+            log.error("pass failed: %s", exc)
+        except Exception:
+            log.exception("pass failed unexpectedly; the next one will try again")
+        self.passes += 1
+        log.debug("pass took %.1fs", time.monotonic() - started)

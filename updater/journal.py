@@ -1,0 +1,119 @@
+"""The update journal: each step of a container update is written (and synced) before it is
+taken, so an updater killed at any moment knows on its next start what to finish or undo.
+SQLite from the standard library, in `state_dir`; one updater at a time holds its lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from updater.errors import ConfigError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    old_id TEXT NOT NULL,
+    new_id TEXT,
+    image TEXT NOT NULL,
+    new_digest TEXT NOT NULL,
+    step TEXT NOT NULL,
+    outcome TEXT,
+    started REAL NOT NULL,
+    changed REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    name: str
+    old_id: str
+    new_id: str | None
+    image: str
+    new_digest: str
+    step: str
+
+
+class Journal:
+    """Durable record of updates in flight."""
+
+    def __init__(self, state_dir: str) -> None:
+        directory = Path(state_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(directory / "updater.db", isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot use state_dir {state_dir} ({exc}); set state_dir to a "
+                              "writable directory") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def begin(self, name: str, old_id: str, image: str, new_digest: str) -> int:
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT INTO updates (name, old_id, image, new_digest, step, started, changed) "
+            "VALUES (?, ?, ?, ?, 'begin', ?, ?)", (name, old_id, image, new_digest, now, now))
+        return int(cursor.lastrowid or 0)
+
+    def record(self, entry: int, step: str, new_id: str | None = None) -> None:
+        if new_id is not None:
+            self._db.execute("UPDATE updates SET step = ?, new_id = ?, changed = ? WHERE id = ?",
+                             (step, new_id, time.time(), entry))
+        else:
+            self._db.execute("UPDATE updates SET step = ?, changed = ? WHERE id = ?",
+                             (step, time.time(), entry))
+
+    def finish(self, entry: int, outcome: str) -> None:
+        self._db.execute("UPDATE updates SET step = 'finished', outcome = ?, changed = ? "
+                         "WHERE id = ?", (outcome, time.time(), entry))
+
+    def get(self, entry: int) -> Entry | None:
+        row = self._db.execute("SELECT id, name, old_id, new_id, image, new_digest, step "
+                               "FROM updates WHERE id = ?", (entry,)).fetchone()
+        return Entry(*row) if row else None
+
+    def unfinished(self) -> list[Entry]:
+        rows = self._db.execute("SELECT id, name, old_id, new_id, image, new_digest, step "
+                                "FROM updates WHERE step != 'finished' ORDER BY id").fetchall()
+        return [Entry(*row) for row in rows]
+
+
+class StateLock:
+    """An exclusive lock on `state_dir`, so two updaters never act on one host at once."""
+
+    def __init__(self, state_dir: str) -> None:
+        self._path = Path(state_dir) / "lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> StateLock:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot use state_dir {self._path.parent} ({exc.strerror}); set "
+                              "state_dir to a writable directory") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"another updater is running with state_dir {self._path.parent}; "
+                              "stop it or give this one another state_dir") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

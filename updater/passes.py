@@ -1,0 +1,172 @@
+"""One update pass over the standalone containers of an engine: recover what an earlier
+updater left in flight, check every watched container, update the stale ones in dependency
+order (their dependants stopped first and started after), and report every outcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from updater import order, policy
+from updater.config import Settings
+from updater.containers import Candidate, ContainerUpdater
+from updater.detect import CheckResult, DigestSource, check, watched
+from updater.engine import ContainerSnapshot, Engine
+from updater.errors import UpdaterError
+from updater.policy import State
+from updater.reference import parse
+from updater.report import ItemReport, Outcome, PassReport
+
+log = logging.getLogger(__name__)
+_STATE_OUTCOMES = {State.UP_TO_DATE: Outcome.UP_TO_DATE, State.PINNED: Outcome.PINNED,
+                   State.ERROR: Outcome.ERROR}
+
+
+class UpdatePass:
+    """Runs passes; holds nothing between them but its collaborators."""
+
+    def __init__(self, engine: Engine, registry: DigestSource, updater: ContainerUpdater,
+                 settings: Settings) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._updater = updater
+        self._settings = settings
+
+    def run(self, names: Iterable[str] = (),
+            stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
+        report = PassReport()
+        report.items += self._updater.recover()
+        containers, errors = watched(self._engine.containers(), self._settings, names)
+        report.items += [_from_check(result) for result in errors]
+        self._hooks(containers, "pre-check")
+        candidates = []
+        for container, result in zip(containers, check(containers, self._registry), strict=True):
+            item, candidate = self._decide(container, result)
+            report.items += [item] if item else []
+            candidates += [candidate] if candidate else []
+        if candidates:
+            report.items += self._apply(candidates, stop_requested)
+        self._hooks(containers, "post-check")
+        report.finished = time.time()
+        log.info("pass: %s", report.summary())
+        return report
+
+    def _decide(self, container: ContainerSnapshot,
+                result: CheckResult) -> tuple[ItemReport | None, Candidate | None]:
+        if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
+            return _from_check(result), None
+        try:
+            inspect = self._engine.inspect_container(container.id) or {}
+            own_timeout = (inspect.get("Config") or {}).get("StopTimeout")
+            options = policy.options(container.labels, self._settings, own_timeout)
+        except UpdaterError as exc:
+            return _item(result, Outcome.ERROR, str(exc)), None
+        if options.monitor_only:
+            log.info("%s: update available (%s), monitor only", container.name,
+                     result.remote_digest[:19])
+            return _item(result, Outcome.AVAILABLE), None
+        return None, Candidate(container, parse(container.image), result.local_digest,
+                               result.remote_digest, options)
+
+    def _apply(self, candidates: list[Candidate],
+               stop_requested: Callable[[], bool]) -> list[ItemReport]:
+        running = [order.Node.from_inspect(i) for i in self._running_inspects()]
+        inspects = {node.name: node for node in running}
+        edges = order.graph(running)
+        by_name = {c.container.name: c for c in candidates}
+        ordered, cyclic = order.update_order(by_name, edges)
+        items = [_candidate_item(by_name[name], Outcome.SKIPPED,
+                                 "dependency cycle among " + ", ".join(cyclic)) for name in cyclic]
+        for name in ordered:
+            if stop_requested():
+                items.append(_candidate_item(by_name[name], Outcome.SKIPPED, "shutting down"))
+                continue
+            items += self._update_with_dependants(by_name[name], edges, inspects)
+        return items
+
+    def _update_with_dependants(self, candidate: Candidate, edges: dict[str, set[str]],
+                                nodes: dict[str, order.Node]) -> list[ItemReport]:
+        name = candidate.container.name
+        stopped = []
+        captured = {}
+        for dependant in order.dependants(name, edges):
+            inspect = self._engine.inspect_container(nodes[dependant].id)
+            if inspect is None or not (inspect.get("State") or {}).get("Running"):
+                continue
+            captured[dependant] = inspect
+            options = self._options_or_defaults(nodes[dependant].labels, inspect)
+            log.info("%s: stopping dependant %s first", name, dependant)
+            self._engine.stop(str(inspect["Id"]), options.stop_timeout, options.stop_signal)
+            stopped.append(dependant)
+        try:
+            return [self._updater.update(candidate)]
+        finally:
+            for dependant in reversed(stopped):
+                self._restart_dependant(dependant, captured[dependant], candidate)
+
+    def _restart_dependant(self, dependant: str, inspect: dict[str, Any],
+                           candidate: Candidate) -> None:
+        """Start a dependant again; one bound to the replaced container's network namespace or
+        linked to it is recreated from its captured configuration."""
+        old_id = candidate.container.id
+        node = order.Node.from_inspect(inspect)
+        replaced = (self._engine.inspect_container(old_id) is None)
+        bound = node.shares_network_of == old_id or any(
+            link.split(":")[0].lstrip("/") == candidate.container.name for link in node.links)
+        try:
+            if replaced and bound:
+                options = self._options_or_defaults(node.labels, inspect)
+                self._updater.rebuild(inspect, {old_id: candidate.container.name}, options)
+            else:
+                self._engine.start(str(inspect["Id"]))
+            log.info("%s: dependant started again", dependant)
+        except UpdaterError as exc:
+            log.error("%s: could not start dependant again: %s", dependant, exc)
+
+    def _options_or_defaults(self, labels: dict[str, str] | Any,
+                             inspect: dict[str, Any]) -> policy.ContainerOptions:
+        """A dependant's options; with a bad label, the defaults (it is only stopped/started)."""
+        own = (inspect.get("Config") or {}).get("StopTimeout")
+        try:
+            return policy.options(labels, self._settings, own)
+        except UpdaterError as exc:
+            log.warning("%s; using default stop settings", exc)
+            return policy.options({}, self._settings, own)
+
+    def _running_inspects(self) -> list[dict[str, Any]]:
+        found = []
+        for container in self._engine.containers():
+            inspect = self._engine.inspect_container(container.id)
+            if inspect is not None:
+                found.append(inspect)
+        return found
+
+    def _hooks(self, containers: list[ContainerSnapshot], hook: str) -> None:
+        for container in containers:
+            command = policy.label(container.labels, f"hook.{hook}")
+            if not command:
+                continue
+            try:
+                code, _ = self._engine.exec(container.id, command)
+            except UpdaterError as exc:
+                log.warning("%s: %s hook could not run: %s", container.name, hook, exc)
+                continue
+            if code != 0:
+                log.warning("%s: %s hook exited with code %d", container.name, hook, code)
+
+
+def _from_check(result: CheckResult) -> ItemReport:
+    return _item(result, _STATE_OUTCOMES.get(result.state, Outcome.ERROR), result.error)
+
+
+def _item(result: CheckResult, outcome: Outcome, reason: str | None = None) -> ItemReport:
+    return ItemReport(result.name, result.image, outcome, old_digest=result.local_digest,
+                      new_digest=result.remote_digest, reason=reason)
+
+
+def _candidate_item(candidate: Candidate, outcome: Outcome, reason: str) -> ItemReport:
+    return ItemReport(candidate.container.name, candidate.container.image, outcome,
+                      old_digest=candidate.old_digest, new_digest=candidate.new_digest,
+                      reason=reason)

@@ -1,0 +1,134 @@
+"""The new container's configuration: everything the user set on the old one, nothing the OLD
+image supplied by default (so the NEW image's defaults apply). Pure: dicts in, dicts out.
+
+Inputs are the engine's own inspect documents: the old container, the old image and the new
+image. The result is a `/containers/create` body plus the extra networks to connect before the
+first start (API < 1.44 accepts one network at create).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Config fields that fall back to the image's value when the container does not set them.
+_IMAGE_DEFAULTS = ("Cmd", "Entrypoint", "WorkingDir", "User", "Healthcheck", "StopSignal",
+                   "Shell", "OnBuild")
+_RUNTIME_ONLY = ("ArgsEscaped", "Image")
+_SPECIAL_NETWORK_MODES = ("host", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePlan:
+    """What to send to the engine to create the replacement."""
+
+    body: dict[str, Any]
+    extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
+         new_image: Mapping[str, Any], image_name: str,
+         rename_container_refs: Mapping[str, str] | None = None) -> CreatePlan:
+    """The create body for a replacement of `container` running `image_name`.
+
+    `rename_container_refs` maps container IDs to the names to use instead in
+    `network_mode: container:<id>` (the ID of a container that is itself being replaced).
+    """
+    config = _config(container, old_image.get("Config") or {}, image_name)
+    host_config = _host_config(container, rename_container_refs or {})
+    primary, extra = _networks(container, host_config.get("NetworkMode") or "default")
+    body = {**config, "HostConfig": host_config}
+    if primary:
+        body["NetworkingConfig"] = {"EndpointsConfig": primary}
+    return CreatePlan(body=body, extra_networks=extra)
+
+
+def _config(container: Mapping[str, Any], old_defaults: Mapping[str, Any],
+            image_name: str) -> dict[str, Any]:
+    config = copy.deepcopy(dict(container.get("Config") or {}))
+    for key in _RUNTIME_ONLY:
+        config.pop(key, None)
+    for key in _IMAGE_DEFAULTS:
+        if key in config and config[key] == old_defaults.get(key):
+            config.pop(key)
+    config["Env"] = _without(config.get("Env"), old_defaults.get("Env"))
+    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items()
+                        if (old_defaults.get("Labels") or {}).get(k) != v}
+    config["Volumes"] = {path: spec for path, spec in (config.get("Volumes") or {}).items()
+                         if path not in (old_defaults.get("Volumes") or {})} or None
+    bound = set((container.get("HostConfig") or {}).get("PortBindings") or {})
+    image_ports = old_defaults.get("ExposedPorts") or {}
+    exposed = config.get("ExposedPorts") or {}
+    config["ExposedPorts"] = {port: spec for port, spec in exposed.items()
+                              if port in bound or port not in image_ports} or None
+    if config.get("Hostname") == str(container.get("Id", ""))[:12]:
+        config.pop("Hostname")  # the engine's default, not the user's
+    config["Image"] = image_name
+    return config
+
+
+def _without(values: list[str] | None, defaults: list[str] | None) -> list[str]:
+    """`values` less those equal to an entry of `defaults` (the old image set them)."""
+    inherited = set(defaults or ())
+    return [value for value in values or () if value not in inherited]
+
+
+def _host_config(container: Mapping[str, Any],
+                 rename_refs: Mapping[str, str]) -> dict[str, Any]:
+    host = copy.deepcopy(dict(container.get("HostConfig") or {}))
+    mode = str(host.get("NetworkMode") or "")
+    if mode.startswith("container:"):
+        target = mode.removeprefix("container:")
+        host["NetworkMode"] = f"container:{rename_refs.get(target, target)}"
+    host["Links"] = [_link_for_create(link) for link in host.get("Links") or ()] or None
+    host["Binds"] = (host.get("Binds") or []) + _anonymous_volumes(container, host)
+    return host
+
+
+def _link_for_create(link: str) -> str:
+    """Inspect shows links as `/target:/this/alias`; create takes `target:alias`."""
+    target, _, alias = link.partition(":")
+    return f"{target.lstrip('/')}:{alias.rsplit('/', 1)[-1]}"
+
+
+def _anonymous_volumes(container: Mapping[str, Any], host: Mapping[str, Any]) -> list[str]:
+    """Volumes the old image declared and the engine created anonymously: bound by name into
+    the new container, so their data is not left behind."""
+    explicit = {str(m.get("Target")) for m in host.get("Mounts") or ()}
+    explicit |= {str(b).split(":")[1] for b in host.get("Binds") or () if ":" in str(b)}
+    return [f"{m['Name']}:{m['Destination']}" for m in container.get("Mounts") or ()
+            if m.get("Type") == "volume" and m.get("Name") and m["Destination"] not in explicit]
+
+
+def _networks(container: Mapping[str, Any],
+              mode: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    if mode in _SPECIAL_NETWORK_MODES or mode.startswith("container:"):
+        return {}, {}
+    endpoints = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    short_id = str(container.get("Id", ""))[:12]
+    cleaned = {name: _endpoint(spec, short_id) for name, spec in endpoints.items()}
+    primary_name = mode if mode in cleaned else "bridge" if mode == "default" else None
+    if primary_name is None or primary_name not in cleaned:
+        primary_name = next(iter(cleaned), None)
+    if primary_name is None:
+        return {}, {}
+    primary = {primary_name: cleaned.pop(primary_name)}
+    return primary, cleaned
+
+
+def _endpoint(spec: Mapping[str, Any], short_id: str) -> dict[str, Any]:
+    """The user-set part of an endpoint: aliases (less the engine's own), static addresses,
+    links, driver options."""
+    endpoint: dict[str, Any] = {}
+    aliases = [a for a in spec.get("Aliases") or () if a != short_id]
+    if aliases:
+        endpoint["Aliases"] = aliases
+    if spec.get("IPAMConfig"):
+        endpoint["IPAMConfig"] = dict(spec["IPAMConfig"])
+    if spec.get("Links"):
+        endpoint["Links"] = list(spec["Links"])
+    if spec.get("DriverOpts"):
+        endpoint["DriverOpts"] = dict(spec["DriverOpts"])
+    return endpoint
