@@ -16,13 +16,13 @@ from updater.report import PassReport
 
 
 class Application:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, journal: Journal | None = None) -> None:
         self.settings = settings
         self.credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                               DockerConfigCredentials())
         self.registry = RegistryClient(settings.registries, self.credentials,
                                        timeout=settings.registry_timeout)
-        self.journal = Journal(settings.state_dir)
+        self.journal = journal or Journal(settings.state_dir)
 
     def close(self) -> None:
         self.registry.close()

@@ -30,7 +30,7 @@ def update(engine: Dockerd, home: Path, *names: str,
 def image_of(engine: Dockerd, name: str) -> tuple[str, str, bool]:
     """(container ID, image ID, running) of the container called `name`."""
     container = engine.client.containers.get(name)
-    return container.id, container.attrs["Image"], container.attrs["State"]["Running"]
+    return str(container.id), container.attrs["Image"], container.attrs["State"]["Running"]
 
 
 def image_id(engine: Dockerd, reference: str) -> str:

@@ -1,0 +1,112 @@
+"""Configuration fidelity: the replacement keeps everything the user set, and takes the NEW
+image's defaults instead of the old image's. Compared field by field on `docker inspect`."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import docker.types
+import pytest
+
+from harness import images
+from harness.dockerd import Dockerd
+from harness.procs import free_port
+from harness.registry import Registry
+from tests.integration.test_update import update
+
+pytestmark = [pytest.mark.engine]
+_subnets = itertools.count(40)
+CMD = ["sh", "-c", "trap 'exit 0' TERM; echo user-command; while :; do sleep 1; done"]
+
+
+def _networks(engine: Dockerd, unique: str) -> list[tuple[str, str]]:
+    """Two user-defined networks with fixed subnets; (name, static address) each."""
+    made = []
+    for index in range(2):
+        third = next(_subnets)
+        name = f"{unique}-net{index}"
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=f"172.31.{third}.0/24")])
+        engine.client.api.create_network(name, driver="bridge", ipam=ipam)
+        made.append((name, f"172.31.{third}.10"))
+    return made
+
+
+def _create(engine: Dockerd, image: str, name: str, bind_dir: Path, volume: str,
+            networks: list[tuple[str, str]], port: int) -> None:
+    api = engine.client.api
+    host_config = api.create_host_config(
+        binds={str(bind_dir): {"bind": "/host", "mode": "rw"},
+               volume: {"bind": "/data", "mode": "rw"}},
+        port_bindings={80: ("127.0.0.1", port)},
+        restart_policy={"Name": "unless-stopped"},
+        mem_limit="64m", network_mode=networks[0][0], cap_add=["NET_ADMIN"])
+    endpoint = api.create_endpoint_config(aliases=["alias-zero"], ipv4_address=networks[0][1])
+    created = api.create_container(
+        image, command=CMD, name=name, environment={"USER_VAR": "set-by-user"},
+        labels={"updater.enable": "true", "team": "blue"}, host_config=host_config,
+        networking_config=api.create_networking_config(
+            {networks[0][0]: endpoint}),  # type: ignore[arg-type]  # stubs say one endpoint
+        healthcheck={"test": ["CMD-SHELL", "test -d /data"], "interval": 1_000_000_000},
+        ports=[80], working_dir="/data", user="0:0")
+    api.connect_container_to_network(created["Id"], networks[1][0], aliases=["alias-one"],
+                                      ipv4_address=networks[1][1])
+    api.start(created["Id"])
+
+
+def _mounts(inspect: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {m["Destination"]: (m["Type"], m.get("Name") or m["Source"]) for m in inspect["Mounts"]}
+
+
+def test_user_settings_survive_and_image_defaults_follow_the_new_image(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path, root: Path) -> None:
+    """Every user-set field is equal before and after; env and labels of the old image are
+    gone, the new image's are present; the image's anonymous volume keeps its data."""
+    image = f"{registry.host}/fidelity/{unique}:latest"
+    images.release(engine.client, image, "1",
+                   extra="ENV OLD_ONLY=old\nLABEL old.only=yes\nVOLUME /anon")
+    networks = _networks(engine, unique)
+    bind_dir = root / f"bind-{unique}"
+    bind_dir.mkdir()
+    volume = f"{unique}-vol"
+    containers.append(unique)
+    _create(engine, image, unique, bind_dir, volume, networks, free_port())
+    engine.client.containers.get(unique).exec_run(["sh", "-c", "echo kept > /anon/file"])
+    before = engine.client.api.inspect_container(unique)
+    images.release(engine.client, image, "2", keep_local=False,
+                   extra="ENV NEW_ONLY=new\nLABEL new.only=yes\nVOLUME /anon")
+
+    try:
+        code, items = update(engine, tmp_path, unique)
+        after = engine.client.api.inspect_container(unique)
+        anon = engine.client.containers.get(unique).exec_run(["cat", "/anon/file"]).output
+    finally:
+        engine.client.containers.get(unique).remove(force=True)
+        for name, _ in networks:
+            engine.client.api.remove_network(name)
+
+    assert code == 0 and items[unique]["outcome"] == "updated", items
+    assert after["Id"] != before["Id"] and after["Image"] != before["Image"]
+    config_b, config_a = before["Config"], after["Config"]
+    for key in ("Cmd", "Image", "Healthcheck", "WorkingDir", "User", "ExposedPorts"):
+        assert config_a[key] == config_b[key], key
+    assert "USER_VAR=set-by-user" in config_a["Env"] and "NEW_ONLY=new" in config_a["Env"]
+    assert "OLD_ONLY=old" in config_b["Env"] and "OLD_ONLY=old" not in config_a["Env"]
+    assert config_a["Labels"]["team"] == "blue" and config_a["Labels"]["new.only"] == "yes"
+    assert "old.only" not in config_a["Labels"] and config_b["Labels"]["old.only"] == "yes"
+    host_b, host_a = before["HostConfig"], after["HostConfig"]
+    for key in ("PortBindings", "RestartPolicy", "Memory", "NetworkMode", "CapAdd"):
+        assert host_a[key] == host_b[key], key
+    assert set(host_b["Binds"]) <= set(host_a["Binds"])
+    assert _mounts(after) == _mounts(before)
+    assert anon == b"kept\n"
+    for name, address in networks:
+        net_b = before["NetworkSettings"]["Networks"][name]
+        net_a = after["NetworkSettings"]["Networks"][name]
+        assert net_a["IPAMConfig"] == net_b["IPAMConfig"] and net_a["IPAddress"] == address
+        user_aliases = {"alias-zero", "alias-one"}
+        assert set(net_a["Aliases"] or ()) & user_aliases == set(net_b["Aliases"] or ()) & \
+            user_aliases != set()
