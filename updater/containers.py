@@ -94,6 +94,7 @@ class ContainerUpdater:
         restored under its name and started."""
         state = self._journal.get(entry)
         new_id = state.new_id if state else None
+        log.error("%s: %s", name, error)
         self._journal.record(entry, "restoring")
         self._restore(name, old_id, new_id)
         if state is not None and state.step in _UNTOUCHED:

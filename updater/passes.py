@@ -113,7 +113,7 @@ class UpdatePass:
         old_id = candidate.container.id
         node = order.Node.from_inspect(inspect)
         replaced = (self._engine.inspect_container(old_id) is None)
-        bound = node.shares_network_of == old_id or any(
+        bound = node.shares_network_of in (old_id, candidate.container.name) or any(
             link.split(":")[0].lstrip("/") == candidate.container.name for link in node.links)
         try:
             if replaced and bound:

@@ -39,6 +39,8 @@ def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
     config = _config(container, old_image.get("Config") or {}, image_name)
     host_config = _host_config(container, rename_container_refs or {})
     primary, extra = _networks(container, host_config.get("NetworkMode") or "default")
+    if str(host_config.get("NetworkMode") or "").startswith("container:"):
+        _drop_network_namespace_settings(config, host_config)
     body = {**config, "HostConfig": host_config}
     if primary:
         body["NetworkingConfig"] = {"EndpointsConfig": primary}
@@ -67,6 +69,16 @@ def _config(container: Mapping[str, Any], old_defaults: Mapping[str, Any],
         config.pop("Hostname")  # the engine's default, not the user's
     config["Image"] = image_name
     return config
+
+
+def _drop_network_namespace_settings(config: dict[str, Any], host: dict[str, Any]) -> None:
+    """In another container's network namespace these come from that container (inspect shows
+    its values); the engine refuses them at create."""
+    for key in ("Hostname", "Domainname", "ExposedPorts", "MacAddress"):
+        config.pop(key, None)
+    for key in ("PortBindings", "PublishAllPorts", "Dns", "DnsOptions", "DnsSearch",
+                "ExtraHosts", "Links"):
+        host.pop(key, None)
 
 
 def _without(values: list[str] | None, defaults: list[str] | None) -> list[str]:

@@ -151,3 +151,24 @@ def test_dependants_stop_first_and_start_last(engine: Dockerd, registry: Registr
 
     assert when("die", b_id) < when("die", old_a)
     assert when("start", new_a) < when("start", b_id)
+
+
+def test_container_sharing_the_network_of_an_updated_one_is_recreated(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A dependant in `network_mode: container:a` is recreated to join the new a, running."""
+    image = f"{registry.host}/netns/{unique}:latest"
+    images.release(engine.client, image, "1")
+    start(engine, image, f"{unique}-a", ENABLED, containers)
+    containers.append(f"{unique}-b")
+    engine.client.containers.run(image, name=f"{unique}-b", detach=True,
+                                 network_mode=f"container:{unique}-a")
+    images.release(engine.client, image, "2", keep_local=False)
+
+    _, items = update(engine, tmp_path, f"{unique}-a")
+
+    assert items[f"{unique}-a"]["outcome"] == "updated"
+    new_a = image_of(engine, f"{unique}-a")[0]
+    b = engine.client.api.inspect_container(f"{unique}-b")
+    assert b["State"]["Running"]
+    assert b["HostConfig"]["NetworkMode"] in (f"container:{new_a}", f"container:{unique}-a")

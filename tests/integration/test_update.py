@@ -21,6 +21,7 @@ def update(engine: Dockerd, home: Path, *names: str,
     """Run `updater update --json NAMES`; exit code and the report items by name."""
     merged = {"state_dir": str(home / "state"), **(settings or {})}
     result = run_updater(["update", "--json", *names], engine, home, merged)
+    print(result.stderr)  # shown by pytest when the test fails
     assert result.returncode in (0, 1), result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     report = json.loads(result.stdout)

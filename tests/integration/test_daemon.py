@@ -1,0 +1,96 @@
+"""`updater run`: the loop updates on its schedule, finishes the update in flight on SIGTERM,
+and never runs beside another updater on the same state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import images
+from harness.dockerd import Dockerd
+from harness.registry import Registry
+from tests.integration.helpers import ENABLED, run_updater
+from tests.integration.test_update import image_of
+
+pytestmark = [pytest.mark.engine]
+STOPS_IN_5S = ('["sh", "-c", "trap \'sleep 5; exit 0\' TERM; while :; do sleep 1; done"]')
+
+
+def _daemon(engine: Dockerd, home: Path, settings: dict[str, object]) -> subprocess.Popen[str]:
+    config = home / "run.yml"
+    config.write_text(yaml.safe_dump(settings))
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
+           "DOCKER_HOST": engine.host, "UPDATER_CONFIG": str(config)}
+    return subprocess.Popen([sys.executable, "-m", "updater", "run"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+@pytest.mark.matrix
+@pytest.mark.slow
+def test_sigterm_finishes_the_update_in_flight(engine: Dockerd, registry: Registry, unique: str,
+                                               containers: list[str], tmp_path: Path) -> None:
+    """SIGTERM while a container is being stopped: the update completes, the daemon exits 0,
+    and a second updater on the same state_dir was refused meanwhile."""
+    image = f"{registry.host}/daemon/{unique}:latest"
+    images.release(engine.client, image, "1", cmd=STOPS_IN_5S)
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED)
+    old_id, old_image, _ = image_of(engine, unique)
+    images.release(engine.client, image, "2", cmd=STOPS_IN_5S, keep_local=False)
+    state = str(tmp_path / "state")
+    daemon = _daemon(engine, tmp_path, {"update_on_start": True, "interval": "1h",
+                                        "state_dir": state})
+    try:
+        stopping = engine.client.events(decode=True, filters={"container": old_id,
+                                                               "event": "kill"})
+        next(iter(stopping))  # the old container has just been sent SIGTERM
+        stopping.close()
+        second = run_updater(["update"], engine, tmp_path, {"state_dir": state})
+        daemon.send_signal(signal.SIGTERM)
+        output, _ = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, output
+    assert second.returncode == 2 and "another updater is running" in second.stderr
+    container_id, running_image, running = image_of(engine, unique)
+    assert running and container_id != old_id and running_image != old_image
+    assert f"{unique}: updated" in output
+
+
+def test_interval_loop_picks_up_a_later_push(engine: Dockerd, registry: Registry, unique: str,
+                                             containers: list[str], tmp_path: Path) -> None:
+    """With a short interval, a push made while the daemon runs is applied by a later pass."""
+    image = f"{registry.host}/loop/{unique}:latest"
+    images.release(engine.client, image, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED)
+    old_image = image_of(engine, unique)[1]
+    daemon = _daemon(engine, tmp_path, {"interval": "1s", "state_dir": str(tmp_path / "state")})
+    try:
+        time.sleep(1.5)
+        images.release(engine.client, image, "2", keep_local=False)
+        _wait_for(lambda: image_of(engine, unique)[1] != old_image, 60, "the update")
+        daemon.send_signal(signal.SIGINT)
+        output, _ = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, output
+    assert image_of(engine, unique)[2]

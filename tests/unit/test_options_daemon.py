@@ -1,0 +1,93 @@
+"""Per-container options from labels, and the daemon's schedule and stop handling."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import pytest
+
+from updater.config import Settings
+from updater.daemon import Daemon, next_delay
+from updater.errors import ConfigError
+from updater.policy import options
+from updater.report import PassReport
+
+
+def test_options_defaults_and_labels() -> None:
+    """Labels override settings; the container's own StopTimeout beats the global default."""
+    settings = Settings(health_timeout=60, rollback=True)
+    assert options({}, settings, None).stop_timeout == 10
+    assert options({}, settings, 45).stop_timeout == 45
+    assert options({}, Settings(stop_timeout=20), None).stop_timeout == 20
+    chosen = options({"updater.stop-timeout": "90s", "updater.health-timeout": "2m",
+                      "updater.rollback": "false", "updater.stop-signal": "SIGINT",
+                      "com.centurylinklabs.watchtower.lifecycle.pre-update": "x",
+                      "updater.hook.timeout": "5s", "updater.monitor-only": "true"},
+                     settings, 45)
+    assert (chosen.stop_timeout, chosen.health_timeout, chosen.rollback) == (90, 120, False)
+    assert chosen.stop_signal == "SIGINT" and chosen.hooks == {"pre-update": "x"}
+    assert chosen.hook_timeout == 5 and chosen.monitor_only
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ({"updater.stop-timeout": "soon"}, "updater.stop-timeout='soon' is not a duration"),
+    ({"updater.rollback": "perhaps"}, "updater.rollback='perhaps' is not true or false"),
+    ({"updater.stop-signal": "stop please"}, "updater.stop-signal='stop please' is not a signal"),
+])
+def test_bad_labels_are_named(labels: dict[str, str], message: str) -> None:
+    """A bad label value is a ConfigError naming the label and value."""
+    with pytest.raises(ConfigError, match=message):
+        options(labels, Settings(), None)
+
+
+NOW = datetime.datetime(2026, 11, 27, 10, 7, 30, tzinfo=datetime.UTC)
+
+
+def test_interval_with_jitter() -> None:
+    """The delay is the interval plus at most the jitter."""
+    delays = {next_delay(Settings(interval=60, jitter=10), NOW) for _ in range(50)}
+    assert all(60 <= d <= 70 for d in delays) and len(delays) > 1
+
+
+def test_cron_schedule() -> None:
+    """A cron schedule waits until its next matching minute."""
+    assert next_delay(Settings(schedule="*/15 * * * *"), NOW) == 7 * 60 + 30
+
+
+def _daemon(settings: Settings, on_pass: Callable[[Daemon], None]) -> Daemon:
+    holder: list[Daemon] = []
+
+    def run_pass(stop_requested: Callable[[], bool]) -> PassReport:
+        on_pass(holder[0])
+        return PassReport()
+
+    daemon = Daemon(settings, run_pass, now=lambda: NOW)
+    holder.append(daemon)
+    return daemon
+
+
+def test_run_once_does_one_pass() -> None:
+    """run_once: one pass, exit 0."""
+    daemon = _daemon(Settings(run_once=True), lambda d: None)
+    assert daemon.run() == 0 and daemon.passes == 1
+
+
+def test_stop_during_a_pass_finishes_it_and_exits() -> None:
+    """A stop request during a pass lets it finish, then the loop ends without waiting."""
+    daemon = _daemon(Settings(update_on_start=True, interval=3600), lambda d: d.request_stop())
+    assert daemon.run() == 0 and daemon.passes == 1
+
+
+def test_a_failing_pass_does_not_end_the_daemon() -> None:
+    """An exception in one pass is logged; the loop goes on to the next."""
+    calls = []
+
+    def failing(daemon: Daemon) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        daemon.request_stop()
+
+    daemon = _daemon(Settings(update_on_start=True, interval=0), failing)
+    assert daemon.run() == 0 and daemon.passes == 2

@@ -1,0 +1,119 @@
+"""The replacement's create body: user settings kept, old image defaults dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from updater.recreate import plan
+
+CONTAINER_ID = "abcdef1234567890" * 4
+
+
+def _container(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "Id": CONTAINER_ID,
+        "Image": "sha256:old",
+        "Config": {
+            "Hostname": CONTAINER_ID[:12], "Image": "reg.example/app:1",
+            "Env": ["PATH=/bin", "IMAGE_ONLY=1", "USER_SET=2"],
+            "Cmd": ["run"], "Entrypoint": None, "WorkingDir": "/srv", "User": "",
+            "Labels": {"from.image": "x", "team": "blue", "overridden": "user"},
+            "Volumes": {"/image-vol": {}}, "ExposedPorts": {"80/tcp": {}, "9000/tcp": {}},
+            "Healthcheck": {"Test": ["CMD", "true"]}, "StopSignal": "SIGQUIT",
+            "ArgsEscaped": True,
+        },
+        "HostConfig": {
+            "NetworkMode": "front", "Binds": ["/host:/host:ro"],
+            "PortBindings": {"9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9000"}]},
+            "Links": ["/db:/app/database"], "RestartPolicy": {"Name": "always"},
+            "Memory": 67108864,
+        },
+        "Mounts": [
+            {"Type": "bind", "Source": "/host", "Destination": "/host"},
+            {"Type": "volume", "Name": "f00d" * 16, "Destination": "/image-vol"},
+        ],
+        "NetworkSettings": {"Networks": {
+            "front": {"Aliases": ["web", CONTAINER_ID[:12]],
+                      "IPAMConfig": {"IPv4Address": "172.31.1.5"}, "MacAddress": "02:42"},
+            "back": {"Aliases": None, "IPAMConfig": None, "Links": ["db:db"]},
+        }},
+    }
+    base.update(overrides)
+    return base
+
+
+OLD_IMAGE = {"Config": {"Env": ["PATH=/bin", "IMAGE_ONLY=1"], "Cmd": ["default"],
+                        "Entrypoint": None, "WorkingDir": "/srv", "User": "",
+                        "Labels": {"from.image": "x", "overridden": "image"},
+                        "Volumes": {"/image-vol": {}}, "ExposedPorts": {"80/tcp": {}},
+                        "Healthcheck": {"Test": ["CMD", "true"]}, "StopSignal": "SIGQUIT"}}
+NEW_IMAGE = {"Config": {"Env": ["PATH=/bin", "NEW=1"]}}
+
+
+def test_user_config_kept_image_defaults_dropped() -> None:
+    """What the user set stays; what equals the old image's default goes."""
+    body = plan(_container(), OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").body
+    assert body["Image"] == "reg.example/app:1"
+    assert body["Env"] == ["USER_SET=2"]
+    assert body["Cmd"] == ["run"]
+    assert body["Labels"] == {"team": "blue", "overridden": "user"}
+    for dropped in ("WorkingDir", "User", "Healthcheck", "StopSignal", "ArgsEscaped",
+                    "Hostname", "Entrypoint"):
+        assert dropped not in body, dropped
+    assert body["Volumes"] is None
+    assert body["ExposedPorts"] == {"9000/tcp": {}}
+
+
+def test_host_config_kept_with_links_and_image_volumes_bound() -> None:
+    """HostConfig is kept; links take the create form; the image's anonymous volume is bound
+    by name so its data follows."""
+    host = plan(_container(), OLD_IMAGE, NEW_IMAGE, "x").body["HostConfig"]
+    assert host["RestartPolicy"] == {"Name": "always"} and host["Memory"] == 67108864
+    assert host["PortBindings"] == {"9000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "9000"}]}
+    assert host["Links"] == ["db:database"]
+    assert host["Binds"] == ["/host:/host:ro", f"{'f00d' * 16}:/image-vol"]
+
+
+def test_networks_primary_at_create_others_after() -> None:
+    """The NetworkMode network goes in the create body; the others are connected after, with
+    user aliases and static addresses but not the engine's own alias."""
+    result = plan(_container(), OLD_IMAGE, NEW_IMAGE, "x")
+    assert result.body["NetworkingConfig"] == {"EndpointsConfig": {
+        "front": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "172.31.1.5"}}}}
+    assert result.extra_networks == {"back": {"Links": ["db:db"]}}
+
+
+def test_container_network_mode_follows_a_renamed_container() -> None:
+    """`container:<id>` of a replaced container becomes `container:<name>`; no endpoints."""
+    container = _container()
+    container["HostConfig"]["NetworkMode"] = "container:" + "9" * 64
+    result = plan(container, OLD_IMAGE, NEW_IMAGE, "x", {"9" * 64: "vpn"})
+    assert result.body["HostConfig"]["NetworkMode"] == "container:vpn"
+    assert "NetworkingConfig" not in result.body and result.extra_networks == {}
+
+
+def test_user_hostname_and_overridden_cmd_kept() -> None:
+    """A hostname the user chose, and a command equal to nothing in the image, stay."""
+    container = _container()
+    container["Config"]["Hostname"] = "myhost"
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "x").body
+    assert body["Hostname"] == "myhost" and body["Cmd"] == ["run"]
+
+
+def test_input_is_not_modified() -> None:
+    """Planning does not change the inspect documents it reads."""
+    container = _container()
+    snapshot = repr(container)
+    plan(container, OLD_IMAGE, NEW_IMAGE, "x")
+    assert repr(container) == snapshot
+
+
+def test_shared_network_namespace_drops_what_the_engine_refuses() -> None:
+    """In `container:X` mode, hostname, ports, DNS and links are X's and are left out."""
+    container = _container()
+    container["HostConfig"].update(NetworkMode="container:vpn", Dns=["1.1.1.1"])
+    container["Config"]["Hostname"] = "vpnhost"
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "x").body
+    assert "Hostname" not in body and "ExposedPorts" not in body
+    for key in ("PortBindings", "Dns", "Links"):
+        assert key not in body["HostConfig"], key
