@@ -42,12 +42,12 @@ def _container(**overrides: Any) -> dict[str, Any]:
     return base
 
 
-OLD_IMAGE = {"Config": {"Env": ["PATH=/bin", "IMAGE_ONLY=1"], "Cmd": ["default"],
+OLD_IMAGE: dict[str, Any] = {"Config": {"Env": ["PATH=/bin", "IMAGE_ONLY=1"], "Cmd": ["default"],
                         "Entrypoint": None, "WorkingDir": "/srv", "User": "",
                         "Labels": {"from.image": "x", "overridden": "image"},
                         "Volumes": {"/image-vol": {}}, "ExposedPorts": {"80/tcp": {}},
                         "Healthcheck": {"Test": ["CMD", "true"]}, "StopSignal": "SIGQUIT"}}
-NEW_IMAGE = {"Config": {"Env": ["PATH=/bin", "NEW=1"]}}
+NEW_IMAGE: dict[str, Any] = {"Config": {"Env": ["PATH=/bin", "NEW=1"]}}
 
 
 def test_user_config_kept_image_defaults_dropped() -> None:
