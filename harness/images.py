@@ -1,6 +1,8 @@
 """Test images built from scratch with busybox (nothing is pulled), pushed to the test registries.
 
-A different VERSION gives a different digest under the same tag: an "upstream release".
+A different VERSION gives a different digest under the same tag: an "upstream release". Every
+build also carries a random label, so no two builds share an image ID or digest (the layers
+are still cached).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import json
 import shutil
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,8 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 ARG VERSION=1
 RUN echo $VERSION > /version
 LABEL org.opencontainers.image.version=$VERSION
+ARG NONCE
+LABEL harness.nonce=$NONCE
 {extra}
 CMD {cmd}
 """
@@ -56,7 +61,8 @@ def build(client: docker.DockerClient, tag: str, version: str, cmd: str = SLEEPE
     """Build the busybox test image with VERSION=`version` as `tag` (with Dockerfile lines
     `extra` and CMD `cmd`); returns the image ID."""
     image, _ = client.images.build(fileobj=_context(cmd, extra), custom_context=True, tag=tag,
-                                   buildargs={"VERSION": version}, rm=True, forcerm=True)
+                                   buildargs={"VERSION": version, "NONCE": uuid.uuid4().hex},
+                                   rm=True, forcerm=True)
     return str(image.id)
 
 

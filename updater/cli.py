@@ -20,7 +20,7 @@ from updater.app import Application
 from updater.config import Settings
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
 from updater.daemon import Daemon
-from updater.detect import CheckResult, check, watched
+from updater.detect import CheckResult, check, require_names, watched
 from updater.engine import Engine
 from updater.errors import UpdaterError
 from updater.journal import StateLock
@@ -110,10 +110,7 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
         containers, results = watched(engine.containers(), settings, arguments.names)
     finally:
         engine.close()
-    missing = set(arguments.names) - {c.name for c in containers} - {r.name for r in results}
-    if missing:
-        raise UpdaterError(f"no watched container named {', '.join(sorted(missing))}; "
-                           "check the name and its updater.enable label")
+    require_names(arguments.names, [c.name for c in containers] + [r.name for r in results])
     credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
     started = time.monotonic()
@@ -152,7 +149,8 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
             report = app.run_pass((), stop_requested)
             for item in report.items:
                 if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
-                    log.info("%s: %s%s", item.name, item.outcome.value,
+                    log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
+                             _short(item.old_digest), _short(item.new_digest),
                              f" ({item.reason})" if item.reason else "")
             return report
 

@@ -68,6 +68,14 @@ def watched(containers: Iterable[ContainerSnapshot], settings: Settings,
     return chosen, errors
 
 
+def require_names(names: Iterable[str], found: Iterable[str]) -> None:
+    """UpdaterError naming every asked-for name that matched no watched container."""
+    missing = set(names) - set(found)
+    if missing:
+        raise UpdaterError(f"no watched container named {', '.join(sorted(missing))}; "
+                           "check the name and its updater.enable label")
+
+
 def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,
           workers: int = MAX_WORKERS) -> list[CheckResult]:
     """Check `containers` (already filtered to the watched ones) against their registries."""

@@ -12,7 +12,7 @@ from typing import Any
 from updater import order, policy
 from updater.config import Settings
 from updater.containers import Candidate, ContainerUpdater
-from updater.detect import CheckResult, DigestSource, check, watched
+from updater.detect import CheckResult, DigestSource, check, require_names, watched
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import UpdaterError
 from updater.policy import State
@@ -38,7 +38,9 @@ class UpdatePass:
             stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
         report = PassReport()
         report.items += self._updater.recover()
+        names = tuple(names)
         containers, errors = watched(self._engine.containers(), self._settings, names)
+        require_names(names, [c.name for c in containers] + [e.name for e in errors])
         report.items += [_from_check(result) for result in errors]
         self._hooks(containers, "pre-check")
         candidates = []

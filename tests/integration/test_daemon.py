@@ -71,7 +71,7 @@ def test_sigterm_finishes_the_update_in_flight(engine: Dockerd, registry: Regist
     assert second.returncode == 2 and "another updater is running" in second.stderr
     container_id, running_image, running = image_of(engine, unique)
     assert running and container_id != old_id and running_image != old_image
-    assert f"{unique}: updated" in output
+    assert f"report: {unique} updated" in output
 
 
 def test_interval_loop_picks_up_a_later_push(engine: Dockerd, registry: Registry, unique: str,

@@ -60,6 +60,7 @@ def _mounts(inspect: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {m["Destination"]: (m["Type"], m.get("Name") or m["Source"]) for m in inspect["Mounts"]}
 
 
+@pytest.mark.matrix
 def test_user_settings_survive_and_image_defaults_follow_the_new_image(
         engine: Dockerd, registry: Registry, unique: str, containers: list[str],
         tmp_path: Path, root: Path) -> None:
