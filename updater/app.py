@@ -1,18 +1,27 @@
 """The composition root: builds the long-lived parts (registry client with its token cache,
-journal) once, and an engine connection per pass, so a restarted dockerd is picked up."""
+journal, history, notifier, metrics) once, and an engine connection per pass, so a restarted
+dockerd is picked up. Every pass report goes to history, notifications and metrics."""
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from updater.config import Settings
 from updater.containers import ContainerUpdater
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
 from updater.engine import Engine
+from updater.history import History
 from updater.journal import Journal
+from updater.metrics import Metrics
+from updater.notify import AppriseSender, Notifier
 from updater.passes import UpdatePass
 from updater.registry import RegistryClient
-from updater.report import PassReport
+from updater.report import ItemReport, PassReport
+
+log = logging.getLogger(__name__)
 
 
 class Application:
@@ -23,10 +32,17 @@ class Application:
         self.registry = RegistryClient(settings.registries, self.credentials,
                                        timeout=settings.registry_timeout)
         self.journal = journal or Journal(settings.state_dir)
+        self.history = History(settings.state_dir)
+        self.metrics = Metrics(self.registry.stats)
+        self._notifier: Notifier | None = None
+        self._host: str | None = None
 
     def close(self) -> None:
         self.registry.close()
         self.journal.close()
+        self.history.close()
+        if self._notifier is not None:
+            self._notifier.close()
 
     def __enter__(self) -> Application:
         return self
@@ -38,9 +54,48 @@ class Application:
                  stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
         engine = Engine.connect(self.settings.docker_host)
         try:
+            notifier = self._notifier_for(engine)
             updater = ContainerUpdater(engine, self.journal, self.credentials,
                                        cleanup=self.settings.cleanup)
-            return UpdatePass(engine, self.registry, updater, self.settings).run(
+            on_item: Callable[[ItemReport], None] = (
+                notifier.immediate if notifier else lambda item: None)
+            report = UpdatePass(engine, self.registry, updater, self.settings, on_item).run(
                 names, stop_requested)
         finally:
             engine.close()
+        self.history.record(report.finished or report.started, report.items)
+        self.metrics.observe(report)
+        if notifier is not None:
+            notifier.after_pass(report)
+        return report
+
+    def _notifier_for(self, engine: Engine) -> Notifier | None:
+        if not self.settings.notify:
+            return None
+        if self._notifier is None:
+            self._host = engine.host_name() or socket.gethostname()
+            self._notifier = Notifier(self.settings, self._host,
+                                      AppriseSender(self.settings.notify))
+        return self._notifier
+
+
+class DaemonControl:
+    """What the HTTP API sees of a running daemon."""
+
+    def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
+                 state: Callable[[], dict[str, Any]]) -> None:
+        self._app = app
+        self._trigger = trigger
+        self._state = state
+
+    def trigger(self, names: tuple[str, ...] = ()) -> None:
+        self._trigger(names)
+
+    def status(self) -> dict[str, Any]:
+        return self._state()
+
+    def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._app.history.entries(name, limit)
+
+    def metrics(self) -> bytes:
+        return self._app.metrics.exposition()

@@ -16,13 +16,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from updater import __version__, config, logs
-from updater.app import Application
+from updater.api import ApiServer
+from updater.app import Application, DaemonControl
 from updater.config import Settings
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
 from updater.daemon import Daemon
 from updater.detect import CheckResult, check, require_names, watched
 from updater.engine import Engine
 from updater.errors import UpdaterError
+from updater.history import History
 from updater.journal import StateLock
 from updater.policy import State
 from updater.registry import RegistryClient
@@ -87,6 +89,11 @@ def _parser() -> _Parser:
     updater.set_defaults(handler=_update)
     runner = commands.add_parser("run", parents=[common], help="the daemon: update on a schedule")
     runner.set_defaults(handler=_run)
+    historian = commands.add_parser("history", parents=[common], help="what was done, newest first")
+    historian.add_argument("name", nargs="?", metavar="NAME", help="only this container")
+    historian.add_argument("--json", action="store_true", help="print a JSON array")
+    historian.add_argument("--limit", type=int, default=50, help="at most this many [50]")
+    historian.set_defaults(handler=_history)
     shower = commands.add_parser("config", parents=[common],
                                  help="validate and print the effective configuration")
     shower.set_defaults(handler=_show_config)
@@ -118,7 +125,7 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
                         timeout=settings.registry_timeout) as registry:
         results += check(containers, registry)
     log.info("check: %s; %d registry requests in %.2fs", _summary(results),
-             sum(registry.requests.values()), time.monotonic() - started)
+             sum(registry.stats()[0].values()), time.monotonic() - started)
     results.sort(key=lambda r: r.name)
     if arguments.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
@@ -145,8 +152,8 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def _run(_: argparse.Namespace, settings: Settings) -> int:
     with StateLock(settings.state_dir), Application(settings) as app:
-        def one_pass(stop_requested: Callable[[], bool]) -> PassReport:
-            report = app.run_pass((), stop_requested)
+        def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+            report = app.run_pass(names, stop_requested)
             for item in report.items:
                 if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                     log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -154,18 +161,60 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
                              f" ({item.reason})" if item.reason else "")
             return report
 
+        daemon = Daemon(settings, one_pass)
+        api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
-        return Daemon(settings, one_pass).run()
+        try:
+            return daemon.run()
+        finally:
+            if api is not None:
+                api.stop()
+
+
+def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
+    listen, token = settings.http_api.listen, settings.http_api.token
+    if not listen or not token:
+        return None
+
+    def state() -> dict[str, Any]:
+        report = daemon.last_report
+        return {"version": __version__, "running": daemon.running, "passes": daemon.passes,
+                "last_pass": report.as_dict() if report else None}
+
+    return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
+
+
+def _history(arguments: argparse.Namespace, settings: Settings) -> int:
+    history = History(settings.state_dir)
+    try:
+        entries = history.entries(arguments.name, arguments.limit)
+    finally:
+        history.close()
+    if arguments.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    rows = [("TIME", "NAME", "OUTCOME", "FROM", "TO", "")]
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+        rows.append((when, entry["name"], entry["outcome"],
+                     entry["old_version"] or _short(entry["old_digest"]),
+                     entry["new_version"] or _short(entry["new_digest"]), entry["reason"] or ""))
+    print(_columns(rows))
+    return EXIT_OK
 
 
 def _report_table(report: PassReport) -> str:
     rows = [("NAME", "IMAGE", "OUTCOME", "FROM", "TO", "")]
     rows += [(i.name, i.image, i.outcome.value, _short(i.old_digest), _short(i.new_digest),
               i.reason or "") for i in sorted(report.items, key=lambda i: i.name)]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
-             for row in rows]
-    lines.append(f"pass: {report.summary()}")
+    return _columns(rows) + f"\npass: {report.summary()}"
+
+
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
+    """Aligned columns; the last one (a free-text reason) is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+             + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -177,9 +226,7 @@ def _table(results: list[CheckResult]) -> str:
     rows = [("NAME", "IMAGE", "LOCAL", "REMOTE", "STATE", "")]
     rows += [(r.name, r.image, _short(r.local_digest), _short(r.remote_digest), r.state.value,
               r.error or "") for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[5]
-             for row in rows]
+    text = _columns(rows)
     if len(rows) == 1:
-        lines.append("(no watched containers: label them updater.enable=true)")
-    return "\n".join(line.rstrip() for line in lines)
+        text += "\n(no watched containers: label them updater.enable=true)"
+    return text

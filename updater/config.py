@@ -141,7 +141,23 @@ def _notify(value: Any) -> tuple[str, ...]:
     for url in items:
         if "://" not in url:
             raise ValueError(f"{_mask_url(url)!r} is not an Apprise URL (scheme://...)")
+    if items:
+        import apprise  # heavy: only loaded when notifications are configured
+
+        for url in items:
+            if not apprise.Apprise().add(url):
+                raise ValueError(f"{_mask_url(url)!r} is not a URL Apprise can send to; check "
+                                 "it against Apprise's list of services")
     return tuple(items)
+
+
+def _template(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    from updater.notify import check_template
+
+    return check_template(text)
 
 
 _EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -163,7 +179,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "rolling_restart": _bool,
     "notify": _notify,
     "notify_level": _choice(LOG_LEVELS),
-    "notify_template": _optional_text,
+    "notify_template": _template,
     "registry_timeout": parse_duration,
     "state_dir": _text,
     "log_level": _choice(LOG_LEVELS),

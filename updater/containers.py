@@ -24,7 +24,7 @@ from updater.errors import EngineError, NotFoundInEngine, UpdaterError
 from updater.journal import Entry, Journal
 from updater.policy import ContainerOptions
 from updater.reference import Reference
-from updater.report import ItemReport, Outcome
+from updater.report import ItemReport, Outcome, Versions
 
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"
@@ -66,21 +66,24 @@ class ContainerUpdater:
     def update(self, candidate: Candidate) -> ItemReport:
         started = self._clock()
         container = candidate.container
+        versions = Versions()
         try:
-            outcome, reason = self._replace(candidate)
+            old = self._require(container.id)
+            old_image = self._engine.inspect_image(str(old["Image"]))
+            new_image = self._pull(candidate.reference, candidate.new_digest)
+            versions = Versions.from_labels(_labels(old_image), _labels(new_image))
+            outcome, reason = self._replace(candidate, old, old_image, new_image)
         except UpdaterError as exc:
-            outcome, reason = Outcome.FAILED, str(exc)
+            outcome, reason = Outcome.FAILED, f"{exc}; the old container was not touched"
             log.error("%s: update failed before anything was stopped: %s", container.name, exc)
         return ItemReport(container.name, container.image, outcome,
                           old_digest=candidate.old_digest, new_digest=candidate.new_digest,
-                          reason=reason, seconds=self._clock() - started)
+                          reason=reason, seconds=self._clock() - started, versions=versions)
 
-    def _replace(self, candidate: Candidate) -> tuple[Outcome, str | None]:
-        container, options, ref = candidate.container, candidate.options, candidate.reference
+    def _replace(self, candidate: Candidate, old: dict[str, Any], old_image: dict[str, Any],
+                 new_image: dict[str, Any]) -> tuple[Outcome, str | None]:
+        container, options = candidate.container, candidate.options
         name = container.name
-        old = self._require(container.id)
-        new_image = self._pull(ref, candidate.new_digest)
-        old_image = self._engine.inspect_image(str(old["Image"]))
         plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
         entry = self._journal.begin(name, container.id, container.image, candidate.new_digest)
         try:
@@ -286,3 +289,7 @@ class ContainerUpdater:
         log.warning("%s: %s", entry.name, reason)
         return ItemReport(entry.name, entry.image, Outcome.RECOVERED, new_digest=entry.new_digest,
                           reason=reason)
+
+
+def _labels(image: dict[str, Any]) -> dict[str, str]:
+    return dict((image.get("Config") or {}).get("Labels") or {})

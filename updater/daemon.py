@@ -17,7 +17,8 @@ from updater.errors import UpdaterError
 from updater.report import PassReport
 
 log = logging.getLogger(__name__)
-PassRunner = Callable[[Callable[[], bool]], PassReport]
+# (stop_requested, names) -> the pass report; names empty means every watched item.
+PassRunner = Callable[[Callable[[], bool], tuple[str, ...]], PassReport]
 
 
 def next_delay(settings: Settings, now: datetime.datetime) -> float:
@@ -39,11 +40,29 @@ class Daemon:
         self._run_pass = run_pass
         self._now = now or (lambda: datetime.datetime.now().astimezone())
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self.passes = 0
+        self.last_report: PassReport | None = None
+        self.running = False
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: only sets the flag; the loop finishes what it is doing."""
         self._stop.set()
+        self._wake.set()
+
+    def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
+        one more; triggers never run passes side by side."""
+        with self._lock:
+            if self._requested is None:
+                self._requested = set(names)
+            elif not names or not self._requested:
+                self._requested = set()
+            else:
+                self._requested |= set(names)
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -59,19 +78,27 @@ class Daemon:
         while not self._stop.is_set():
             delay = next_delay(self._settings, self._now())
             log.info("next pass in %.0fs", delay)
-            if self._stop.wait(delay):
+            self._wake.wait(delay)
+            if self._stop.is_set():
                 break
             self._one_pass()
         log.info("stopping: no update in flight")
         return 0
 
     def _one_pass(self) -> None:
+        with self._lock:
+            names = tuple(sorted(self._requested or ()))
+            self._requested = None
+            self._wake.clear()
         started = time.monotonic()
+        self.running = True
         try:
-            self._run_pass(self._stop.is_set)
+            self.last_report = self._run_pass(self._stop.is_set, names)
         except UpdaterError as exc:
             log.error("pass failed: %s", exc)
         except Exception:
             log.exception("pass failed unexpectedly; the next one will try again")
+        finally:
+            self.running = False
         self.passes += 1
         log.debug("pass took %.1fs", time.monotonic() - started)

@@ -64,6 +64,13 @@ class Engine:
     def close(self) -> None:
         self._client.close()
 
+    def host_name(self) -> str | None:
+        """The engine's host name (`docker info` Name), for notifications."""
+        try:
+            return str(self._call("read engine info", self._api.info).get("Name") or "") or None
+        except EngineError:
+            return None
+
     def containers(self) -> list[ContainerSnapshot]:
         """Running (and restarting or paused) containers with their image's RepoDigests.
 

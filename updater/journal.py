@@ -1,33 +1,18 @@
 """The update journal: each step of a container update is written (and synced) before it is
 taken, so an updater killed at any moment knows on its next start what to finish or undo.
-SQLite from the standard library, in `state_dir`; one updater at a time holds its lock.
+It lives in the state database (`state.py`); one updater at a time holds the state lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from updater import state
 from updater.errors import ConfigError
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS updates (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    old_id TEXT NOT NULL,
-    new_id TEXT,
-    image TEXT NOT NULL,
-    new_digest TEXT NOT NULL,
-    step TEXT NOT NULL,
-    outcome TEXT,
-    started REAL NOT NULL,
-    changed REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +30,7 @@ class Journal:
     """Durable record of updates in flight."""
 
     def __init__(self, state_dir: str) -> None:
-        directory = Path(state_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(directory / "updater.db", isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot use state_dir {state_dir} ({exc}); set state_dir to a "
-                              "writable directory") from None
+        self._db = state.connect(state_dir)
 
     def close(self) -> None:
         self._db.close()

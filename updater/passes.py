@@ -28,11 +28,13 @@ class UpdatePass:
     """Runs passes; holds nothing between them but its collaborators."""
 
     def __init__(self, engine: Engine, registry: DigestSource, updater: ContainerUpdater,
-                 settings: Settings) -> None:
+                 settings: Settings,
+                 on_item: Callable[[ItemReport], None] = lambda item: None) -> None:
         self._engine = engine
         self._registry = registry
         self._updater = updater
         self._settings = settings
+        self._on_item = on_item
 
     def run(self, names: Iterable[str] = (),
             stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
@@ -103,7 +105,9 @@ class UpdatePass:
             self._engine.stop(str(inspect["Id"]), options.stop_timeout, options.stop_signal)
             stopped.append(dependant)
         try:
-            return [self._updater.update(candidate)]
+            item = self._updater.update(candidate)
+            self._on_item(item)
+            return [item]
         finally:
             for dependant in reversed(stopped):
                 self._restart_dependant(dependant, captured[dependant], candidate)

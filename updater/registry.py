@@ -113,7 +113,15 @@ class RegistryClient:
         self._tokens = TokenCache()
         self._endpoints: dict[str, _Endpoint] = {}
         self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
+        self._stats_lock = threading.Lock()
+        self._requests: Counter[tuple[str, str, int]] = Counter()
+        self._ratelimit: dict[str, float] = {}
+
+    def stats(self) -> tuple[dict[tuple[str, str, int], int], dict[str, float]]:
+        """Requests sent by (registry, method, status), and the rate-limit remaining per
+        registry where the registry reports one (Docker Hub's `ratelimit-remaining`)."""
+        with self._stats_lock:
+            return dict(self._requests), dict(self._ratelimit)
 
     def close(self) -> None:
         for endpoint in self._endpoints.values():
@@ -268,13 +276,20 @@ class RegistryClient:
             except httpx.TransportError as exc:
                 _raise_if_untrusted(exc, endpoint.host)
                 raise _Transient(f"cannot connect ({type(exc).__name__})") from None
-            self.requests[(method, response.status_code)] += 1
+            self._count(endpoint.host, method, response)
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
             if not response.is_redirect:
                 return response
             url = _same_origin_redirect(response, endpoint.host)
         raise RegistryProtocolError(f"{endpoint.host} redirected more than {_MAX_REDIRECTS} times")
+
+    def _count(self, host: str, method: str, response: httpx.Response) -> None:
+        remaining = _ratelimit_remaining(response)
+        with self._stats_lock:
+            self._requests[(host, method, response.status_code)] += 1
+            if remaining is not None:
+                self._ratelimit[host] = remaining
 
     def _base_wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -355,6 +370,17 @@ def _same_origin_redirect(response: httpx.Response, host: str) -> str:
         raise RegistryProtocolError(f"{host} redirected to {target.host or 'nowhere'}; not "
                                     "followed, so no credentials leave the registry")
     return str(target)
+
+
+def _ratelimit_remaining(response: httpx.Response) -> float | None:
+    """`ratelimit-remaining: 76;w=21600` -> 76.0."""
+    value = response.headers.get("ratelimit-remaining")
+    if not value:
+        return None
+    try:
+        return float(value.split(";")[0])
+    except ValueError:
+        return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,27 @@ class Outcome(StrEnum):
 FAILURES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})
 
 
+OCI_VERSION = "org.opencontainers.image.version"
+OCI_REVISION = "org.opencontainers.image.revision"
+OCI_SOURCE = "org.opencontainers.image.source"
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """What the images say of themselves (OCI labels), when they say it."""
+
+    old: str | None = None
+    new: str | None = None
+    old_revision: str | None = None
+    revision: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def from_labels(cls, old: Mapping[str, str], new: Mapping[str, str]) -> Versions:
+        return cls(old.get(OCI_VERSION), new.get(OCI_VERSION), old.get(OCI_REVISION),
+                   new.get(OCI_REVISION), new.get(OCI_SOURCE) or old.get(OCI_SOURCE))
+
+
 @dataclass(frozen=True, slots=True)
 class ItemReport:
     """What happened to one container (or service) in a pass."""
@@ -37,11 +59,14 @@ class ItemReport:
     new_digest: str | None = None
     reason: str | None = None
     seconds: float = 0.0
+    versions: Versions = Versions()
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "image": self.image,
                 "outcome": self.outcome.value, "old_digest": self.old_digest,
-                "new_digest": self.new_digest, "reason": self.reason,
+                "new_digest": self.new_digest, "old_version": self.versions.old,
+                "new_version": self.versions.new, "source": self.versions.source,
+                "revision": self.versions.revision, "reason": self.reason,
                 "seconds": round(self.seconds, 3)}
 
 

@@ -54,6 +54,9 @@ def test_docker_host_from_docker_variable() -> None:
     ("schedule: '61 * * * *'", "schedule.*not a 5-field cron expression"),
     ("schedule: '* * * * * *'", "schedule.*not a 5-field cron expression"),
     ("notify: [not-a-url]", "notify.*not an Apprise URL"),
+    ("notify: ['bogus://x']", "notify.*'bogus://\\*\\*\\*' is not a URL Apprise can send to"),
+    ("notify_template: '{entries} {secret}'", "uses {secret}; available fields are"),
+    ("notify_template: '{entries'", "not a format string"),
     ("http_api: {listen: ':8080'}", "http_api.token is empty"),
     ("http_api: {port: 1}", "unknown key 'port'"),
     ("registries: {r.io: {user: a}}", "unknown key 'user' in .*r.io"),
@@ -83,14 +86,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_secrets_from_files(tmp_path: Path) -> None:
     """`*_file` settings read secrets from files (Docker secrets convention)."""
     (tmp_path / "pw").write_text("hunter22\n")
-    (tmp_path / "urls").write_text("json://127.0.0.1:1/a\nmailto://u:p@127.0.0.1\n")
+    (tmp_path / "urls").write_text("json://127.0.0.1:1/a\njsons://u:p@127.0.0.1:2/b\n")
     (tmp_path / "tok").write_text("api-token-1")
     path = _file(tmp_path, f"registries: {{r.io: {{username: u, password_file: {tmp_path}/pw}}}}\n"
                            f"http_api: {{listen: '127.0.0.1:1', token_file: {tmp_path}/tok}}\n")
     settings = config.load(path, {"UPDATER_NOTIFY_FILE": str(tmp_path / "urls")})
     assert settings.registries["r.io"].password == "hunter22"
     assert settings.http_api.token == "api-token-1"
-    assert settings.notify == ("json://127.0.0.1:1/a", "mailto://u:p@127.0.0.1")
+    assert settings.notify == ("json://127.0.0.1:1/a", "jsons://u:p@127.0.0.1:2/b")
 
 
 def test_registries_from_environment_yaml() -> None:

@@ -58,7 +58,7 @@ def test_cron_schedule() -> None:
 def _daemon(settings: Settings, on_pass: Callable[[Daemon], None]) -> Daemon:
     holder: list[Daemon] = []
 
-    def run_pass(stop_requested: Callable[[], bool]) -> PassReport:
+    def run_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
         on_pass(holder[0])
         return PassReport()
 
@@ -91,3 +91,21 @@ def test_a_failing_pass_does_not_end_the_daemon() -> None:
 
     daemon = _daemon(Settings(update_on_start=True, interval=0), failing)
     assert daemon.run() == 0 and daemon.passes == 2
+
+
+def test_triggers_during_a_pass_queue_one_more() -> None:
+    """Triggers while a pass runs coalesce into exactly one more pass, with their names."""
+    seen: list[tuple[str, ...]] = []
+
+    def run_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        seen.append(names)
+        if len(seen) == 1:
+            daemon.trigger(("b",))
+            daemon.trigger(("a",))
+        else:
+            daemon.request_stop()
+        return PassReport()
+
+    daemon = Daemon(Settings(update_on_start=True, interval=3600), run_pass, now=lambda: NOW)
+    assert daemon.run() == 0
+    assert seen == [(), ("a", "b")]

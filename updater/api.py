@@ -1,0 +1,142 @@
+"""The HTTP API of `updater run` (`http_api.listen`): health without a token; status, trigger,
+history and Prometheus metrics with `Authorization: Bearer <token>`, compared in constant
+time. Standard library server in a thread; every handler only reads state or sets a flag."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from updater import __version__
+from updater.errors import ConfigError
+
+log = logging.getLogger(__name__)
+MAX_NAMES = 100
+
+
+class Control(Protocol):
+    """What the API may ask of the daemon."""
+
+    def trigger(self, names: tuple[str, ...] = ()) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def history(self, name: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def metrics(self) -> bytes: ...
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces); ConfigError when malformed."""
+    host, separator, port = listen.rpartition(":")
+    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"http_api.listen {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ':port' asks for all
+
+
+class ApiServer:
+    def __init__(self, listen: str, token: str, control: Control) -> None:
+        self._token = token.encode()
+        self._control = control
+        address = parse_listen(listen)
+        try:
+            self._server = ThreadingHTTPServer(address, self._handler())
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {listen} for the HTTP API ({exc.strerror}); "
+                              "choose another http_api.listen") from None
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="api",
+                                        daemon=True)
+
+    def start(self) -> ApiServer:
+        self._thread.start()
+        log.info("HTTP API listening on %s:%d", *self._server.server_address[:2])
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def authorized(self, header: str | None) -> bool:
+        scheme, _, given = (header or "").partition(" ")
+        return hmac.compare_digest(given.strip().encode(), self._token) and \
+            scheme.lower() == "bearer"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = f"updater/{__version__}"
+
+            def do_GET(self) -> None:
+                api._route(self, "GET")
+
+            def do_POST(self) -> None:
+                api._route(self, "POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("api: %s", format % args)
+
+        return Handler
+
+    def _route(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(request.path)
+        query = parse_qs(url.query)
+        routes: dict[tuple[str, str], Callable[[], tuple[int, Any]]] = {
+            ("GET", "/v1/status"): lambda: (200, self._control.status()),
+            ("POST", "/v1/update"): lambda: self._trigger(query),
+            ("GET", "/v1/history"): lambda: self._history(query),
+        }
+        if (method, url.path) == ("GET", "/v1/health"):
+            return _send(request, 200, {"status": "ok"})
+        known = {path for _, path in routes} | {"/metrics"}
+        if url.path not in known:
+            return _send(request, 404, {"error": f"no such endpoint {url.path}"})
+        if not self.authorized(request.headers.get("Authorization")):
+            return _send(request, 401, {"error": "missing or wrong token"},
+                         {"WWW-Authenticate": 'Bearer realm="updater"'})
+        if (method, url.path) == ("GET", "/metrics"):
+            return _send_raw(request, 200, self._control.metrics(),
+                             "text/plain; version=0.0.4; charset=utf-8")
+        route = routes.get((method, url.path))
+        if route is None:
+            return _send(request, 405, {"error": f"{method} not allowed on {url.path}"})
+        status, body = route()
+        return _send(request, status, body)
+
+    def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        names = tuple(query.get("name", ()))
+        if len(names) > MAX_NAMES or any(not n or len(n) > 255 for n in names):
+            return 400, {"error": f"give at most {MAX_NAMES} non-empty ?name= values"}
+        self._control.trigger(names)
+        return 202, {"queued": True, "names": list(names)}
+
+    def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        limit_text = (query.get("limit") or ["100"])[0]
+        if not limit_text.isdigit() or not 0 < int(limit_text) <= 10_000:
+            return 400, {"error": "limit must be a whole number from 1 to 10000"}
+        names = query.get("name") or []
+        return 200, self._control.history(names[0] if names else None, int(limit_text))
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, body: Any,
+          headers: dict[str, str] | None = None) -> None:
+    _send_raw(request, status, json.dumps(body).encode(), "application/json", headers)
+
+
+def _send_raw(request: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+    request.send_response(status)
+    request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        request.send_header(key, value)
+    request.end_headers()
+    request.wfile.write(data)

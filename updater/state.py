@@ -1,0 +1,43 @@
+"""The state database in `state_dir` (SQLite, standard library): the update journal, the
+history of outcomes and what notifications still owe. Each user opens its own connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from updater.errors import ConfigError
+
+FILENAME = "updater.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT,
+    image TEXT NOT NULL, new_digest TEXT NOT NULL, step TEXT NOT NULL, outcome TEXT,
+    started REAL NOT NULL, changed REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+    image TEXT NOT NULL, outcome TEXT NOT NULL, old_digest TEXT, new_digest TEXT,
+    old_version TEXT, new_version TEXT, reason TEXT, seconds REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS history_name ON history (name, time);
+CREATE TABLE IF NOT EXISTS notified (
+    name TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (name, digest));
+CREATE TABLE IF NOT EXISTS pending_notifications (
+    id INTEGER PRIMARY KEY, target TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
+    level TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+def connect(state_dir: str) -> sqlite3.Connection:
+    """An autocommit connection to the state database, created on first use."""
+    directory = Path(state_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(directory / FILENAME, isolation_level=None, timeout=30,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot use state_dir {state_dir} ({exc}); set state_dir to a "
+                          "writable directory") from None
+    return db
