@@ -1,9 +1,9 @@
 # Sourced by the other scripts: installs what updater, its tests and its demo need on Debian.
 # Debian packages: the engine (dockerd 20.10 with containerd and runc), the CNCF registry,
-# busybox for test images; then the project's venv in .venv.
+# busybox for test images, Prometheus (the metrics scrape test); then the venv in .venv.
 set -euo pipefail
 
-PACKAGES=(docker.io docker-registry busybox-static iproute2 ca-certificates python3 python3-venv
+PACKAGES=(docker.io docker-registry busybox-static iproute2 ca-certificates prometheus python3 python3-venv
           python3-pip)
 
 need_root() {
@@ -21,7 +21,7 @@ install_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 }
 

@@ -98,3 +98,11 @@ def test_unknown_name_is_a_usage_error(engine: Dockerd, tmp_path: Path) -> None:
     result = run_updater(["check", "no-such-container-xyz"], engine, tmp_path)
     assert result.returncode == 2
     assert "no-such-container-xyz" in _one_clear_line(result.stderr)
+
+
+def test_invalid_apprise_url_is_refused(tmp_path: Path) -> None:
+    """`updater config` names a notification URL Apprise cannot use, without its secrets."""
+    result = run_updater(["config"], None, tmp_path, {"notify": ["nosuchservice://tok3n@x"]})
+    assert result.returncode == 2
+    line = _one_clear_line(result.stderr)
+    assert "nosuchservice://***" in line and "tok3n" not in line
