@@ -35,7 +35,7 @@ class Control(Protocol):
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces); ConfigError when malformed."""
     host, separator, port = listen.rpartition(":")
-    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+    if not separator or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"http_api.listen {listen!r} is not host:port (e.g. 127.0.0.1:8080)")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ':port' asks for all
 
@@ -52,8 +52,8 @@ class ApiServer:
                               "choose another http_api.listen") from None
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="api",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="api", daemon=True)
 
     def start(self) -> ApiServer:
         self._thread.start()
@@ -88,7 +88,7 @@ class ApiServer:
 
     def _route(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(request.path)
-        query = parse_qs(url.query)
+        query = parse_qs(url.query, keep_blank_values=True)
         routes: dict[tuple[str, str], Callable[[], tuple[int, Any]]] = {
             ("GET", "/v1/status"): lambda: (200, self._control.status()),
             ("POST", "/v1/update"): lambda: self._trigger(query),

@@ -1,0 +1,116 @@
+"""What notifications say and when they are sent, with a recording sender."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from updater.config import Settings
+from updater.notify import Notifier, render, render_entry
+from updater.report import ItemReport, Outcome, PassReport, Versions
+
+OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+class Recorder:
+    def __init__(self, working: bool = True) -> None:
+        self.working = working
+        self.sent: list[tuple[str, str, str, str]] = []
+
+    def targets(self) -> list[str]:
+        return ["t1", "t2"]
+
+    def describe(self, target: str) -> str:
+        return f"json://*** {target}"
+
+    def send(self, target: str, title: str, body: str, level: str) -> bool:
+        if self.working:
+            self.sent.append((target, title, body, level))
+        return self.working
+
+
+def item(name: str, outcome: Outcome, **extra: object) -> ItemReport:
+    return ItemReport(name, f"reg.example/{name}:1", outcome, old_digest=OLD, new_digest=NEW,
+                      **extra)  # type: ignore[arg-type]
+
+
+def notifier(tmp_path: Path, sender: Recorder, **settings: object) -> Notifier:
+    return Notifier(Settings(state_dir=str(tmp_path), **settings),  # type: ignore[arg-type]
+                    "host1", sender)
+
+
+def test_entry_shows_versions_digests_source_and_reason() -> None:
+    """One line names the item, what happened, versions, short digests, link and reason."""
+    versions = Versions("1.4.2", "1.4.3", None, "0123456789abcdef", "https://src.example/x")
+    line = render_entry(item("web", Outcome.ROLLED_BACK, versions=versions, reason="exit 3"))
+    assert line == ("web (reg.example/web:1): rolled-back 1.4.2 → 1.4.3 "
+                    "[aaaaaaaaaaaa → bbbbbbbbbbbb] https://src.example/x @ 0123456789ab — exit 3")
+
+
+def test_template_fields() -> None:
+    """notify_template formats {host}, {summary}, {count} and {entries}."""
+    title, body = render("h", [item("a", Outcome.UPDATED)], "{count} on {host}: {summary}")
+    assert title == "updater on h: 1 updated" and body == "1 on h: 1 updated"
+
+
+def test_one_batched_message_per_pass_per_target(tmp_path: Path) -> None:
+    """Changes of a pass go out as one message to each target; up-to-date items never."""
+    sender = Recorder()
+    report = PassReport(items=[item("a", Outcome.UPDATED), item("b", Outcome.UPDATED),
+                               item("c", Outcome.UP_TO_DATE)])
+    notifier(tmp_path, sender).after_pass(report)
+    assert [target for target, *_ in sender.sent] == ["t1", "t2"]
+    body = sender.sent[0][2]
+    assert "a (" in body and "b (" in body and "c (" not in body
+
+
+def test_failure_is_told_at_once(tmp_path: Path) -> None:
+    """A rolled-back update is sent immediately, at error level; a success is not."""
+    sender = Recorder()
+    told = notifier(tmp_path, sender)
+    told.immediate(item("a", Outcome.UPDATED))
+    told.immediate(item("b", Outcome.ROLLED_BACK, reason="unhealthy"))
+    assert [(s[0], s[3]) for s in sender.sent] == [("t1", "error"), ("t2", "error")]
+
+
+def test_monitor_only_news_once_per_digest(tmp_path: Path) -> None:
+    """"update available" is told once per new digest, not every pass."""
+    sender = Recorder()
+    told = notifier(tmp_path, sender)
+    for _ in range(3):
+        told.after_pass(PassReport(items=[item("a", Outcome.AVAILABLE)]))
+    assert len(sender.sent) == 2  # one message, two targets
+    told.after_pass(PassReport(items=[ItemReport("a", "i", Outcome.AVAILABLE, new_digest=OLD)]))
+    assert len(sender.sent) == 4
+
+
+def test_level_filters(tmp_path: Path) -> None:
+    """notify_level=error keeps only failures."""
+    sender = Recorder()
+    told = notifier(tmp_path, sender, notify_level="error")
+    told.after_pass(PassReport(items=[item("a", Outcome.UPDATED), item("b", Outcome.ERROR)]))
+    assert sender.sent == []
+    told.after_pass(PassReport(items=[item("c", Outcome.FAILED)]))
+    assert len(sender.sent) == 2
+
+
+def test_undelivered_is_kept_and_retried(tmp_path: Path) -> None:
+    """A message that could not be delivered is retried at the next pass, then forgotten."""
+    sender = Recorder(working=False)
+    told = notifier(tmp_path, sender)
+    told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))
+    assert told.pending() == 2
+    sender.working = True
+    told.after_pass(PassReport(items=[]))
+    assert told.pending() == 0 and len(sender.sent) == 2
+
+
+def test_a_crashing_sender_never_raises(tmp_path: Path) -> None:
+    """An exception inside a sender is logged and kept for retry, never raised."""
+
+    class Exploding(Recorder):
+        def send(self, target: str, title: str, body: str, level: str) -> bool:
+            raise RuntimeError("plugin bug")
+
+    told = notifier(tmp_path, Exploding())
+    told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))
+    assert told.pending() == 2
