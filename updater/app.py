@@ -12,7 +12,7 @@ from typing import Any
 from updater.config import Settings
 from updater.containers import ContainerUpdater
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
-from updater.engine import Engine
+from updater.engine import Engine, own_container_id
 from updater.history import History
 from updater.journal import Journal
 from updater.metrics import Metrics
@@ -59,8 +59,8 @@ class Application:
                                        cleanup=self.settings.cleanup)
             on_item: Callable[[ItemReport], None] = (
                 notifier.immediate if notifier else lambda item: None)
-            report = UpdatePass(engine, self.registry, updater, self.settings, on_item).run(
-                names, stop_requested)
+            report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
+                                own_container_id()).run(names, stop_requested)
         finally:
             engine.close()
         self.history.record(report.finished or report.started, report.items)

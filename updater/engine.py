@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -217,3 +219,18 @@ def _chain(exc: BaseException) -> list[BaseException]:
         current = current.__cause__ or current.__context__ or (
             reason if isinstance(reason, BaseException) else nested[0] if nested else None)
     return chain
+
+
+_CONTAINER_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|resolv\.conf|hosts)")
+
+
+def own_container_id(mountinfo: str | None = None) -> str | None:
+    """The ID of the container this process runs in, from the files Docker bind-mounts into
+    every container (/etc/hostname and friends); None when not in a Docker container."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    match = _CONTAINER_MOUNT.search(mountinfo)
+    return match.group(1) if match else None

@@ -29,8 +29,10 @@ class UpdatePass:
 
     def __init__(self, engine: Engine, registry: DigestSource, updater: ContainerUpdater,
                  settings: Settings,
-                 on_item: Callable[[ItemReport], None] = lambda item: None) -> None:
+                 on_item: Callable[[ItemReport], None] = lambda item: None,
+                 own_id: str | None = None) -> None:
         self._engine = engine
+        self._own_id = own_id
         self._registry = registry
         self._updater = updater
         self._settings = settings
@@ -61,6 +63,10 @@ class UpdatePass:
                 result: CheckResult) -> tuple[ItemReport | None, Candidate | None]:
         if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
             return _from_check(result), None
+        if container.id == self._own_id:
+            # Stopping ourselves mid-update would leave nobody to start the successor.
+            return _item(result, Outcome.SKIPPED, "this is the updater's own container; "
+                         "update it by pulling and recreating it"), None
         try:
             inspect = self._engine.inspect_container(container.id) or {}
             own_timeout = (inspect.get("Config") or {}).get("StopTimeout")

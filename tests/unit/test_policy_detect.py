@@ -6,7 +6,7 @@ import pytest
 
 from updater.config import Settings
 from updater.detect import check, watched
-from updater.engine import ContainerSnapshot
+from updater.engine import ContainerSnapshot, own_container_id
 from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
 from updater.policy import State, bool_label, is_watched, label, local_digests
 from updater.reference import Reference, parse
@@ -130,3 +130,11 @@ def test_not_found_is_an_error_row() -> None:
     registry = FakeRegistry({"reg.example/gone:1": ManifestNotFound("no such tag")})
     [result] = check([container], registry)
     assert (result.state, result.error) == (State.ERROR, "no such tag")
+
+
+def test_own_container_id_from_mountinfo() -> None:
+    """The updater finds its own container ID in the mounts Docker gives every container."""
+    line = ("1046 1030 254:1 /var/lib/docker/containers/" + "c" * 64 +
+            "/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n")
+    assert own_container_id("12 1 0:1 / / rw - overlay overlay rw\n" + line) == "c" * 64
+    assert own_container_id("12 1 0:1 / / rw - ext4 /dev/vda1 rw\n") is None
