@@ -13,22 +13,20 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from updater import __version__, config, logs
-from updater.api import ApiServer
-from updater.app import Application, DaemonControl
-from updater.config import Settings
-from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
-from updater.daemon import Daemon
-from updater.detect import CheckResult, check, require_names, watched
-from updater.engine import Engine
 from updater.errors import UpdaterError
-from updater.history import History
-from updater.journal import StateLock
-from updater.policy import State
-from updater.registry import RegistryClient
-from updater.report import Outcome, PassReport
+
+# Each command imports what it needs when it runs: `updater --version` or `updater config`
+# should not pay for the docker SDK, httpx or prometheus_client.
+if TYPE_CHECKING:
+    from updater.api import ApiServer
+    from updater.app import Application
+    from updater.config import Settings
+    from updater.daemon import Daemon
+    from updater.detect import CheckResult
+    from updater.report import PassReport
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -112,6 +110,15 @@ def _show_config(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.credentials import (
+        ChainedCredentials,
+        DockerConfigCredentials,
+        SettingsCredentials,
+    )
+    from updater.detect import check, require_names, watched
+    from updater.engine import Engine
+    from updater.registry import RegistryClient
+
     engine = Engine.connect(settings.docker_host)
     try:
         containers, results = watched(engine.containers(), settings, arguments.names)
@@ -135,12 +142,17 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
 
 
 def _summary(results: list[CheckResult]) -> str:
+    from updater.policy import State
+
     counts = Counter(r.state.value for r in results)
     parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
     return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
 
 
 def _update(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.app import Application
+    from updater.journal import StateLock
+
     with StateLock(settings.state_dir), Application(settings) as app:
         report = app.run_pass(arguments.names)
     if arguments.json:
@@ -151,6 +163,11 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(_: argparse.Namespace, settings: Settings) -> int:
+    from updater.app import Application
+    from updater.daemon import Daemon
+    from updater.journal import StateLock
+    from updater.report import Outcome
+
     with StateLock(settings.state_dir), Application(settings) as app:
         def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
             report = app.run_pass(names, stop_requested)
@@ -172,6 +189,9 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
+    from updater.api import ApiServer
+    from updater.app import DaemonControl
+
     listen, token = settings.http_api.listen, settings.http_api.token
     if not listen or not token:
         return None
@@ -185,6 +205,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
 
 
 def _history(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.history import History
+
     history = History(settings.state_dir)
     try:
         entries = history.entries(arguments.name, arguments.limit)
