@@ -284,3 +284,21 @@ def test_docker_hub_is_asked_at_its_api_host() -> None:
 def test_loopback_detection(host: str, loopback: bool) -> None:
     """Docker's default insecure registries are the loopback ones."""
     assert is_loopback(host) is loopback
+
+
+def test_stats_count_requests_and_rate_limit() -> None:
+    """Requests are counted by registry, method and status; Docker Hub's
+    `ratelimit-remaining` is kept per registry."""
+
+    def hub(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200, json={})
+        return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST,
+                                            "ratelimit-remaining": "76;w=21600"})
+
+    with client(hub) as registry:
+        registry.digest(parse("redis"))
+        registry.digest(parse("nginx"))
+        requests, remaining = registry.stats()
+    assert requests == {("docker.io", "GET", 200): 1, ("docker.io", "HEAD", 200): 2}
+    assert remaining == {"docker.io": 76.0}
