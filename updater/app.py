@@ -20,6 +20,7 @@ from updater.notify import AppriseSender, Notifier
 from updater.passes import UpdatePass
 from updater.registry import RegistryClient
 from updater.report import ItemReport, PassReport
+from updater.swarm import ServiceUpdater
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,9 @@ class Application:
                                        cleanup=self.settings.cleanup)
             on_item: Callable[[ItemReport], None] = (
                 notifier.immediate if notifier else lambda item: None)
+            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
             report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
-                                own_container_id()).run(names, stop_requested)
+                                own_container_id(), services).run(tuple(names), stop_requested)
         finally:
             engine.close()
         self.history.record(report.finished or report.started, report.items)

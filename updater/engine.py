@@ -6,6 +6,7 @@ newest work with the same code.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -101,6 +102,48 @@ class Engine:
             labels=dict(entry.get("Labels") or {}),
             repo_digests=digests.get(str(entry.get("ImageID")), ()),
         )
+
+    # --- swarm -------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("read engine info", self._api.info))
+
+    def inspect_node(self, node: str) -> dict[str, Any]:
+        return dict(self._call(f"inspect node {node}", self._api.inspect_node, node))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._call("list nodes", self._api.nodes))
+
+    def services(self) -> list[dict[str, Any]]:
+        return list(self._call("list services", self._api.services))
+
+    def inspect_service(self, service: str) -> dict[str, Any]:
+        return dict(self._call(f"inspect service {service}", self._api.inspect_service,
+                               service))
+
+    def update_service(self, service: str, version: int, spec: dict[str, Any],
+                       registry_auth: str | None, rollback: bool = False) -> None:
+        """POST the whole spec with the version index as the optimistic lock."""
+        url = f"{self._api.base_url}/v{self.api_version}/services/{service}/update"
+        params: dict[str, Any] = {"version": version}
+        if rollback:
+            params["rollback"] = "previous"
+        headers = {"Content-Type": "application/json"}
+        if registry_auth:
+            headers["X-Registry-Auth"] = registry_auth
+        response = self._call(f"update service {service}", self._api.post, url,
+                              data=json.dumps(spec), params=params, headers=headers)
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message", "")
+            except ValueError:
+                message = response.text[:200]
+            raise EngineError(f"Docker engine at {self.host} refused to update service "
+                              f"{service}: {message}")
+
+    def rollback_service(self, service: str, version: int) -> None:
+        spec = self.inspect_service(service)["Spec"]
+        self.update_service(service, version, spec, None, rollback=True)
 
     # --- single containers and images -------------------------------------------------------
 

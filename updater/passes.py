@@ -18,6 +18,7 @@ from updater.errors import UpdaterError
 from updater.policy import State
 from updater.reference import parse
 from updater.report import ItemReport, Outcome, PassReport
+from updater.swarm import ServiceUpdater
 
 log = logging.getLogger(__name__)
 _STATE_OUTCOMES = {State.UP_TO_DATE: Outcome.UP_TO_DATE, State.PINNED: Outcome.PINNED,
@@ -30,9 +31,10 @@ class UpdatePass:
     def __init__(self, engine: Engine, registry: DigestSource, updater: ContainerUpdater,
                  settings: Settings,
                  on_item: Callable[[ItemReport], None] = lambda item: None,
-                 own_id: str | None = None) -> None:
+                 own_id: str | None = None, services: ServiceUpdater | None = None) -> None:
         self._engine = engine
         self._own_id = own_id
+        self._services = services
         self._registry = registry
         self._updater = updater
         self._settings = settings
@@ -44,7 +46,9 @@ class UpdatePass:
         report.items += self._updater.recover()
         names = tuple(names)
         containers, errors = watched(self._engine.containers(), self._settings, names)
-        require_names(names, [c.name for c in containers] + [e.name for e in errors])
+        service_names = self._services.names() if self._services and names else []
+        require_names(names, [c.name for c in containers] + [e.name for e in errors]
+                      + service_names)
         report.items += [_from_check(result) for result in errors]
         self._hooks(containers, "pre-check")
         candidates = []
@@ -55,6 +59,8 @@ class UpdatePass:
         if candidates:
             report.items += self._apply(candidates, stop_requested)
         self._hooks(containers, "post-check")
+        if self._services is not None:
+            report.items += self._services.run(names, stop_requested)
         report.finished = time.time()
         log.info("pass: %s", report.summary())
         return report

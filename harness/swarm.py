@@ -1,0 +1,190 @@
+"""A multi-node swarm on one machine: each node a dockerd in its own network namespace, the
+namespaces joined by a bridge in a "hub" namespace that has no link to the root namespace and
+no default route, and a registry inside the hub every node reaches (HARNESS.md).
+
+Everything is named after the run (namespaces, cgroup parents) and torn down by PID and name
+in `stop()`, also after a failed start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+import yaml
+
+from harness.procs import Process, wait_for
+
+SUBNET = "192.168.77"
+REGISTRY_PORT = 5200
+START_TIMEOUT = 60.0
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@dataclass
+class Node:
+    index: int
+    root: Path
+    namespace: str
+    process: Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET}.{10 + self.index}"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host, version="auto", timeout=120)
+
+
+class Swarm:
+    """`nodes` engines; the first `managers` of them managers, node 1 the first leader."""
+
+    def __init__(self, root: Path, nodes: int = 3, managers: int = 1, binary: str = "dockerd",
+                 registry_users: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.binary = binary
+        self.tag = f"ut{os.getpid() % 100000}"
+        self.hub = f"{self.tag}hub"
+        self.nodes = [Node(i, root / f"node{i}", f"{self.tag}n{i}") for i in range(1, nodes + 1)]
+        self.managers = managers
+        self.registry_users = registry_users or {}
+        self.registry_host = f"{SUBNET}.1:{REGISTRY_PORT}"
+        self._registry: Process | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Swarm:
+        try:
+            self._network()
+            self._start_registry()
+            for node in self.nodes:
+                self._start_node(node)
+            self._form()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                with contextlib.suppress(Exception):
+                    node.client().swarm.leave(force=True)
+                node.process.stop(timeout=30)
+                node.process = None
+        if self._registry is not None:
+            self._registry.stop()
+            self._registry = None
+        for namespace in [node.namespace for node in self.nodes] + [self.hub]:
+            subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
+        for node in self.nodes:
+            for cgroup in Path("/sys/fs/cgroup").glob(f"**/{self.tag}-{node.name}"):
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
+            shutil.rmtree(node.root / "data", ignore_errors=True)
+
+    def _network(self) -> None:
+        _ip("netns", "add", self.hub)
+        _ip("-n", self.hub, "link", "set", "lo", "up")
+        _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.hub, "addr", "add", f"{SUBNET}.1/24", "dev", "br0")
+        _ip("-n", self.hub, "link", "set", "br0", "up")
+        for node in self.nodes:
+            _ip("netns", "add", node.namespace)
+            _ip("-n", node.namespace, "link", "set", "lo", "up")
+            _ip("-n", self.hub, "link", "add", f"h{node.index}", "type", "veth", "peer", "name",
+                "eth0", "netns", node.namespace)
+            _ip("-n", self.hub, "link", "set", f"h{node.index}", "master", "br0", "up")
+            _ip("-n", node.namespace, "addr", "add", f"{node.address}/24", "dev", "eth0")
+            _ip("-n", node.namespace, "link", "set", "eth0", "up")
+
+    def in_hub(self, argv: list[str]) -> list[str]:
+        """`argv` run inside the hub namespace (where the registry and every node are)."""
+        return ["nsenter", f"--net=/run/netns/{self.hub}", *argv]
+
+    def _start_registry(self) -> None:
+        directory = self.root / "registry"
+        directory.mkdir(parents=True, exist_ok=True)
+        settings: dict[str, object] = {
+            "version": 0.1, "log": {"level": "info"},
+            "storage": {"filesystem": {"rootdirectory": str(directory / "data")}},
+            "http": {"addr": self.registry_host, "secret": "harness-fixed-secret"},
+        }
+        if self.registry_users:
+            import bcrypt
+
+            htpasswd = directory / "htpasswd"
+            htpasswd.write_text("".join(
+                f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}\n"
+                for user, password in self.registry_users.items()))
+            settings["auth"] = {"htpasswd": {"realm": "harness", "path": str(htpasswd)}}
+        (directory / "config.yml").write_text(yaml.safe_dump(settings))
+        self._registry = Process(self.in_hub(["docker-registry", "serve",
+                                              str(directory / "config.yml")]),
+                                 directory / "registry.log", directory / "registry.pid")
+
+    @property
+    def registry_log(self) -> Path:
+        return self.root / "registry" / "registry.log"
+
+    def _start_node(self, node: Node) -> None:
+        node.root.mkdir(parents=True, exist_ok=True)
+        (node.root / "daemon.json").write_text(
+            f'{{"deprecated-key-path": "{node.root / "key.json"}"}}')
+        command = (f"hostname {node.name}; exec {self.binary} "
+                   f"--config-file {node.root / 'daemon.json'} --data-root {node.root / 'data'} "
+                   f"--exec-root {node.root / 'exec'} -H {node.host} "
+                   f"--pidfile {node.root / 'docker.pid'} --cgroup-parent /{self.tag}-{node.name} "
+                   f"--insecure-registry {self.registry_host} --log-level warn")
+        node.process = Process(["nsenter", f"--net=/run/netns/{node.namespace}", "unshare",
+                                "--uts", "sh", "-c", command], node.root / "dockerd.log",
+                               node.root / "dockerd.harness.pid")
+        wait_for(lambda: _answers(node), START_TIMEOUT, f"dockerd of {node.name}")
+
+    def _form(self) -> None:
+        first = self.nodes[0].client()
+        first.swarm.init(advertise_addr=node_address(self.nodes[0]),
+                         listen_addr=f"{self.nodes[0].address}:2377")
+        tokens = first.swarm.attrs["JoinTokens"]
+        for node in self.nodes[1:]:
+            role = "Manager" if node.index <= self.managers else "Worker"
+            node.client().swarm.join(remote_addrs=[f"{self.nodes[0].address}:2377"],
+                                     join_token=tokens[role], advertise_addr=node.address,
+                                     listen_addr=f"{node.address}:2377")
+        wait_for(lambda: len([n for n in first.nodes.list()
+                              if n.attrs["Status"]["State"] == "ready"]) == len(self.nodes),
+                 START_TIMEOUT, "every node ready")
+
+
+def node_address(node: Node) -> str:
+    return node.address
+
+
+def _answers(node: Node) -> bool:
+    if node.process is not None and not node.process.alive():
+        raise RuntimeError(f"dockerd of {node.name} exited: "
+                           f"{(node.root / 'dockerd.log').read_text()[-2000:]}")
+    if not (node.root / "docker.sock").exists():
+        return False
+    try:
+        return bool(docker.DockerClient(base_url=node.host, version="auto", timeout=2).ping())
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return False

@@ -1,0 +1,200 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Swarm services on a real 3-node swarm (network namespaces): rolling updates from the leader
+only, credentials forwarded to workers, no no-op updates, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from harness import images
+from harness.swarm import Swarm
+from tests.conftest import USERS
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+USER, PASSWORD = next(iter(USERS.items()))
+AUTH = {"username": USER, "password": PASSWORD}
+
+
+@pytest.fixture(scope="module")
+def swarm(root: Path) -> Iterator[Swarm]:
+    cluster = Swarm(root / "swarm", nodes=3, managers=2,
+                    binary=os.environ.get("UT_DOCKERD", "dockerd"),
+                    registry_users=USERS).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def updater(swarm: Swarm, node: int, args: list[str], home: Path,
+            settings: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `updater` against node N's engine, run inside the hub namespace (which reaches
+    the registry the nodes use)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / f"updater-{node}.yml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(home / f"state-{node}"),
+        "registries": {swarm.registry_host: {"insecure": True, **AUTH}},
+        **(settings or {})}))
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
+           "DOCKER_HOST": swarm.nodes[node - 1].host, "UPDATER_CONFIG": str(config)}
+    return subprocess.run(swarm.in_hub([sys.executable, "-m", "updater", *args]), env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    assert "Traceback" not in result.stderr, result.stderr
+    return {item["name"]: item for item in json.loads(result.stdout)["items"]}
+
+
+def release(swarm: Swarm, image: str, version: str, **kwargs: Any) -> str:
+    """Build on node 1 and push to the swarm's registry with credentials."""
+    return images.release(swarm.nodes[0].client(), image, version, AUTH, **kwargs)
+
+
+def service_tasks(client: docker.DockerClient, name: str) -> list[dict[str, Any]]:
+    return [t for t in client.api.tasks(filters={"service": name, "desired-state": "running"})]
+
+
+def wait_running(client: docker.DockerClient, name: str, count: int, digest: str,
+                 timeout: float = 120) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = [t for t in service_tasks(client, name) if t["Status"]["State"] == "running"]
+        if len(tasks) == count and all(
+                t["Spec"]["ContainerSpec"]["Image"].endswith(digest) for t in tasks):
+            return tasks
+        time.sleep(0.5)
+    raise AssertionError(f"{name}: {count} running tasks on {digest[:19]} not reached")
+
+
+def test_replicated_and_global_services_roll_to_the_new_digest(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """A 4-replica start-first service and a global service move to the pushed digest; the
+    workers pulled with the forwarded credentials; a second pass sends no update."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/svc/{unique}:latest"
+    first = release(swarm, image, "1")
+    labels = {"updater.enable": "true"}
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(image)), name=f"{unique}-rep",
+        mode=docker.types.ServiceMode("replicated", replicas=4), labels=labels,
+        update_config=docker.types.UpdateConfig(parallelism=2, order="start-first"))
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(image)), name=f"{unique}-glob",
+        mode=docker.types.ServiceMode("global"), labels=labels)
+    wait_running(manager, f"{unique}-rep", 4, first)
+    wait_running(manager, f"{unique}-glob", 3, first)
+    second = release(swarm, image, "2", keep_local=False)
+    log_mark = swarm.registry_log.stat().st_size
+
+    result = updater(swarm, 1, ["update", "--json"], tmp_path)
+
+    items = report(result)
+    assert result.returncode == 0, result.stderr
+    for name in (f"{unique}-rep", f"{unique}-glob"):
+        assert items[name]["outcome"] == "updated" and items[name]["kind"] == "service"
+        assert items[name]["new_digest"] == second
+    tasks = wait_running(manager, f"{unique}-rep", 4, second)
+    wait_running(manager, f"{unique}-glob", 3, second)
+    assert len({t["NodeID"] for t in tasks}) >= 2
+    pulls = _manifest_gets(swarm.registry_log, log_mark, f"svc/{unique}")
+    assert {swarm.nodes[1].address, swarm.nodes[2].address} <= {p[0] for p in pulls}
+    assert {(user, status) for _, user, status in pulls} == {(USER, "200")}
+
+    versions = {s["Spec"]["Name"]: s["Version"]["Index"] for s in manager.api.services()}
+    again = report(updater(swarm, 1, ["update", "--json"], tmp_path))
+    assert again[f"{unique}-rep"]["outcome"] == "up-to-date"
+    after = {s["Spec"]["Name"]: s["Version"]["Index"] for s in manager.api.services()}
+    assert after == versions
+
+
+def _manifest_gets(log: Path, mark: int, repository: str) -> list[tuple[str, str, str]]:
+    """(client address, user, status) of every manifest GET for `repository` since `mark`."""
+    found = []
+    with log.open("rb") as handle:
+        handle.seek(mark)
+        for line in handle.read().decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            if len(parts) > 8 and parts[5] == '"GET' and f"/v2/{repository}/manifests/" in \
+                    parts[6]:
+                found.append((parts[0], parts[2], parts[8]))
+    return found
+
+
+def test_only_the_leader_updates(swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """Updaters on two managers at once: exactly one service update per new digest."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/lead/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(image)), name=unique,
+        mode=docker.types.ServiceMode("replicated", replicas=2),
+        labels={"updater.enable": "true"})
+    wait_running(manager, unique, 2, first)
+    version = manager.api.inspect_service(unique)["Version"]["Index"]
+    second = release(swarm, image, "2", keep_local=False)
+
+    runs = [subprocess.Popen(
+        swarm.in_hub([sys.executable, "-m", "updater", "update", "--json"]), env=_env(
+            swarm, node, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node in (1, 2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+
+    updated = [json.loads(out)["items"] for out, _ in outputs]
+    assert [any(i["name"] == unique and i["outcome"] == "updated" for i in items)
+            for items in updated] == [True, False]
+    wait_running(manager, unique, 2, second)
+    spec = manager.api.inspect_service(unique)
+    assert spec["Version"]["Index"] > version
+    assert spec["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(first)
+
+
+def _env(swarm: Swarm, node: int, home: Path) -> dict[str, str]:
+    config = home / f"leader-{node}.yml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(home / f"state-{node}"),
+        "registries": {swarm.registry_host: {"insecure": True, **AUTH}}}))
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
+            "DOCKER_HOST": swarm.nodes[node - 1].host, "UPDATER_CONFIG": str(config)}
+
+
+def test_failed_rolling_update_is_rolled_back(swarm: Swarm, unique: str,
+                                              tmp_path: Path) -> None:
+    """Tasks of the new image exit at once; with failure_action pause the service ends on
+    the previous spec and the pass reports rolled-back."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/rb/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(image),
+                                  restart_policy=docker.types.RestartPolicy("none")),
+        name=unique, mode=docker.types.ServiceMode("replicated", replicas=2),
+        labels={"updater.enable": "true"},
+        update_config=docker.types.UpdateConfig(parallelism=1, failure_action="pause",
+                                                monitor=2_000_000_000))
+    wait_running(manager, unique, 2, first)
+    release(swarm, image, "2", cmd='["sh", "-c", "exit 5"]', keep_local=False)
+
+    result = updater(swarm, 1, ["update", "--json", unique], tmp_path)
+
+    items = report(result)
+    assert result.returncode == 1
+    assert items[unique]["outcome"] == "rolled-back", items[unique]
+    wait_running(manager, unique, 2, first)
+    spec = manager.api.inspect_service(unique)["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith(first)
