@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -63,16 +67,55 @@ class Dockerd:
         return str(self.client.version()["Version"])
 
     def stop(self) -> None:
-        """Stop every container, then the engine (SIGTERM by PID), then remove its files."""
+        """Remove every container, then stop the engine (SIGTERM by PID), kill whatever of
+        ours outlived it, and remove its files."""
         if self._client is not None:
+            self._remove_containers()
             self._client.close()
             self._client = None
         if self._process is not None:
-            self._process.stop(timeout=30)
+            self._process.stop(timeout=60)
             self._process = None
+        _kill_leftovers(self.root)
         _unmount_below(self.root)
         shutil.rmtree(self.root / "data", ignore_errors=True)
         shutil.rmtree(self.root / "exec", ignore_errors=True)
+
+
+    def _remove_containers(self) -> None:
+        """Force-remove all containers first: an engine stopping hundreds of them itself can
+        outlast its stop timeout and be killed, leaving their shims behind."""
+        try:
+            containers = self.client.api.containers(all=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return
+
+        def remove(container: dict[str, object]) -> None:
+            with contextlib.suppress(docker.errors.DockerException,
+                                     requests.exceptions.RequestException):
+                self.client.api.remove_container(str(container["Id"]), force=True)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(remove, containers))
+
+
+def _kill_leftovers(root: Path) -> None:
+    """SIGKILL processes started for this engine (shims name its exec root on their command
+    line) and the container processes under them; found by PID in /proc, never by name."""
+    marker = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+            children = [int(c) for task in (entry / "task").iterdir()
+                        for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for pid in [*children, int(entry.name)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _unmount_below(root: Path) -> None:

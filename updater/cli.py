@@ -24,8 +24,11 @@ if TYPE_CHECKING:
     from updater.api import ApiServer
     from updater.app import Application
     from updater.config import Settings
+    from updater.credentials import CredentialSource
     from updater.daemon import Daemon
     from updater.detect import CheckResult
+    from updater.engine import ContainerSnapshot, Engine
+    from updater.registry import RegistryClient
     from updater.report import PassReport
 
 log = logging.getLogger("updater")
@@ -110,35 +113,58 @@ def _show_config(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.detect import watched
+    from updater.engine import Engine
+
+    engine = Engine.connect(settings.docker_host)
+    try:
+        containers, results = watched(engine.containers(), settings, arguments.names)
+        return _report_check(arguments, settings, engine, containers, results)
+    finally:
+        engine.close()
+
+
+def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Engine,
+                  containers: list[ContainerSnapshot], results: list[CheckResult]) -> int:
     from updater.credentials import (
         ChainedCredentials,
         DockerConfigCredentials,
         SettingsCredentials,
     )
-    from updater.detect import check, require_names, watched
-    from updater.engine import Engine
+    from updater.detect import check, require_names
     from updater.registry import RegistryClient
 
-    engine = Engine.connect(settings.docker_host)
-    try:
-        containers, results = watched(engine.containers(), settings, arguments.names)
-    finally:
-        engine.close()
-    require_names(arguments.names, [c.name for c in containers] + [r.name for r in results])
     credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
     started = time.monotonic()
     with RegistryClient(settings.registries, credentials,
                         timeout=settings.registry_timeout) as registry:
         results += check(containers, registry)
+        results += _check_services(engine, registry, credentials, settings, arguments.names)
+    require_names(arguments.names, [r.name for r in results])
     log.info("check: %s; %d registry requests in %.2fs", _summary(results),
              sum(registry.stats()[0].values()), time.monotonic() - started)
-    results.sort(key=lambda r: r.name)
+    results.sort(key=lambda r: (r.kind, r.name))
     if arguments.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
         print(_table(results))
     return EXIT_OK
+
+
+def _check_services(engine: Engine, registry: RegistryClient, credentials: CredentialSource,
+                    settings: Settings, names: list[str]) -> list[CheckResult]:
+    """Services as `check` rows, when this engine is a swarm manager."""
+    from updater.detect import CheckResult
+    from updater.policy import State
+    from updater.report import Outcome
+    from updater.swarm import ServiceUpdater
+
+    states = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE_AVAILABLE,
+              Outcome.PINNED: State.PINNED}
+    items = ServiceUpdater(engine, registry, credentials, settings).check(tuple(names))
+    return [CheckResult(i.name, "service", i.image, i.old_digest, i.new_digest,
+                        states.get(i.outcome, State.ERROR), i.reason) for i in items]
 
 
 def _summary(results: list[CheckResult]) -> str:

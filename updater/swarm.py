@@ -118,7 +118,20 @@ class ServiceUpdater:
                 items.append(item)
         return items
 
-    def _one(self, service: ServiceSnapshot) -> ItemReport | None:
+    def check(self, names: tuple[str, ...] = ()) -> list[ItemReport]:
+        """What `run` would find, changing nothing (any manager may look)."""
+        swarm = self._engine.info().get("Swarm") or {}
+        if not swarm.get("ControlAvailable"):
+            return []
+        items = []
+        for service in self._engine.services():
+            snapshot = ServiceSnapshot.from_inspect(service)
+            if not names or snapshot.name in names:
+                item = self._one(snapshot, change=False)
+                items += [item] if item else []
+        return items
+
+    def _one(self, service: ServiceSnapshot, change: bool = True) -> ItemReport | None:
         current = None
         try:
             if not policy.is_watched(service.labels, self._settings):
@@ -132,7 +145,7 @@ class ServiceUpdater:
             return _item(service, Outcome.ERROR, current, None, str(exc))
         if remote == current:
             return _item(service, Outcome.UP_TO_DATE, current, remote)
-        if monitor_only:
+        if monitor_only or not change:
             return _item(service, Outcome.AVAILABLE, current, remote)
         started = self._clock()
         outcome, reason = self._update(service, ref, remote, rollback, health)

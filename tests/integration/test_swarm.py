@@ -102,6 +102,10 @@ def test_replicated_and_global_services_roll_to_the_new_digest(
     wait_running(manager, f"{unique}-glob", 3, first)
     second = release(swarm, image, "2", keep_local=False)
     log_mark = swarm.registry_log.stat().st_size
+    checked = updater(swarm, 1, ["check", "--json", f"{unique}-rep"], tmp_path)
+    [row] = json.loads(checked.stdout)
+    assert (row["kind"], row["state"], row["local_digest"], row["remote_digest"]) == (
+        "service", "update-available", first, second)
 
     result = updater(swarm, 1, ["update", "--json"], tmp_path)
 
