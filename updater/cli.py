@@ -90,6 +90,11 @@ def _parser() -> _Parser:
     updater.set_defaults(handler=_update)
     runner = commands.add_parser("run", parents=[common], help="the daemon: update on a schedule")
     runner.set_defaults(handler=_run)
+    locator = commands.add_parser("where", parents=[common],
+                                  help="swarm: the node and container of each task of a service")
+    locator.add_argument("service", metavar="SERVICE")
+    locator.add_argument("--json", action="store_true", help="print a JSON array")
+    locator.set_defaults(handler=_where)
     historian = commands.add_parser("history", parents=[common], help="what was done, newest first")
     historian.add_argument("name", nargs="?", metavar="NAME", help="only this container")
     historian.add_argument("--json", action="store_true", help="print a JSON array")
@@ -228,6 +233,26 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                 "last_pass": report.as_dict() if report else None}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
+
+
+def _where(arguments: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from updater.engine import Engine
+    from updater.swarm import where
+
+    engine = Engine.connect(settings.docker_host)
+    try:
+        places = where(engine, arguments.service)
+    finally:
+        engine.close()
+    if arguments.json:
+        print(json.dumps([asdict(p) for p in places], indent=2))
+        return EXIT_OK
+    rows = [("NODE", "ADDRESS", "CONTAINER", "SHELL")]
+    rows += [(p.node, p.address, p.container[:12], p.command) for p in places]
+    print(_columns(rows))
+    return EXIT_OK
 
 
 def _history(arguments: argparse.Namespace, settings: Settings) -> int:

@@ -219,3 +219,40 @@ def _item(service: ServiceSnapshot, outcome: Outcome, old: str | None, new: str 
           reason: str | None = None, seconds: float = 0.0) -> ItemReport:
     return ItemReport(service.name, service.image.split("@")[0], outcome, kind="service",
                       old_digest=old, new_digest=new, reason=reason, seconds=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPlace:
+    """Where one running task of a service is, and how to open a shell in it."""
+
+    task: str
+    node: str
+    address: str
+    container: str
+    command: str
+
+
+def where(engine: Engine, service: str) -> list[TaskPlace]:
+    """The running tasks of `service`: node name, address, container ID and a shell command
+    (`-H` the engine we talk to for tasks on this node, Docker's ssh transport for others)."""
+    try:
+        found = engine.inspect_service(service)
+    except EngineError:
+        raise UpdaterError(f"no service named {service!r} on this swarm manager; "
+                           "list them with docker service ls") from None
+    info = engine.info()
+    own_node = str((info.get("Swarm") or {}).get("NodeID") or "")
+    nodes = {str(n["ID"]): n for n in engine.nodes()}
+    places = []
+    for task in engine.tasks(str(found["ID"])):
+        status = task.get("Status") or {}
+        container = str((status.get("ContainerStatus") or {}).get("ContainerID") or "")
+        if status.get("State") != "running" or not container:
+            continue
+        node = nodes.get(str(task.get("NodeID")), {})
+        name = str((node.get("Description") or {}).get("Hostname") or task.get("NodeID"))
+        address = str((node.get("Status") or {}).get("Addr") or "")
+        host = engine.host if task.get("NodeID") == own_node else f"ssh://{address}"
+        places.append(TaskPlace(str(task["ID"]), name, address, container,
+                                f"docker -H {host} exec -it {container[:12]} sh"))
+    return sorted(places, key=lambda p: (p.node, p.container))

@@ -207,3 +207,80 @@ def test_failed_rolling_update_is_rolled_back(swarm: Swarm, unique: str,
     wait_running(manager, unique, 2, first)
     spec = manager.api.inspect_service(unique)["Spec"]
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith(first)
+
+
+def test_where_names_the_node_and_container_of_every_task(swarm: Swarm, unique: str,
+                                                          tmp_path: Path) -> None:
+    """`updater where` gives each running task's node and container, as the node's own engine
+    sees them, with a shell command."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/where/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}")), name=unique,
+        mode=docker.types.ServiceMode("replicated", replicas=3))
+    wait_running(manager, unique, 3, first)
+
+    result = updater(swarm, 1, ["where", "--json", unique], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    places = json.loads(result.stdout)
+    assert len(places) == 3
+    by_name = {node.name: node for node in swarm.nodes}
+    for place in places:
+        node = by_name[place["node"]]
+        assert place["address"] == node.address
+        running = {c.id for c in node.client().containers.list()}
+        assert place["container"] in running
+        assert place["command"].endswith(f"exec -it {place['container'][:12]} sh")
+    missing = updater(swarm, 1, ["where", "no-such-service"], tmp_path)
+    assert missing.returncode == 2 and "no-such-service" in missing.stderr
+
+
+def test_new_leader_takes_over_after_failover(root: Path, unique: str, tmp_path: Path) -> None:
+    """With 3 managers, the leader's engine stopped: the new leader's updater performs the
+    next service update; a former follower that is not the leader does nothing."""
+    cluster = Swarm(root / f"failover-{unique}", nodes=3, managers=3,
+                    binary=os.environ.get("UT_DOCKERD", "dockerd"), registry_users=USERS)
+    cluster.start()
+    try:
+        first_leader = cluster.nodes[0].client()
+        image = f"{cluster.registry_host}/fail/{unique}:latest"
+        first = release(cluster, image, "1")
+        first_leader.login(username=USER, password=PASSWORD, registry=cluster.registry_host)
+        first_leader.api.create_service(
+            docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}")),
+            name=unique, mode=docker.types.ServiceMode("replicated", replicas=2),
+            labels={"updater.enable": "true"})
+        wait_running(first_leader, unique, 2, first)
+        second = release(cluster, image, "2", keep_local=False)
+        assert cluster.nodes[0].process is not None
+        cluster.nodes[0].process.stop(timeout=30)
+        cluster.nodes[0].process = None
+        leader = _wait_for_leader(cluster, (2, 3))
+
+        results = {index: report(updater(cluster, index, ["update", "--json"], tmp_path))
+                   for index in (2, 3)}
+
+        assert results[leader][unique]["outcome"] == "updated"
+        follower = 5 - leader
+        assert unique not in results[follower]
+        wait_running(cluster.nodes[leader - 1].client(), unique, 2, second)
+    finally:
+        cluster.stop()
+
+
+def _wait_for_leader(cluster: Swarm, candidates: tuple[int, ...]) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for index in candidates:
+            try:
+                client = cluster.nodes[index - 1].client()
+                node_id = client.info()["Swarm"]["NodeID"]
+                if client.api.inspect_node(node_id)["ManagerStatus"].get("Leader"):
+                    return index
+            except (docker.errors.APIError, KeyError):
+                pass
+        time.sleep(0.5)
+    raise AssertionError("no new leader within 60s")
