@@ -9,6 +9,7 @@ in `stop()`, also after a failed start.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import yaml
 from harness.procs import Process, wait_for
 
 SUBNET = "192.168.77"
+_instances = itertools.count()
 REGISTRY_PORT = 5200
 START_TIMEOUT = 60.0
 
@@ -61,7 +63,7 @@ class Swarm:
                  registry_users: dict[str, str] | None = None) -> None:
         self.root = root
         self.binary = binary
-        self.tag = f"ut{os.getpid() % 100000}"
+        self.tag = f"ut{os.getpid() % 100000}s{next(_instances)}"
         self.hub = f"{self.tag}hub"
         self.nodes = [Node(i, root / f"node{i}", f"{self.tag}n{i}") for i in range(1, nodes + 1)]
         self.managers = managers
