@@ -90,6 +90,13 @@ def _parser() -> _Parser:
     updater.set_defaults(handler=_update)
     runner = commands.add_parser("run", parents=[common], help="the daemon: update on a schedule")
     runner.set_defaults(handler=_run)
+    balancer = commands.add_parser("rebalance", parents=[common],
+                                   help="swarm: spread the tasks of replicated services")
+    balancer.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")
+    balancer.add_argument("--dry-run", action="store_true", help="print the plan, move nothing")
+    balancer.add_argument("--threshold", type=float, default=1.0,
+                          help="standard deviation of tasks per node that is tolerated [1.0]")
+    balancer.set_defaults(handler=_rebalance)
     locator = commands.add_parser("where", parents=[common],
                                   help="swarm: the node and container of each task of a service")
     locator.add_argument("service", metavar="SERVICE")
@@ -233,6 +240,40 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                 "last_pass": report.as_dict() if report else None}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
+
+
+def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.app import Application
+    from updater.engine import Engine
+    from updater.rebalance import plans
+    from updater.swarm import ServiceUpdater, is_leader
+
+    if arguments.threshold < 0:
+        raise UpdaterError(f"--threshold {arguments.threshold} must be 0 or more")
+    engine = Engine.connect(settings.docker_host)
+    try:
+        if not (engine.info().get("Swarm") or {}).get("ControlAvailable"):
+            raise UpdaterError(f"the engine at {settings.docker_host} is not a swarm manager; "
+                               "point docker_host at a manager")
+        found = plans(engine.nodes(), engine.services(), engine.tasks(), arguments.threshold,
+                      arguments.services)
+        rows = [("SERVICE", "NODE", "NOW", "AFTER")]
+        for plan in found:
+            rows += [(plan.service, node, str(count), str(plan.after.get(node, 0)))
+                     for node, count in sorted(plan.before.items())]
+        print(_columns(rows) if found else "every replicated service is balanced")
+        if arguments.dry_run or not found:
+            return EXIT_OK
+        if not is_leader(engine):
+            raise UpdaterError("only the swarm leader rebalances; run it against the leader")
+        with Application(settings) as app:
+            items = ServiceUpdater(engine, app.registry, app.credentials, settings).rebalance(
+                found)
+    finally:
+        engine.close()
+    for item in items:
+        print(f"{item.name}: {item.outcome.value} ({item.reason})")
+    return EXIT_FAILED if any(i.outcome.value == "failed" for i in items) else EXIT_OK
 
 
 def _where(arguments: argparse.Namespace, settings: Settings) -> int:

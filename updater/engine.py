@@ -111,9 +111,10 @@ class Engine:
     def inspect_node(self, node: str) -> dict[str, Any]:
         return dict(self._call(f"inspect node {node}", self._api.inspect_node, node))
 
-    def tasks(self, service: str) -> list[dict[str, Any]]:
-        return list(self._call(f"list tasks of {service}", self._api.tasks,
-                               filters={"service": service}))
+    def tasks(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Tasks of one service, or every task the swarm wants running."""
+        filters = {"service": service} if service else {"desired-state": "running"}
+        return list(self._call("list tasks", self._api.tasks, filters=filters))
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._call("list nodes", self._api.nodes))

@@ -22,6 +22,7 @@ from updater.credentials import CredentialSource
 from updater.detect import DigestSource
 from updater.engine import Engine
 from updater.errors import EngineError, UpdaterError
+from updater.rebalance import ServicePlan
 from updater.report import ItemReport, Outcome
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,28 @@ class ServiceUpdater:
             self._await_update(service.id, timeout, rollback=True)
         log.error("%s: %s; rolled back to the previous spec", service.name, problem)
         return Outcome.ROLLED_BACK, f"{problem}; rolled back to the previous spec"
+
+    def rebalance(self, plans: list[ServicePlan]) -> list[ItemReport]:
+        """Carry out plans one service at a time: a forced rolling update each, waiting for
+        it to converge before the next."""
+        items = []
+        for plan in plans:
+            service = ServiceSnapshot.from_inspect(self._engine.inspect_service(plan.service))
+            spec = json.loads(json.dumps(service.spec))
+            template = spec["TaskTemplate"]
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+            ref, _ = tracked(service.image)
+            started = self._clock()
+            self._engine.update_service(service.id, service.version, spec,
+                                        self._registry_auth(ref.domain))
+            state, message = self._await_update(
+                service.id, update_timeout(spec, service.replicas, len(self._engine.nodes())))
+            outcome = Outcome.UPDATED if state == "completed" else Outcome.FAILED
+            reason = (f"rebalanced: {dict(plan.before)} -> {dict(plan.after)}"
+                      if outcome is Outcome.UPDATED else f"rebalance ended {state}: {message}")
+            log.info("%s: %s", service.name, reason)
+            items.append(_item(service, outcome, None, None, reason, self._clock() - started))
+        return items
 
     def _await_update(self, service_id: str, timeout: float,
                       rollback: bool = False) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -284,3 +285,80 @@ def _wait_for_leader(cluster: Swarm, candidates: tuple[int, ...]) -> int:
                 pass
         time.sleep(0.5)
     raise AssertionError("no new leader within 60s")
+
+
+def _set_availability(client: docker.DockerClient, name: str, availability: str) -> None:
+    node = client.nodes.get(name)
+    node.update({**node.attrs["Spec"], "Availability": availability})
+
+
+def _per_node(client: docker.DockerClient, service: str) -> dict[str, int]:
+    names = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+    counts = dict.fromkeys(names.values(), 0)
+    for task in service_tasks(client, service):
+        if task["Status"]["State"] == "running":
+            counts[names[task["NodeID"]]] += 1
+    return counts
+
+
+def _plan(output: str, service: str) -> dict[str, tuple[int, int]]:
+    rows = [line.split() for line in output.splitlines()[1:]]
+    return {row[1]: (int(row[2]), int(row[3])) for row in rows if row and row[0] == service}
+
+
+def test_rebalance_spreads_by_free_capacity(swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """All 6 replicas on one node (the others drained, then active again) end spread with a
+    standard deviation ≤ 1; with most of a node's CPU reserved by another service, the plan
+    gives that node fewer tasks."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/spread/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    for name in ("node2", "node3"):
+        _set_availability(manager, name, "drain")
+    try:
+        manager.api.create_service(
+            docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}")),
+            name=unique, mode=docker.types.ServiceMode("replicated", replicas=6))
+        wait_running(manager, unique, 6, first)
+    finally:
+        for name in ("node2", "node3"):
+            _set_availability(manager, name, "active")
+    assert _per_node(manager, unique)["node1"] == 6
+
+    dry = updater(swarm, 1, ["rebalance", "--dry-run", unique], tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert _plan(dry.stdout, unique) == {"node1": (6, 2), "node2": (0, 2), "node3": (0, 2)}
+    assert _per_node(manager, unique)["node1"] == 6  # a dry run moves nothing
+
+    done = updater(swarm, 1, ["rebalance", unique], tmp_path)
+    assert done.returncode == 0, done.stderr
+    counts = _per_node(manager, unique)
+    assert sum(counts.values()) == 6 and statistics.pstdev(counts.values()) <= 1
+
+    cpus = manager.nodes.get("node3").attrs["Description"]["Resources"]["NanoCPUs"]
+    manager.api.create_service(
+        docker.types.TaskTemplate(
+            docker.types.ContainerSpec(f"{image}@{first}"),
+            resources=docker.types.Resources(cpu_reservation=int(cpus * 0.9)),
+            placement=docker.types.Placement(constraints=["node.hostname==node3"])),
+        name=f"{unique}-hog", mode=docker.types.ServiceMode("replicated", replicas=1))
+    wait_running(manager, f"{unique}-hog", 1, first)
+    for name in ("node2", "node3"):
+        _set_availability(manager, name, "pause")  # running tasks stay, new ones go to node1
+    try:
+        manager.api.create_service(
+            docker.types.TaskTemplate(
+                docker.types.ContainerSpec(f"{image}@{first}"),
+                resources=docker.types.Resources(cpu_reservation=int(cpus * 0.05))),
+            name=f"{unique}-packed", mode=docker.types.ServiceMode("replicated", replicas=6))
+        wait_running(manager, f"{unique}-packed", 6, first)
+    finally:
+        for name in ("node2", "node3"):
+            _set_availability(manager, name, "active")
+
+    planned = _plan(updater(swarm, 1, ["rebalance", "--dry-run", f"{unique}-packed"],
+                            tmp_path).stdout, f"{unique}-packed")
+    assert planned["node1"][0] == 6
+    assert planned["node3"][1] < planned["node1"][1]
+    assert planned["node3"][1] < planned["node2"][1]
