@@ -5,7 +5,9 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 from __future__ import annotations
 
 import logging
+import math
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,9 +20,10 @@ from updater.journal import Journal
 from updater.metrics import Metrics
 from updater.notify import AppriseSender, Notifier
 from updater.passes import UpdatePass
+from updater.rebalance import plans
 from updater.registry import RegistryClient
 from updater.report import ItemReport, PassReport
-from updater.swarm import ServiceUpdater
+from updater.swarm import ServiceUpdater, is_leader
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class Application:
         self.metrics = Metrics(self.registry.stats)
         self._notifier: Notifier | None = None
         self._host: str | None = None
+        self._last_rebalance = -math.inf
 
     def close(self) -> None:
         self.registry.close()
@@ -63,6 +67,8 @@ class Application:
             services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
             report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
                                 own_container_id(), services).run(tuple(names), stop_requested)
+            if not names and not stop_requested():
+                report.items += self._rebalance(engine, services)
         finally:
             engine.close()
         self.history.record(report.finished or report.started, report.items)
@@ -70,6 +76,17 @@ class Application:
         if notifier is not None:
             notifier.after_pass(report)
         return report
+
+    def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
+        """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
+        settings = self.settings.rebalance
+        if not settings.enabled or time.monotonic() - self._last_rebalance < settings.interval:
+            return []
+        if not is_leader(engine):
+            return []
+        self._last_rebalance = time.monotonic()
+        found = plans(engine.nodes(), engine.services(), engine.tasks(), settings.threshold)
+        return services.rebalance(found)
 
     def _notifier_for(self, engine: Engine) -> Notifier | None:
         if not self.settings.notify:

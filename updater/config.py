@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,15 @@ class HttpApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RebalanceSettings:
+    """Swarm: spread the tasks of replicated services every `interval` (leader only)."""
+
+    enabled: bool = False
+    threshold: float = 1.0
+    interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -65,6 +75,7 @@ class Settings:
     notify_level: str = "info"
     notify_template: str | None = None
     http_api: HttpApiSettings = HttpApiSettings()
+    rebalance: RebalanceSettings = RebalanceSettings()
     registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
     registry_timeout: float = 10.0
     state_dir: str = "/var/lib/updater"
@@ -186,7 +197,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "log_format": _choice(LOG_FORMATS),
 }
 FLAG_KEYS = {key: parser is _bool for key, parser in _SCALARS.items()}
-KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries"]))
+KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries", "rebalance"]))
 ENV_PREFIX = "UPDATER_"
 ENV_ONLY = frozenset({"UPDATER_CONFIG"})
 
@@ -236,12 +247,16 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     if "DOCKER_HOST" in environ:
         raw["docker_host"] = (environ["DOCKER_HOST"], "DOCKER_HOST")
     api: dict[str, Any] = {}
+    balance: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_ONLY:
             continue
         key = name[len(ENV_PREFIX):].lower()
         if key.startswith("http_api_"):
             api[key[len("http_api_"):]] = value
+            continue
+        if key.startswith("rebalance_"):
+            balance[key[len("rebalance_"):]] = value
             continue
         if key == "registries":
             raw[key] = (_yaml_value(value, name), name)
@@ -250,6 +265,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         raw.update([_resolve_file_key(key, value, name)])
     if api:
         raw["http_api"] = (api, "UPDATER_HTTP_API_*")
+    if balance:
+        raw["rebalance"] = (balance, "UPDATER_REBALANCE_*")
     return raw
 
 
@@ -261,7 +278,7 @@ def _yaml_value(text: str, source: str) -> Any:
 
 
 def _check_known(key: str, where: str, shown: str | None = None) -> None:
-    if key in _SCALARS or key in ("http_api", "registries") or key == "notify_file":
+    if key in _SCALARS or key in ("http_api", "registries", "rebalance") or key == "notify_file":
         return
     hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
     known = f"; known settings: {', '.join(KNOWN_KEYS)}"
@@ -291,6 +308,8 @@ def _build(raw: Mapping[str, tuple[Any, str]]) -> Settings:
     for key, (value, source) in raw.items():
         if key == "http_api":
             values[key] = _http_api(value, source)
+        elif key == "rebalance":
+            values[key] = _rebalance(value, source)
         elif key == "registries":
             values[key] = _registries(value, source)
         else:
@@ -317,6 +336,25 @@ def _http_api(value: Any, source: str) -> HttpApiSettings:
     return HttpApiSettings(
         listen=_parse(_optional_text, section.get("listen"), f"{source} listen"),
         token=_parse(_optional_text, token, f"{source} token"),
+    )
+
+
+def _rebalance(value: Any, source: str) -> RebalanceSettings:
+    section = _section(value, source, ("enabled", "threshold", "interval"))
+    defaults = RebalanceSettings()
+    threshold = section.get("threshold", defaults.threshold)
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value for {source} threshold: {threshold!r} is not a number "
+                          "(a standard deviation of tasks per node, e.g. 1.0)") from None
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ConfigError(f"bad value for {source} threshold: {threshold!r} must be 0 or more")
+    return RebalanceSettings(
+        enabled=_parse(_bool, section.get("enabled", False), f"{source} enabled"),
+        threshold=threshold,
+        interval=_parse(parse_duration, section.get("interval", defaults.interval),
+                        f"{source} interval"),
     )
 
 
@@ -369,6 +407,7 @@ def masked(settings: Settings) -> dict[str, Any]:
         if data[key] is not None:
             data[key] = format_duration(data[key])
     data["notify"] = [_mask_url(url) for url in settings.notify]
+    data["rebalance"]["interval"] = format_duration(settings.rebalance.interval)
     if data["http_api"]["token"]:
         data["http_api"]["token"] = MASK
     for entry in data["registries"].values():

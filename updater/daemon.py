@@ -13,12 +13,17 @@ import time
 from collections.abc import Callable
 
 from updater.config import Settings
-from updater.errors import UpdaterError
+from updater.errors import EngineUnavailable, UpdaterError
 from updater.report import PassReport
 
 log = logging.getLogger(__name__)
 # (stop_requested, names) -> the pass report; names empty means every watched item.
 PassRunner = Callable[[Callable[[], bool], tuple[str, ...]], PassReport]
+
+
+def retry_delay(failures: int) -> float:
+    """Backoff while the engine (or the swarm manager) is unreachable: 5 s, doubling, ≤ 5 min."""
+    return float(min(300, 5 * 2 ** max(0, failures - 1)))
 
 
 def next_delay(settings: Settings, now: datetime.datetime) -> float:
@@ -35,7 +40,8 @@ class Daemon:
     """Owns the schedule and the stop flag; the pass itself comes in as a function."""
 
     def __init__(self, settings: Settings, run_pass: PassRunner,
-                 now: Callable[[], datetime.datetime] | None = None) -> None:
+                 now: Callable[[], datetime.datetime] | None = None,
+                 wait: Callable[[float], object] | None = None) -> None:
         self._settings = settings
         self._run_pass = run_pass
         self._now = now or (lambda: datetime.datetime.now().astimezone())
@@ -46,6 +52,8 @@ class Daemon:
         self.passes = 0
         self.last_report: PassReport | None = None
         self.running = False
+        self._engine_failures = 0
+        self._wait = wait or self._wake.wait
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: only sets the flag; the loop finishes what it is doing."""
@@ -77,8 +85,10 @@ class Daemon:
             return 0
         while not self._stop.is_set():
             delay = next_delay(self._settings, self._now())
+            if self._engine_failures:
+                delay = min(delay, retry_delay(self._engine_failures))
             log.info("next pass in %.0fs", delay)
-            self._wake.wait(delay)
+            self._wait(delay)
             if self._stop.is_set():
                 break
             self._one_pass()
@@ -94,6 +104,10 @@ class Daemon:
         self.running = True
         try:
             self.last_report = self._run_pass(self._stop.is_set, names)
+            self._engine_failures = 0
+        except EngineUnavailable as exc:
+            self._engine_failures += 1
+            log.error("%s; trying again in %.0fs", exc, retry_delay(self._engine_failures))
         except UpdaterError as exc:
             log.error("pass failed: %s", exc)
         except Exception:

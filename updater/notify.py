@@ -22,7 +22,8 @@ DEFAULT_TEMPLATE = "{entries}"
 MAX_ATTEMPTS = 48
 _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
-             Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error"}
+             Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
+             Outcome.REBALANCED: "info"}
 
 
 class Sender(Protocol):

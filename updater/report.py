@@ -21,6 +21,7 @@ class Outcome(StrEnum):
     PINNED = "pinned"
     ERROR = "error"
     RECOVERED = "recovered"
+    REBALANCED = "rebalanced"
 
 
 FAILURES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})

@@ -209,9 +209,9 @@ class ServiceUpdater:
                                         self._registry_auth(ref.domain))
             state, message = self._await_update(
                 service.id, update_timeout(spec, service.replicas, len(self._engine.nodes())))
-            outcome = Outcome.UPDATED if state == "completed" else Outcome.FAILED
+            outcome = Outcome.REBALANCED if state == "completed" else Outcome.FAILED
             reason = (f"rebalanced: {dict(plan.before)} -> {dict(plan.after)}"
-                      if outcome is Outcome.UPDATED else f"rebalance ended {state}: {message}")
+                      if outcome is Outcome.REBALANCED else f"rebalance ended {state}: {message}")
             log.info("%s: %s", service.name, reason)
             items.append(_item(service, outcome, None, None, reason, self._clock() - started))
         return items

@@ -109,3 +109,25 @@ def test_triggers_during_a_pass_queue_one_more() -> None:
     daemon = Daemon(Settings(update_on_start=True, interval=3600), run_pass, now=lambda: NOW)
     assert daemon.run() == 0
     assert seen == [(), ("a", "b")]
+
+
+def test_unreachable_engine_is_retried_with_backoff() -> None:
+    """While the engine cannot be reached the daemon keeps going, retrying sooner than its
+    interval with a growing delay; it never exits because of it."""
+    from updater.daemon import retry_delay
+    from updater.errors import EngineUnavailable
+
+    calls = []
+
+    def run_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        calls.append(1)
+        if len(calls) < 3:
+            raise EngineUnavailable("cannot reach the Docker engine")
+        daemon.request_stop()
+        return PassReport()
+
+    waits: list[float] = []
+    daemon = Daemon(Settings(update_on_start=True, interval=3600), run_pass, now=lambda: NOW,
+                    wait=waits.append)
+    assert daemon.run() == 0 and len(calls) == 3
+    assert waits == [retry_delay(1), retry_delay(2)] == [5.0, 10.0]
