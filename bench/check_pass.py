@@ -16,10 +16,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import images
+from bench.pass_time import workload
 from harness.dockerd import Dockerd
 from harness.registry import Registry
 
@@ -41,25 +40,12 @@ def _run_check(engine: Dockerd, home: Path) -> tuple[float, int]:
     return elapsed, rss
 
 
-def _workload(engine: Dockerd, registry: Registry, containers: int, references: int) -> None:
-    names = [f"{registry.host}/bench/r{i}:latest" for i in range(references)]
-    for i, image in enumerate(names):
-        images.release(engine.client, image, f"bench-{i}")
-
-    def run(index: int) -> None:
-        engine.client.containers.run(names[index % references], name=f"bench-{index}",
-                                     detach=True, labels={"updater.enable": "true"})
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(run, range(containers)))
-
-
 def measure(containers: int, references: int) -> dict[str, str]:
     root = Path(tempfile.mkdtemp(prefix="updater-bench.", dir="/var/tmp"))
     engine = Dockerd(root / "engine").start()
     registry = Registry(root / "registry").start()
     try:
-        _workload(engine, registry, containers, references)
+        workload(engine, registry.host, containers, references)
         results = []
         for _ in range(PASSES):
             mark = registry.mark()

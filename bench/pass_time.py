@@ -42,7 +42,7 @@ from updater.registry import RegistryClient
 REPEATS = 3
 
 
-def _workload(engine: Dockerd, host: str, containers: int, references: int) -> None:
+def workload(engine: Dockerd, host: str, containers: int, references: int) -> None:
     names = [f"{host}/bench/r{i}:latest" for i in range(references)]
     for i, image in enumerate(names):
         images.release(engine.client, image, f"bench-{i}")
@@ -107,7 +107,7 @@ def measure(containers: int, references: int, rtt: float, ouroboros: str | None)
     proxy = LatencyProxy(free_port(), registry.port).start()
     host = f"127.0.0.1:{proxy.listen_port}"
     try:
-        _workload(engine, host, containers, references)
+        workload(engine, host, containers, references)
         proxy.rtt = rtt
         ours = _updater_cold_and_warm(engine, registry)
         command = _command([sys.executable, "-m", "updater", "check"], engine, root)
@@ -145,8 +145,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ouroboros", help="path of the ouroboros command, to compare")
     arguments = parser.parse_args(argv)
     rows = []
-    for workload in arguments.workloads:
-        n, m = (int(x) for x in workload.split("/"))
+    for spec in arguments.workloads:
+        n, m = (int(x) for x in spec.split("/"))
         rows.append(measure(n, m, arguments.rtt, arguments.ouroboros))
         print(rows[-1], flush=True, file=sys.stderr)
     headers = list(rows[0])

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.pass_time import _workload
+from bench.pass_time import workload
 from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.registry import Registry
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
                                                    "token": TOKEN}}))
     readings: list[tuple[int, int, float]] = []
     try:
-        _workload(engine, registry.host, 20, 4)
+        workload(engine, registry.host, 20, 4)
         env = {**os.environ, "DOCKER_HOST": engine.host, "UPDATER_CONFIG": str(config),
                "HOME": str(root), "DOCKER_CONFIG": str(root / ".docker")}
         daemon = subprocess.Popen([sys.executable, "-m", "updater", "run"], env=env,
