@@ -21,6 +21,9 @@ cleanup() {
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
   done < <(find "$UT_ROOT" -name '*.pid' 2>/dev/null)
   sleep 1
+  # Network namespaces of test swarms are named ut<pid>s<n>hub / ut<pid>s<n>n<i> (harness/swarm.py).
+  ip netns list 2>/dev/null | awk '/^ut[0-9]+s[0-9]+(hub|n[0-9]+)/ {print $1}' |
+    xargs -r -n1 ip netns del 2>/dev/null || true
   grep -o " $UT_ROOT[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$UT_ROOT"
 }
