@@ -163,7 +163,7 @@ class Swarm:
 
     def _form(self) -> None:
         first = self.nodes[0].client()
-        first.swarm.init(advertise_addr=node_address(self.nodes[0]),
+        first.swarm.init(advertise_addr=self.nodes[0].address,
                          listen_addr=f"{self.nodes[0].address}:2377")
         tokens = first.swarm.attrs["JoinTokens"]
         for node in self.nodes[1:]:
@@ -174,10 +174,6 @@ class Swarm:
         wait_for(lambda: len([n for n in first.nodes.list()
                               if n.attrs["Status"]["State"] == "ready"]) == len(self.nodes),
                  START_TIMEOUT, "every node ready")
-
-
-def node_address(node: Node) -> str:
-    return node.address
 
 
 def _answers(node: Node) -> bool:

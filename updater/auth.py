@@ -109,7 +109,3 @@ class TokenCache:
         lifetime = expires_in if expires_in and expires_in > 0 else DEFAULT_TOKEN_LIFETIME
         with self._lock:
             self._tokens[key] = Token(value, self._clock() + lifetime)
-
-    def drop(self, key: tuple[str, str, str]) -> None:
-        with self._lock:
-            self._tokens.pop(key, None)

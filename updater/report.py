@@ -83,10 +83,6 @@ class PassReport:
     def failed(self) -> bool:
         return any(item.outcome in FAILURES for item in self.items)
 
-    @property
-    def changed(self) -> bool:
-        return any(item.outcome in (Outcome.UPDATED, Outcome.RECOVERED) for item in self.items)
-
     def summary(self) -> str:
         counts = Counter(item.outcome for item in self.items)
         parts = [f"{counts[o]} {o.value}" for o in Outcome if counts[o]]

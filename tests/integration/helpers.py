@@ -16,22 +16,38 @@ from harness.dockerd import Dockerd
 ENABLED = {"updater.enable": "true"}
 
 
+def updater_env(docker_host: str | None, home: Path, settings: dict[str, Any] | None = None,
+                config_name: str = "updater.yml") -> dict[str, str]:
+    """The environment of an updater process: a private HOME and Docker config, the engine,
+    and `settings` written to a config file in `home` named `config_name`."""
+    home.mkdir(parents=True, exist_ok=True)
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home),
+                   "DOCKER_CONFIG": str(home / ".docker")}
+    if docker_host is not None:
+        environment["DOCKER_HOST"] = docker_host
+    if settings is not None:
+        config = home / config_name
+        config.write_text(yaml.safe_dump(settings))
+        environment["UPDATER_CONFIG"] = str(config)
+    return environment
+
+
 def run_updater(args: list[str], engine: Dockerd | None, home: Path,
                 settings: dict[str, Any] | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m updater ARGS` with a private HOME and Docker config, against `engine`."""
-    home.mkdir(parents=True, exist_ok=True)
-    environment = {"PATH": os.environ["PATH"], "HOME": str(home),
-                   "DOCKER_CONFIG": str(home / ".docker")}
-    if engine is not None:
-        environment["DOCKER_HOST"] = engine.host
-    if settings is not None:
-        config = home / "updater.yml"
-        config.write_text(yaml.safe_dump(settings))
-        environment["UPDATER_CONFIG"] = str(config)
+    environment = updater_env(engine.host if engine else None, home, settings)
     environment.update(env or {})
     return subprocess.run([sys.executable, "-m", "updater", *args], capture_output=True,
                           text=True, env=environment, timeout=120, check=False)
+
+
+def start_daemon(engine: Dockerd, home: Path,
+                 settings: dict[str, Any]) -> subprocess.Popen[str]:
+    """`updater run` in the background with `settings`; its output (stdout and stderr) piped."""
+    return subprocess.Popen([sys.executable, "-m", "updater", "run"], text=True,
+                            env=updater_env(engine.host, home, settings, "run.yml"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def check_json(engine: Dockerd, home: Path, settings: dict[str, Any] | None = None,

@@ -3,33 +3,20 @@ and never runs beside another updater on the same state."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness import images
 from harness.dockerd import Dockerd
 from harness.registry import Registry
-from tests.integration.helpers import ENABLED, run_updater
+from tests.integration.helpers import ENABLED, run_updater, start_daemon
 from tests.integration.test_update import image_of
 
 pytestmark = [pytest.mark.engine]
 STOPS_IN_5S = ('["sh", "-c", "trap \'sleep 5; exit 0\' TERM; while :; do sleep 1; done"]')
-
-
-def _daemon(engine: Dockerd, home: Path, settings: dict[str, object]) -> subprocess.Popen[str]:
-    config = home / "run.yml"
-    config.write_text(yaml.safe_dump(settings))
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-           "DOCKER_HOST": engine.host, "UPDATER_CONFIG": str(config)}
-    return subprocess.Popen([sys.executable, "-m", "updater", "run"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _wait_for(condition: object, timeout: float, what: str) -> None:
@@ -54,7 +41,7 @@ def test_sigterm_finishes_the_update_in_flight(engine: Dockerd, registry: Regist
     old_id, old_image, _ = image_of(engine, unique)
     images.release(engine.client, image, "2", cmd=STOPS_IN_5S, keep_local=False)
     state = str(tmp_path / "state")
-    daemon = _daemon(engine, tmp_path, {"update_on_start": True, "interval": "1h",
+    daemon = start_daemon(engine, tmp_path, {"update_on_start": True, "interval": "1h",
                                         "state_dir": state})
     try:
         stopping = engine.client.events(decode=True, filters={"container": old_id,
@@ -82,7 +69,8 @@ def test_interval_loop_picks_up_a_later_push(engine: Dockerd, registry: Registry
     containers.append(unique)
     engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED)
     old_image = image_of(engine, unique)[1]
-    daemon = _daemon(engine, tmp_path, {"interval": "1s", "state_dir": str(tmp_path / "state")})
+    daemon = start_daemon(engine, tmp_path,
+                          {"interval": "1s", "state_dir": str(tmp_path / "state")})
     try:
         time.sleep(1.5)
         images.release(engine.client, image, "2", keep_local=False)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from harness import images
 from harness.dockerd import Dockerd
@@ -22,7 +18,7 @@ from harness.procs import free_port
 from harness.prometheus import Prometheus
 from harness.registry import Registry
 from harness.sinks import JsonSink, SmtpSink
-from tests.integration.helpers import ENABLED, run_updater, start
+from tests.integration.helpers import ENABLED, run_updater, start, start_daemon
 from tests.integration.test_update import update
 
 pytestmark = [pytest.mark.engine]
@@ -147,14 +143,9 @@ def test_api_token_trigger_history_and_prometheus_scrape(
     start(engine, image, unique, ENABLED, containers)
     old_image = engine.client.containers.get(unique).attrs["Image"]
     port = free_port()
-    config = tmp_path / "run.yml"
-    config.write_text(yaml.safe_dump({
+    daemon = start_daemon(engine, tmp_path, {
         "interval": "1h", "state_dir": str(tmp_path / "state"),
-        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}}))
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKER_HOST": engine.host,
-           "DOCKER_CONFIG": str(tmp_path / ".docker"), "UPDATER_CONFIG": str(config)}
-    daemon = subprocess.Popen([sys.executable, "-m", "updater", "run"], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}})
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}", TOKEN)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 from harness import images
 from harness.dockerd import Dockerd
 from harness.registry import Registry
-from tests.integration.helpers import ENABLED, run_updater, start
+from tests.integration.helpers import ENABLED, run_updater, start, updater_env
 from tests.integration.test_update import image_of, update
 
 pytestmark = [pytest.mark.engine]
@@ -74,8 +73,8 @@ def test_killed_at_every_step_leaves_the_container_running(
     for step in KILL_STEPS:
         killed = subprocess.run(
             [sys.executable, "-m", "tests.integration.kill_driver", step, unique],
-            env=_environment(engine, tmp_path), capture_output=True, text=True, timeout=120,
-            check=False)
+            env=updater_env(engine.host, tmp_path, settings), capture_output=True, text=True,
+            timeout=120, check=False)
         assert killed.returncode == -9, (step, killed.stderr)
 
         recovery = run_updater(["update", "--json", "--monitor-only", unique], engine, tmp_path,
@@ -89,11 +88,6 @@ def test_killed_at_every_step_leaves_the_container_running(
         names = {c.name for c in engine.client.containers.list(all=True)}
         assert not names & {f"{unique}-updater-old", f"{unique}-updater-new"}, step
     assert image_of(engine, unique)[1] != old_image  # the last kill came after verification
-
-
-def _environment(engine: Dockerd, home: Path) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-            "DOCKER_HOST": engine.host, "UPDATER_STATE_DIR": str(home / "state")}
 
 
 def test_pre_update_hook_failure_skips_and_post_update_hook_runs(

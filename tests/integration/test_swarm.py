@@ -16,11 +16,11 @@ from typing import Any
 
 import docker
 import pytest
-import yaml
 
 from harness import images
 from harness.swarm import Swarm
 from tests.conftest import USERS
+from tests.integration.helpers import updater_env
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 USER, PASSWORD = next(iter(USERS.items()))
@@ -42,14 +42,7 @@ def updater(swarm: Swarm, node: int, args: list[str], home: Path,
             settings: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
     """The real `updater` against node N's engine, run inside the hub namespace (which reaches
     the registry the nodes use)."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / f"updater-{node}.yml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(home / f"state-{node}"),
-        "registries": {swarm.registry_host: {"insecure": True, **AUTH}},
-        **(settings or {})}))
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-           "DOCKER_HOST": swarm.nodes[node - 1].host, "UPDATER_CONFIG": str(config)}
+    env = _env(swarm, node, home, settings)
     return subprocess.run(swarm.in_hub([sys.executable, "-m", "updater", *args]), env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
@@ -173,13 +166,13 @@ def test_only_the_leader_updates(swarm: Swarm, unique: str, tmp_path: Path) -> N
     assert spec["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(first)
 
 
-def _env(swarm: Swarm, node: int, home: Path) -> dict[str, str]:
-    config = home / f"leader-{node}.yml"
-    config.write_text(yaml.safe_dump({
+def _env(swarm: Swarm, node: int, home: Path,
+         settings: dict[str, Any] | None = None) -> dict[str, str]:
+    """Environment of an updater talking to node N, with the swarm registry's credentials."""
+    return updater_env(swarm.nodes[node - 1].host, home, {
         "state_dir": str(home / f"state-{node}"),
-        "registries": {swarm.registry_host: {"insecure": True, **AUTH}}}))
-    return {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
-            "DOCKER_HOST": swarm.nodes[node - 1].host, "UPDATER_CONFIG": str(config)}
+        "registries": {swarm.registry_host: {"insecure": True, **AUTH}},
+        **(settings or {})}, f"updater-{node}.yml")
 
 
 def test_failed_rolling_update_is_rolled_back(swarm: Swarm, unique: str,
