@@ -16,7 +16,7 @@ from updater.containers import ContainerUpdater
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
 from updater.engine import Engine, own_container_id
 from updater.history import History
-from updater.journal import Journal
+from updater.journal import Journal, StateLock
 from updater.metrics import Metrics
 from updater.notify import AppriseSender, Notifier
 from updater.passes import UpdatePass
@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class Application:
-    def __init__(self, settings: Settings, journal: Journal | None = None) -> None:
+    def __init__(self, settings: Settings, journal: Journal | None = None,
+                 lock: StateLock | None = None) -> None:
         self.settings = settings
+        self.lock = lock
         self.credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                               DockerConfigCredentials())
         self.registry = RegistryClient(settings.registries, self.credentials,
@@ -57,25 +59,50 @@ class Application:
 
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
+        if self.lock is not None and not self.lock.held:
+            self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
         try:
             notifier = self._notifier_for(engine)
-            updater = ContainerUpdater(engine, self.journal, self.credentials,
-                                       cleanup=self.settings.cleanup)
+            own = own_container_id()
+            updater = self._updater(engine, own)
             on_item: Callable[[ItemReport], None] = (
                 notifier.immediate if notifier else lambda item: None)
-            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
+            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings,
+                                      own_container=own)
             report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
-                                own_container_id(), services).run(tuple(names), stop_requested)
+                                own, services).run(tuple(names), stop_requested)
             if not names and not stop_requested():
                 report.items += self._rebalance(engine, services)
         finally:
             engine.close()
+        self._record(report, notifier)
+        return report
+
+    def recover(self) -> PassReport:
+        """Finish or undo what a killed updater (or a predecessor handing over to this one)
+        left in flight; done at start, before the first scheduled pass."""
+        report = PassReport()
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            notifier = self._notifier_for(engine)
+            report.items += self._updater(engine, own_container_id()).recover()
+        finally:
+            engine.close()
+        report.finished = time.time()
+        if report.items:
+            self._record(report, notifier)
+        return report
+
+    def _updater(self, engine: Engine, own: str | None) -> ContainerUpdater:
+        return ContainerUpdater(engine, self.journal, self.credentials,
+                                cleanup=self.settings.cleanup, own_id=own, lock=self.lock)
+
+    def _record(self, report: PassReport, notifier: Notifier | None) -> None:
         self.history.record(report.finished or report.started, report.items)
         self.metrics.observe(report)
         if notifier is not None:
             notifier.after_pass(report)
-        return report
 
     def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
         """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""

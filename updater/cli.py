@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOCK_WAIT = 120.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +108,9 @@ def _parser() -> _Parser:
     historian.add_argument("--json", action="store_true", help="print a JSON array")
     historian.add_argument("--limit", type=int, default=50, help="at most this many [50]")
     historian.set_defaults(handler=_history)
+    doctor = commands.add_parser("health", parents=[common],
+                                 help="exit 0 when `updater run` here is alive (HEALTHCHECK)")
+    doctor.set_defaults(handler=_health)
     shower = commands.add_parser("config", parents=[common],
                                  help="validate and print the effective configuration")
     shower.set_defaults(handler=_show_config)
@@ -117,6 +121,17 @@ def _flags(arguments: argparse.Namespace) -> dict[str, Any]:
     prefix = "setting_"
     return {name[len(prefix):]: value for name, value in vars(arguments).items()
             if name.startswith(prefix)}
+
+
+def _health(_: argparse.Namespace, settings: Settings) -> int:
+    from updater.health import check
+
+    problem = check(settings.state_dir)
+    if problem is not None:
+        print(f"updater: unhealthy: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    print("healthy")
+    return EXIT_OK
 
 
 def _show_config(_: argparse.Namespace, settings: Settings) -> int:
@@ -203,10 +218,13 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 def _run(_: argparse.Namespace, settings: Settings) -> int:
     from updater.app import Application
     from updater.daemon import Daemon
+    from updater.health import Heartbeat
     from updater.journal import StateLock
     from updater.report import Outcome
 
-    with StateLock(settings.state_dir), Application(settings) as app:
+    # A predecessor handing over to this updater lets go of the lock within seconds.
+    with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
+            Application(settings, lock=lock) as app:
         def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
             report = app.run_pass(names, stop_requested)
             for item in report.items:
@@ -216,12 +234,15 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
                              f" ({item.reason})" if item.reason else "")
             return report
 
-        daemon = Daemon(settings, one_pass)
+        daemon = Daemon(settings, one_pass, on_start=app.recover)
+        heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held)
+        heartbeat.start()
         api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
         try:
             return daemon.run()
         finally:
+            heartbeat.stop()
             if api is not None:
                 api.stop()
 

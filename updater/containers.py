@@ -21,7 +21,7 @@ from updater import recreate
 from updater.credentials import CredentialSource
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
-from updater.journal import Entry, Journal
+from updater.journal import Entry, Journal, StateLock
 from updater.policy import ContainerOptions
 from updater.reference import Reference
 from updater.report import ItemReport, Outcome, Versions
@@ -29,6 +29,8 @@ from updater.report import ItemReport, Outcome, Versions
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"
 NEW_SUFFIX = "-updater-new"
+HANDING_OVER = "handing-over"
+LOCK_TAKE_BACK = 30.0
 STABLE_SECONDS = 2.0
 POLL_SECONDS = 0.25
 # Steps after which the new container has been proven: recovery completes instead of undoing.
@@ -53,11 +55,14 @@ class ContainerUpdater:
 
     def __init__(self, engine: Engine, journal: Journal, credentials: CredentialSource,
                  cleanup: bool = False, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, own_id: str | None = None,
+                 lock: StateLock | None = None) -> None:
         self._engine = engine
         self._journal = journal
         self._credentials = credentials
         self._cleanup = cleanup
+        self._own_id = own_id
+        self._lock = lock
         self._clock = clock
         self._sleep = sleep
 
@@ -163,6 +168,112 @@ class ContainerUpdater:
             self._hook(name, name, "post-update", options)
         if self._cleanup and old_image:
             self._remove_image(str(old_image))
+
+    # --- the updater's own container -------------------------------------------------------
+
+    def hand_over(self, candidate: Candidate,
+                  stop_requested: Callable[[], bool]) -> ItemReport:
+        """Replace the container this updater runs in: create and start the successor under the
+        name (this one renamed `-updater-old`, still running), hand it the state lock, and wait.
+        The successor's first act is to finish the journal entry: it stops and removes this
+        container. If it does not take over in time, it is removed and this one keeps the name.
+        """
+        started = self._clock()
+        container = candidate.container
+        versions = Versions()
+        try:
+            if self._lock is None:
+                raise EngineError("no state lock to hand over; run it with `updater run`")
+            old = self._require(container.id)
+            old_image = self._engine.inspect_image(str(old["Image"]))
+            new_image = self._pull(candidate.reference, candidate.new_digest)
+            versions = Versions.from_labels(_labels(old_image), _labels(new_image))
+            plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
+        except UpdaterError as exc:
+            log.error("%s: self-update failed before anything changed: %s", container.name, exc)
+            return ItemReport(container.name, container.image, Outcome.FAILED,
+                              old_digest=candidate.old_digest, new_digest=candidate.new_digest,
+                              reason=f"{exc}; this updater keeps running", versions=versions)
+        entry = self._journal.begin(container.name, container.id, container.image,
+                                    candidate.new_digest)
+        try:
+            outcome, reason = self._start_successor(entry, container.name, container.id, plan,
+                                                    candidate.options, stop_requested)
+        except UpdaterError as exc:
+            outcome, reason = self._abort(entry, container.name, container.id, exc)
+            self._take_lock_back()
+        return ItemReport(container.name, container.image, outcome,
+                          old_digest=candidate.old_digest, new_digest=candidate.new_digest,
+                          reason=reason, seconds=self._clock() - started, versions=versions)
+
+    def _start_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
+                         options: ContainerOptions,
+                         stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
+        assert self._lock is not None
+        self._journal.record(entry, "creating")
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX)
+        self._journal.record(entry, "created", new_id)
+        for network, endpoint in plan.extra_networks.items():
+            self._engine.connect_network(network, new_id, endpoint)
+        self._journal.record(entry, "renaming")
+        self._engine.rename(own_id, name + OLD_SUFFIX)
+        self._engine.rename(new_id, name)
+        self._journal.record(entry, "renamed")
+        self._journal.record(entry, "starting")
+        self._engine.start(new_id)
+        self._journal.record(entry, "started")
+        problem = self._await_running(new_id)
+        if problem is not None:
+            raise EngineError(f"the successor {problem}")
+        self._journal.record(entry, HANDING_OVER)
+        log.info("%s: successor %s started; handing over the state lock", name, new_id[:12])
+        self._lock.release()
+        deadline = self._clock() + options.health_timeout + LOCK_TAKE_BACK
+        while not stop_requested():
+            state = self._journal.get(entry)
+            if state is None or state.step == "finished":
+                break
+            running = (self._engine.inspect_container(new_id) or {}).get("State") or {}
+            if not running.get("Running") or running.get("Restarting"):
+                raise EngineError("the successor stopped before it took over")
+            if self._clock() >= deadline:
+                self._engine.remove(new_id, force=True)
+                raise EngineError(f"the successor did not take over within "
+                                  f"{options.health_timeout + LOCK_TAKE_BACK:g}s")
+            self._sleep(POLL_SECONDS)
+        log.info("%s: handed over to %s; this updater stops", name, new_id[:12])
+        return Outcome.UPDATED, f"handed over to the new updater container {new_id[:12]}"
+
+    def _await_running(self, container: str) -> str | None:
+        """None once the container has run for STABLE_SECONDS (it waits for the state lock, so
+        it cannot be healthy yet), else what is wrong."""
+        deadline = self._clock() + STABLE_SECONDS
+        while True:
+            state = (self._engine.inspect_container(container) or {}).get("State") or {}
+            if state.get("Restarting") or not state.get("Running"):
+                return f"stopped with exit code {state.get('ExitCode')}"
+            if self._clock() >= deadline:
+                return None
+            self._sleep(POLL_SECONDS)
+
+    def _take_lock_back(self) -> None:
+        if self._lock is not None and not self._lock.held:
+            self._lock.acquire(LOCK_TAKE_BACK)
+
+    def _take_over(self, entry: Entry) -> tuple[Outcome, str]:
+        """Recovery of a self-update that reached the hand-over."""
+        new = self._engine.inspect_container(entry.new_id) if entry.new_id else None
+        new_running = bool(new and ((new.get("State") or {}).get("Running")))
+        if self._own_id == entry.old_id or not new_running:
+            # The predecessor itself restarted mid-hand-over, or the successor is gone.
+            self._restore(entry.name, entry.old_id, entry.new_id)
+            return Outcome.ROLLED_BACK, "undid an interrupted self-update"
+        old = self._engine.inspect_container(entry.old_id)
+        if old is not None:
+            timeout = (old.get("Config") or {}).get("StopTimeout")
+            self._engine.stop(entry.old_id, float(timeout if timeout is not None else 10))
+            self._engine.remove(entry.old_id)
+        return Outcome.UPDATED, "took over from the previous updater container"
 
     def rebuild(self, inspect: dict[str, Any], container_refs: dict[str, str],
                 options: ContainerOptions) -> None:
@@ -274,6 +385,12 @@ class ContainerUpdater:
 
     def _recover(self, entry: Entry) -> ItemReport:
         try:
+            if entry.step == HANDING_OVER or (entry.new_id and entry.new_id == self._own_id):
+                outcome, reason = self._take_over(entry)
+                self._journal.finish(entry.id, outcome)
+                log.warning("%s: %s", entry.name, reason)
+                return ItemReport(entry.name, entry.image, outcome, new_digest=entry.new_digest,
+                                  reason=reason)
             if entry.step in _PROVEN:
                 self._engine.remove(entry.old_id)
                 self._journal.finish(entry.id, Outcome.UPDATED)

@@ -41,9 +41,12 @@ class Daemon:
 
     def __init__(self, settings: Settings, run_pass: PassRunner,
                  now: Callable[[], datetime.datetime] | None = None,
-                 wait: Callable[[float], object] | None = None) -> None:
+                 wait: Callable[[float], object] | None = None,
+                 on_start: Callable[[], object] = lambda: None) -> None:
         self._settings = settings
         self._run_pass = run_pass
+        self._on_start = on_start
+        self._engine_error: str | None = None
         self._now = now or (lambda: datetime.datetime.now().astimezone())
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -76,9 +79,23 @@ class Daemon:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def problem(self) -> str | None:
+        """What keeps the daemon from working (for the health check), or None."""
+        return self._engine_error
+
+    def _start(self) -> None:
+        try:
+            self._on_start()
+        except EngineUnavailable as exc:
+            self._engine_error = str(exc)
+            log.error("%s; the first pass tries again", exc)
+        except UpdaterError as exc:
+            log.error("recovery at start failed: %s; the first pass tries again", exc)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        self._start()
         if self._settings.run_once or self._settings.update_on_start:
             self._one_pass()
         if self._settings.run_once:
@@ -105,8 +122,10 @@ class Daemon:
         try:
             self.last_report = self._run_pass(self._stop.is_set, names)
             self._engine_failures = 0
+            self._engine_error = None
         except EngineUnavailable as exc:
             self._engine_failures += 1
+            self._engine_error = str(exc)
             log.error("%s; trying again in %.0fs", exc, retry_delay(self._engine_failures))
         except UpdaterError as exc:
             log.error("pass failed: %s", exc)

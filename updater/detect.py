@@ -20,6 +20,7 @@ from updater.policy import State
 
 log = logging.getLogger(__name__)
 MAX_WORKERS = 32
+SWARM_TASK = "com.docker.swarm.task.id"
 
 
 class DigestSource(Protocol):
@@ -58,8 +59,8 @@ def watched(containers: Iterable[ContainerSnapshot], settings: Settings,
     """The containers to check, and error results for those whose labels are unreadable."""
     chosen, errors = [], []
     for container in containers:
-        if not policy.selected(container.name, names):
-            continue
+        if not policy.selected(container.name, names) or SWARM_TASK in container.labels:
+            continue  # a swarm task's container is the swarm's: its service is updated
         try:
             if policy.is_watched(container.labels, settings):
                 chosen.append(container)

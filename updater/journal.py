@@ -6,6 +6,7 @@ It lives in the state database (`state.py`); one updater at a time holds the sta
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from updater import state
 from updater.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,29 +69,60 @@ class Journal:
 
 
 class StateLock:
-    """An exclusive lock on `state_dir`, so two updaters never act on one host at once."""
+    """An exclusive lock on `state_dir`, so two updaters never act on one host at once.
 
-    def __init__(self, state_dir: str) -> None:
+    `wait` seconds are spent waiting for another holder to let go (an updater handing over to
+    its successor releases the lock for it); then the clear error. `release`/`acquire` let the
+    holder hand the lock over and take it back if the successor never comes.
+    """
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, state_dir: str, wait: float = 0.0) -> None:
         self._path = Path(state_dir) / "lock"
+        self._wait = wait
         self._fd: int | None = None
 
     def __enter__(self) -> StateLock:
+        self.acquire(self._wait)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to `wait` seconds; ConfigError when another keeps it."""
+        if self._fd is not None:
+            return
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot use state_dir {self._path.parent} ({exc.strerror}); set "
                               "state_dir to a writable directory") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"another updater is running with state_dir {self._path.parent}; "
-                              "stop it or give this one another state_dir") from None
+        deadline = time.monotonic() + wait
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise ConfigError(
+                        f"another updater is running with state_dir {self._path.parent}; "
+                        "stop it or give this one another state_dir") from None
+                if not announced:
+                    log.info("waiting up to %.0fs for the updater holding %s", wait, self._path)
+                    announced = True
+                time.sleep(self.POLL_SECONDS)
         self._fd = fd
-        return self
 
-    def __exit__(self, *_: object) -> None:
+    def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

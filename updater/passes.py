@@ -56,11 +56,21 @@ class UpdatePass:
             item, candidate = self._decide(container, result)
             report.items += [item] if item else []
             candidates += [candidate] if candidate else []
-        if candidates:
-            report.items += self._apply(candidates, stop_requested)
+        own = [c for c in candidates if c.container.id == self._own_id]
+        others = [c for c in candidates if c.container.id != self._own_id]
+        if others:
+            report.items += self._apply(others, stop_requested)
         self._hooks(containers, "post-check")
         if self._services is not None:
             report.items += self._services.run(names, stop_requested)
+        for candidate in own:
+            # Last of all: this updater starts its successor and stops.
+            if stop_requested():
+                report.items.append(_candidate_item(candidate, Outcome.SKIPPED, "shutting down"))
+                continue
+            item = self._updater.hand_over(candidate, stop_requested)
+            self._on_item(item)
+            report.items.append(item)
         report.finished = time.time()
         log.info("pass: %s", report.summary())
         return report
@@ -69,10 +79,6 @@ class UpdatePass:
                 result: CheckResult) -> tuple[ItemReport | None, Candidate | None]:
         if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
             return _from_check(result), None
-        if container.id == self._own_id:
-            # Stopping ourselves mid-update would leave nobody to start the successor.
-            return _item(result, Outcome.SKIPPED, "this is the updater's own container; "
-                         "update it by pulling and recreating it"), None
         try:
             inspect = self._engine.inspect_container(container.id) or {}
             own_timeout = (inspect.get("Config") or {}).get("StopTimeout")

@@ -86,8 +86,10 @@ def update_timeout(spec: Mapping[str, Any], replicas: int | None, nodes: int) ->
 class ServiceUpdater:
     def __init__(self, engine: Engine, registry: DigestSource, credentials: CredentialSource,
                  settings: Settings, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 own_container: str | None = None) -> None:
         self._engine = engine
+        self._own_container = own_container
         self._registry = registry
         self._credentials = credentials
         self._settings = settings
@@ -108,13 +110,15 @@ class ServiceUpdater:
             log.debug("not the swarm leader: services are left to the leader")
             return []
         items = []
-        for service in self._engine.services():
+        own = self._own_service()
+        # This updater's own service last: its rolling update replaces this very task.
+        for service in sorted(self._engine.services(), key=lambda s: s["ID"] == own):
             snapshot = ServiceSnapshot.from_inspect(service)
             if names and snapshot.name not in names:
                 continue
             if stop_requested():
                 break
-            item = self._one(snapshot)
+            item = self._one(snapshot, own=snapshot.id == own)
             if item is not None:
                 items.append(item)
         return items
@@ -132,7 +136,16 @@ class ServiceUpdater:
                 items += [item] if item else []
         return items
 
-    def _one(self, service: ServiceSnapshot, change: bool = True) -> ItemReport | None:
+    def _own_service(self) -> str | None:
+        """The service whose task this updater runs in, if any."""
+        if self._own_container is None:
+            return None
+        labels = ((self._engine.inspect_container(self._own_container) or {}).get("Config")
+                  or {}).get("Labels") or {}
+        return labels.get("com.docker.swarm.service.id")
+
+    def _one(self, service: ServiceSnapshot, change: bool = True,
+             own: bool = False) -> ItemReport | None:
         current = None
         try:
             if not policy.is_watched(service.labels, self._settings):
@@ -149,7 +162,7 @@ class ServiceUpdater:
         if monitor_only or not change:
             return _item(service, Outcome.AVAILABLE, current, remote)
         started = self._clock()
-        outcome, reason = self._update(service, ref, remote, rollback, health)
+        outcome, reason = self._update(service, ref, remote, rollback, health, own)
         return _item(service, outcome, current, remote, reason, self._clock() - started)
 
     def _options(self, service: ServiceSnapshot) -> tuple[bool, bool, float]:
@@ -162,7 +175,8 @@ class ServiceUpdater:
         return monitor_only, self._settings.rollback if rollback is None else rollback, health
 
     def _update(self, service: ServiceSnapshot, ref: reference.Reference, digest: str,
-                rollback: bool, health_timeout: float) -> tuple[Outcome, str | None]:
+                rollback: bool, health_timeout: float,
+                own: bool = False) -> tuple[Outcome, str | None]:
         spec = json.loads(json.dumps(service.spec))
         spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{ref.repository}:{ref.tag}@{digest}"
         if ref.domain == "docker.io":
@@ -178,6 +192,10 @@ class ServiceUpdater:
                                          "it is decided again at the next pass")
             raise
         log.info("%s: rolling update to %s started", service.name, digest[:19])
+        if own:
+            # The swarm replaces this task; the new leader task sees the result next pass.
+            return Outcome.UPDATED, ("this updater's own service: the swarm's rolling update "
+                                     "(with its failure action) replaces this task")
         timeout = health_timeout or update_timeout(spec, service.replicas,
                                                    len(self._engine.nodes()))
         state, message = self._await_update(service.id, timeout)

@@ -1,0 +1,171 @@
+"""The updater as users run it: its own image (the project's Dockerfile on a local Debian base)
+as a sidecar with the Docker socket mounted, updating a neighbour, healthy by its HEALTHCHECK,
+and replacing itself when its own image gets a new digest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+from docker.models.containers import Container
+
+from harness import images, updater_image
+from harness.dockerd import Dockerd
+from harness.registry import Registry
+from tests.integration.helpers import ENABLED, start
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return updater_image.context(tmp_path_factory.mktemp("updater-image"))
+
+
+@pytest.fixture(scope="module")
+def updater_ref(engine: Dockerd, registry: Registry, build_context: Path) -> str:
+    """The updater image, built and pushed as `<registry>/updater:latest`."""
+    reference = f"{registry.host}/updater/self:latest"
+    updater_image.build(engine.client, reference, build_context, version="1.0")
+    images.push(engine.client, reference)
+    return reference
+
+
+@pytest.fixture
+def sidecars(engine: Dockerd) -> Iterator[list[str]]:
+    """Names of updater containers a test starts; they and their volumes are removed after."""
+    names: list[str] = []
+    yield names
+    for container in engine.client.containers.list(all=True):
+        if any(str(container.name).startswith(name) for name in names):
+            container.remove(force=True, v=True)
+
+
+def run_sidecar(engine: Dockerd, image: str, name: str, sidecars: list[str],
+                labels: dict[str, str] | None = None) -> Container:
+    """`docker run -d` of the updater image as the README shows it, on the host network so it
+    reaches the loopback test registry."""
+    sidecars.append(name)
+    container: Container = engine.client.containers.run(
+        image, detach=True, name=name, network_mode="host", labels=labels or {},
+        volumes={str(engine.socket): {"bind": "/var/run/docker.sock", "mode": "rw"}},
+        environment={"UPDATER_INTERVAL": "2s", "UPDATER_LOG_LEVEL": "info"},
+        restart_policy={"Name": "always"}, stop_signal="SIGTERM")
+    return container
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+def health(engine: Dockerd, name: str) -> str:
+    try:
+        attrs = engine.client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return "gone"
+    return str(((attrs["State"].get("Health") or {}).get("Status")) or "none")
+
+
+def logs(engine: Dockerd, name: str) -> str:
+    try:
+        return engine.client.containers.get(name).logs().decode(errors="replace")[-4000:]
+    except docker.errors.NotFound:
+        return "(gone)"
+
+
+def test_sidecar_updates_a_neighbour_and_is_healthy(
+        engine: Dockerd, registry: Registry, updater_ref: str, unique: str,
+        containers: list[str], sidecars: list[str]) -> None:
+    """`docker run` of the image with the socket mounted: after a push, the labelled neighbour
+    runs the new image; the HEALTHCHECK reports healthy; an unlabelled one is left alone."""
+    image = f"{registry.host}/app/{unique}:latest"
+    images.release(engine.client, image, "1")
+    start(engine, image, unique, ENABLED, containers)
+    start(engine, image, unique + "-other", {}, containers)
+    old = engine.client.containers.get(unique).attrs["Image"]
+    new_digest = images.release(engine.client, image, "2", keep_local=False)
+
+    run_sidecar(engine, updater_ref, f"{unique}-updater", sidecars)
+
+    def neighbour_updated() -> bool:
+        try:
+            found = engine.client.containers.get(unique)
+        except docker.errors.NotFound:
+            return False
+        return bool(found.attrs["Image"] != old and found.attrs["State"]["Running"])
+
+    wait_until(neighbour_updated, 60, f"neighbour updated; updater logs:\n"
+               f"{logs(engine, unique + '-updater')}")
+    running = engine.client.containers.get(unique)
+    assert running.attrs["Image"] == engine.client.images.get(
+        f"{registry.host}/app/{unique}@{new_digest}").id
+    assert engine.client.containers.get(unique + "-other").attrs["Image"] == old
+    wait_until(lambda: health(engine, f"{unique}-updater") == "healthy", 60,
+               f"updater healthy; logs:\n{logs(engine, unique + '-updater')}")
+    assert "Traceback" not in logs(engine, f"{unique}-updater")
+
+
+def _comparable(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The configuration a user gave the updater container (what must survive a self-update)."""
+    host = attrs["HostConfig"]
+    config = attrs["Config"]
+    mounts = sorted((m["Type"], m.get("Name") or m["Source"], m["Destination"])
+                    for m in attrs["Mounts"])
+    return {"env": sorted(config["Env"]), "cmd": config["Cmd"],
+            "labels": {k: v for k, v in config["Labels"].items()
+                       if not k.startswith(("org.opencontainers", "harness."))},
+            "restart": host["RestartPolicy"], "network": host["NetworkMode"],
+            # The image's anonymous state volume is handed on by name (in Binds after the first
+            # update); `mounts` shows it is the same volume.
+            "binds": [b for b in host["Binds"] or [] if b.startswith("/")], "mounts": mounts,
+            "name": attrs["Name"]}
+
+
+def test_self_update_leaves_exactly_one_updater_on_the_new_image(
+        engine: Dockerd, registry: Registry, build_context: Path, updater_ref: str,
+        unique: str, sidecars: list[str]) -> None:
+    """A new digest of the updater's own image: afterwards exactly one updater container runs,
+    under its name, on the new image, with the same configuration (and the same state volume,
+    so its history continues)."""
+    name = f"{unique}-self"
+    reference = f"{registry.host}/updater/{unique}:latest"
+    engine.client.images.get(updater_ref).tag(reference)
+    images.push(engine.client, reference)
+    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
+    wait_until(lambda: health(engine, name) == "healthy", 60,
+               f"first updater healthy; logs:\n{logs(engine, name)}")
+    before = _comparable(engine.client.api.inspect_container(str(first.id)))
+
+    new_image = updater_image.build(engine.client, reference, build_context, version="1.1")
+    new_digest = images.push(engine.client, reference)
+
+    def replaced() -> bool:
+        found = [c for c in engine.client.containers.list(all=True)
+                 if str(c.name).startswith(name)]
+        return (len(found) == 1 and found[0].id != first.id
+                and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
+
+    wait_until(replaced, 90, f"one updater on the new image; old logs:\n{logs(engine, str(first.id))}"
+               f"\nnew logs:\n{logs(engine, name)}")
+    wait_until(lambda: health(engine, name) == "healthy", 60,
+               f"new updater healthy; logs:\n{logs(engine, name)}")
+    time.sleep(6)  # several passes of the successor: no copies appear
+    found = [c for c in engine.client.containers.list(all=True) if str(c.name).startswith(name)]
+    assert [c.name for c in found] == [name]
+    successor = engine.client.api.inspect_container(name)
+    assert successor["Image"] == new_image
+    assert _comparable(successor) == before
+    text = logs(engine, name)
+    assert "took over from the previous updater container" in text, text
+    assert "Traceback" not in text
+    assert new_digest  # the digest the successor's image was pushed as
