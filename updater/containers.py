@@ -68,6 +68,10 @@ class ContainerUpdater:
 
     # --- one update -----------------------------------------------------------------------
 
+    def rolled_back(self, name: str, digest: str) -> float | None:
+        """When updating `name` to `digest` failed and was rolled back, if it was."""
+        return self._journal.rolled_back(name, digest)
+
     def update(self, candidate: Candidate) -> ItemReport:
         started = self._clock()
         container = candidate.container

@@ -62,6 +62,13 @@ class Journal:
                                "FROM updates WHERE id = ?", (entry,)).fetchone()
         return Entry(*row) if row else None
 
+    def rolled_back(self, name: str, digest: str) -> float | None:
+        """When an update of `name` to `digest` was last rolled back, if it was."""
+        row = self._db.execute("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
+                               "AND step = 'finished' AND outcome = 'rolled-back' "
+                               "ORDER BY id DESC LIMIT 1", (name, digest)).fetchone()
+        return float(row[0]) if row else None
+
     def unfinished(self) -> list[Entry]:
         rows = self._db.execute("SELECT id, name, old_id, new_id, image, new_digest, step "
                                 "FROM updates WHERE step != 'finished' ORDER BY id").fetchall()

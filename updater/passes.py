@@ -39,12 +39,14 @@ class UpdatePass:
         self._updater = updater
         self._settings = settings
         self._on_item = on_item
+        self._retry_rolled_back = False
 
     def run(self, names: Iterable[str] = (),
             stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
         report = PassReport()
         report.items += self._updater.recover()
         names = tuple(names)
+        self._retry_rolled_back = bool(names)  # asked for by name: try a known-bad digest again
         containers, errors = watched(self._engine.containers(), self._settings, names)
         service_names = self._services.names() if self._services and names else []
         require_names(names, [c.name for c in containers] + [e.name for e in errors]
@@ -89,6 +91,12 @@ class UpdatePass:
             log.info("%s: update available (%s), monitor only", container.name,
                      result.remote_digest[:19])
             return _item(result, Outcome.AVAILABLE), None
+        when = self._updater.rolled_back(container.name, result.remote_digest)
+        if when is not None and not self._retry_rolled_back:
+            # Trying it every pass would stop and restart the container every pass.
+            return _item(result, Outcome.AVAILABLE, (
+                f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
+                f"`updater update {container.name}`, tries again")), None
         return None, Candidate(container, parse(container.image), result.local_digest,
                                result.remote_digest, options)
 
@@ -179,6 +187,10 @@ class UpdatePass:
                 continue
             if code != 0:
                 log.warning("%s: %s hook exited with code %d", container.name, hook, code)
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def _from_check(result: CheckResult) -> ItemReport:

@@ -90,6 +90,15 @@ def test_failed_new_container_is_rolled_back(engine: Dockerd, registry: Registry
     leftovers = {c.name for c in engine.client.containers.list(all=True)} & {
         f"{unique}-updater-old", f"{unique}-updater-new"}
     assert leftovers == set()
+    if case == "exits":
+        # A pass over everything holds the known-bad image back instead of restarting the
+        # container again; asking for it by name tries again.
+        _, items = update(engine, tmp_path)
+        assert items[unique]["outcome"] == "update-available"
+        assert "held back" in items[unique]["reason"]
+        assert image_of(engine, unique) == (old_id, old_image, True)
+        code, items = update(engine, tmp_path, unique)
+        assert (code, items[unique]["outcome"]) == (1, "rolled-back")
 
 
 def test_monitor_only_pulls_nothing(engine: Dockerd, registry: Registry, unique: str,
