@@ -26,6 +26,10 @@ from harness.procs import Process, wait_for
 SUBNET = "192.168.77"
 _instances = itertools.count()
 REGISTRY_PORT = 5200
+# Inside each node's own mount namespace, its engine also listens here: the same path on every
+# node, as /var/run/docker.sock is on real machines (a global service mounts one path).
+NODE_SOCKET_DIR = "/run/updater-test-node"
+NODE_SOCKET = f"{NODE_SOCKET_DIR}/docker.sock"
 START_TIMEOUT = 60.0
 
 
@@ -151,13 +155,15 @@ class Swarm:
         node.root.mkdir(parents=True, exist_ok=True)
         (node.root / "daemon.json").write_text(
             f'{{"deprecated-key-path": "{node.root / "key.json"}"}}')
-        command = (f"hostname {node.name}; exec {self.binary} "
+        Path(NODE_SOCKET_DIR).mkdir(parents=True, exist_ok=True)  # an empty mount point
+        command = (f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {NODE_SOCKET_DIR} && "
+                   f"hostname {node.name} && exec {self.binary} -H unix://{NODE_SOCKET} "
                    f"--config-file {node.root / 'daemon.json'} --data-root {node.root / 'data'} "
                    f"--exec-root {node.root / 'exec'} -H {node.host} "
                    f"--pidfile {node.root / 'docker.pid'} --cgroup-parent /{self.tag}-{node.name} "
                    f"--insecure-registry {self.registry_host} --log-level warn")
         node.process = Process(["nsenter", f"--net=/run/netns/{node.namespace}", "unshare",
-                                "--uts", "sh", "-c", command], node.root / "dockerd.log",
+                                "--uts", "--mount", "sh", "-c", command], node.root / "dockerd.log",
                                node.root / "dockerd.harness.pid")
         wait_for(lambda: _answers(node), START_TIMEOUT, f"dockerd of {node.name}")
 

@@ -1,10 +1,11 @@
 # Sourced by the other scripts: installs what updater, its tests and its demo need on Debian.
 # Debian packages: the engine (dockerd 20.10 with containerd and runc), the CNCF registry,
-# busybox for test images, Prometheus (the metrics scrape test); then the venv in .venv.
+# busybox for test images, Prometheus (the metrics scrape test), debootstrap (the local base of
+# the updater's own image in the tests); then the venv in .venv.
 set -euo pipefail
 
 PACKAGES=(docker.io docker-registry busybox-static iproute2 ca-certificates prometheus python3 python3-venv
-          python3-pip)
+          python3-pip debootstrap)
 
 need_root() {
   if [ "$(id -u)" != 0 ]; then

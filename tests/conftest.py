@@ -73,6 +73,14 @@ def token_registry(root: Path, token_server: TokenServer) -> Iterator[Registry]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build context of the updater's image (the project as cloned, plus its wheels)."""
+    from harness import updater_image
+
+    return updater_image.context(tmp_path_factory.mktemp("updater-image"))
+
+
 @pytest.fixture
 def unique() -> str:
     """A short name no other test uses, for repositories and containers."""

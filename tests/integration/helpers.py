@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,15 @@ def write_docker_config(home: Path, registry: str, user: str, password: str) -> 
     directory.mkdir(parents=True, exist_ok=True)
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     (directory / "config.json").write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
+    """Poll `condition` every 0.5 s; its first truthy value, or an AssertionError with `what()`
+    (evaluated then, so it can show logs of the failure) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:.0f}s: {what()}")

@@ -5,7 +5,7 @@ and replacing itself when its own image gets a new digest."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,9 @@ from docker.models.containers import Container
 from harness import images, updater_image
 from harness.dockerd import Dockerd
 from harness.registry import Registry
-from tests.integration.helpers import ENABLED, start
+from tests.integration.helpers import ENABLED, start, wait_until
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return updater_image.context(tmp_path_factory.mktemp("updater-image"))
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +51,6 @@ def run_sidecar(engine: Dockerd, image: str, name: str, sidecars: list[str],
         environment={"UPDATER_INTERVAL": "2s", "UPDATER_LOG_LEVEL": "info"},
         restart_policy={"Name": "always"}, stop_signal="SIGTERM")
     return container
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
 
 
 def health(engine: Dockerd, name: str) -> str:
@@ -104,14 +89,14 @@ def test_sidecar_updates_a_neighbour_and_is_healthy(
             return False
         return bool(found.attrs["Image"] != old and found.attrs["State"]["Running"])
 
-    wait_until(neighbour_updated, 60, f"neighbour updated; updater logs:\n"
-               f"{logs(engine, unique + '-updater')}")
+    wait_until(neighbour_updated, 60,
+               lambda: f"neighbour updated; updater logs:\n{logs(engine, unique + '-updater')}")
     running = engine.client.containers.get(unique)
     assert running.attrs["Image"] == engine.client.images.get(
         f"{registry.host}/app/{unique}@{new_digest}").id
     assert engine.client.containers.get(unique + "-other").attrs["Image"] == old
     wait_until(lambda: health(engine, f"{unique}-updater") == "healthy", 60,
-               f"updater healthy; logs:\n{logs(engine, unique + '-updater')}")
+               lambda: f"updater healthy; logs:\n{logs(engine, unique + '-updater')}")
     assert "Traceback" not in logs(engine, f"{unique}-updater")
 
 
@@ -143,7 +128,7 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
     images.push(engine.client, reference)
     first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
     wait_until(lambda: health(engine, name) == "healthy", 60,
-               f"first updater healthy; logs:\n{logs(engine, name)}")
+               lambda: f"first updater healthy; logs:\n{logs(engine, name)}")
     before = _comparable(engine.client.api.inspect_container(str(first.id)))
 
     new_image = updater_image.build(engine.client, reference, build_context, version="1.1")
@@ -155,10 +140,10 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
         return (len(found) == 1 and found[0].id != first.id
                 and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
 
-    wait_until(replaced, 90, f"one updater on the new image; old logs:\n{logs(engine, str(first.id))}"
-               f"\nnew logs:\n{logs(engine, name)}")
+    wait_until(replaced, 90, lambda: f"one updater on the new image; old logs:\n"
+               f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
     wait_until(lambda: health(engine, name) == "healthy", 60,
-               f"new updater healthy; logs:\n{logs(engine, name)}")
+               lambda: f"new updater healthy; logs:\n{logs(engine, name)}")
     time.sleep(6)  # several passes of the successor: no copies appear
     found = [c for c in engine.client.containers.list(all=True) if str(c.name).startswith(name)]
     assert [c.name for c in found] == [name]
@@ -169,3 +154,25 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
     assert "took over from the previous updater container" in text, text
     assert "Traceback" not in text
     assert new_digest  # the digest the successor's image was pushed as
+
+
+def test_a_successor_that_does_not_start_leaves_the_old_updater_in_place(
+        engine: Dockerd, registry: Registry, updater_ref: str, unique: str,
+        sidecars: list[str]) -> None:
+    """The updater's tag now points at an image that exits at once: the successor is removed
+    and the running updater keeps its name, its container and its work."""
+    name = f"{unique}-keep"
+    reference = f"{registry.host}/updater/{unique}:latest"
+    engine.client.images.get(updater_ref).tag(reference)
+    images.push(engine.client, reference)
+    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
+    wait_until(lambda: health(engine, name) == "healthy", 60,
+               lambda: f"updater healthy; logs:\n{logs(engine, name)}")
+
+    images.release(engine.client, reference, "broken", cmd='["sh", "-c", "exit 3"]')
+
+    wait_until(lambda: "old container restored" in logs(engine, name), 60,
+               lambda: f"rollback of the self-update; logs:\n{logs(engine, name)}")
+    found = [c for c in engine.client.containers.list(all=True) if str(c.name).startswith(name)]
+    assert [(c.name, c.id, c.status) for c in found] == [(name, first.id, "running")]
+    assert health(engine, name) == "healthy"

@@ -138,3 +138,13 @@ def test_own_container_id_from_mountinfo() -> None:
             "/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n")
     assert own_container_id("12 1 0:1 / / rw - overlay overlay rw\n" + line) == "c" * 64
     assert own_container_id("12 1 0:1 / / rw - ext4 /dev/vda1 rw\n") is None
+
+
+def test_swarm_task_containers_are_left_to_their_service() -> None:
+    """A task's container is the swarm's, even when labelled or when everything is watched."""
+    task = snapshot("svc.1.abc", "r.io/a:1", {"updater.enable": "true",
+                                              "com.docker.swarm.task.id": "abc"})
+    plain = snapshot("plain", "r.io/a:1", {"updater.enable": "true"})
+    for label_enable in (True, False):
+        chosen, errors = watched([task, plain], Settings(label_enable=label_enable))
+        assert [c.name for c in chosen] == ["plain"] and errors == []
