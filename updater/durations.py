@@ -11,7 +11,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds in `text`; ValueError (with the bad value in the message) when it is not one."""
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m)")
     seconds = float(text) if isinstance(text, int | float) else _parse_text(text.strip())
     if not math.isfinite(seconds) or seconds < 0:
