@@ -51,6 +51,7 @@ MANIFEST_TYPES = (
 )
 ACCEPT = ", ".join(MANIFEST_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_BODY_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # any response: a manifest, a token, an error
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _MAX_REDIRECTS = 3
 
@@ -270,12 +271,14 @@ class RegistryClient:
                    params: dict[str, str] | None) -> httpx.Response:
         for _ in range(_MAX_REDIRECTS + 1):
             try:
-                response = endpoint.client.request(method, url, headers=headers, params=params)
+                response = self._bounded(endpoint, method, url, headers, params)
             except httpx.TimeoutException:
                 raise _Transient(f"no answer within {self._timeout:g}s") from None
             except httpx.TransportError as exc:
                 _raise_if_untrusted(exc, endpoint.host)
-                raise _Transient(f"cannot connect ({type(exc).__name__})") from None
+                broke = not isinstance(exc, httpx.ConnectError)
+                what = "connection broke" if broke else "cannot connect"
+                raise _Transient(f"{what} ({type(exc).__name__})") from None
             self._count(endpoint.host, method, response)
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code}", _retry_after(response))
@@ -283,6 +286,31 @@ class RegistryClient:
                 return response
             url = _same_origin_redirect(response, endpoint.host)
         raise RegistryProtocolError(f"{endpoint.host} redirected more than {_MAX_REDIRECTS} times")
+
+    def _bounded(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
+                 params: dict[str, str] | None) -> httpx.Response:
+        """One request whose body is read with a size cap and an overall deadline, so a
+        registry (or something in between) that sends endlessly or drips cannot hold a pass."""
+        request = endpoint.client.build_request(method, url, headers=headers, params=params)
+        deadline = time.monotonic() + 3 * self._timeout
+        response = endpoint.client.send(request, stream=True)
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise RegistryProtocolError(
+                        f"{endpoint.host} sent a response over {MAX_BODY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise _Transient(f"response not complete within {3 * self._timeout:g}s")
+                chunks.append(chunk)
+        finally:
+            response.close()
+        # The body is decoded already: the copy must not claim an encoding or the old length.
+        kept = [(k, v) for k, v in response.headers.multi_items()
+                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=kept, content=b"".join(chunks),
+                              request=request)
 
     def _count(self, host: str, method: str, response: httpx.Response) -> None:
         remaining = _ratelimit_remaining(response)

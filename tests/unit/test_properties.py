@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import string
 from typing import Any
 
@@ -21,7 +22,10 @@ from updater.durations import format_duration, parse_duration
 from updater.errors import ConfigError, InvalidReference
 from updater.reference import parse
 
-MANY = settings(max_examples=2000, deadline=None,
+# CI runs the same cases every time (a new find should come from a developer's run, not fail
+# someone else's merge); elsewhere every run explores new ones.
+FIXED = bool(os.environ.get("CI"))
+MANY = settings(max_examples=2000, deadline=None, derandomize=FIXED,
                 suppress_health_check=[HealthCheck.too_slow])
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 
@@ -39,7 +43,7 @@ _tag = st.builds(lambda first, rest: first + rest,
                  st.sampled_from(string.ascii_letters + string.digits + "_"),
                  st.text(string.ascii_letters + string.digits + "_.-", max_size=20))
 _digest = st.binary(min_size=32, max_size=32).map(lambda raw: "sha256:" + raw.hex())
-REFERENCES = settings(max_examples=1000, deadline=None,
+REFERENCES = settings(max_examples=1000, deadline=None, derandomize=FIXED,
                       suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -174,7 +178,8 @@ def test_any_schedule_is_accepted_with_a_next_time_or_refused_clearly(expression
     except ConfigError as exc:
         assert "UPDATER_SCHEDULE" in str(exc) and "\n" not in str(exc)
         return
-    assert 0 <= next_delay(loaded, NOW) <= 366 * 5 * 86400
+    # Valid can be rare (Debian cron ANDs a "*/7" day with a weekday): years away, never negative.
+    assert 0 <= next_delay(loaded, NOW) <= 30 * 366 * 86400
 
 
 # --- labels -----------------------------------------------------------------------------------
