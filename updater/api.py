@@ -4,6 +4,7 @@ time. Standard library server in a thread; every handler only reads state or set
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -42,7 +43,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class ApiServer:
     def __init__(self, listen: str, token: str, control: Control) -> None:
-        self._token = token.encode()
+        self._token = hashlib.sha256(token.encode()).digest()
         self._control = control
         address = parse_listen(listen)
         try:
@@ -65,21 +66,34 @@ class ApiServer:
         self._server.server_close()
 
     def authorized(self, header: str | None) -> bool:
+        """Constant time whatever is given: both sides are hashed to the same length first."""
         scheme, _, given = (header or "").partition(" ")
-        return hmac.compare_digest(given.strip().encode(), self._token) and \
-            scheme.lower() == "bearer"
+        given_hash = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
+        return hmac.compare_digest(given_hash, self._token) and scheme.lower() == "bearer"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = f"updater/{__version__}"
+            # Even to a request line that cannot be parsed, answer with a status line.
+            default_request_version = "HTTP/1.0"
 
             def do_GET(self) -> None:
                 api._route(self, "GET")
 
             def do_POST(self) -> None:
                 api._route(self, "POST")
+
+            def _not_allowed(self) -> None:
+                if self.command == "HEAD":
+                    self.send_response(405)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                _send(self, 405, {"error": f"{self.command} is not allowed here"})
+
+            do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _not_allowed  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("api: %s", format % args)
@@ -108,7 +122,11 @@ class ApiServer:
         route = routes.get((method, url.path))
         if route is None:
             return _send(request, 405, {"error": f"{method} not allowed on {url.path}"})
-        status, body = route()
+        try:
+            status, body = route()
+        except Exception:  # a bug must not look like a dropped connection to the caller
+            log.exception("api: %s %s failed", method, url.path)
+            status, body = 500, {"error": "internal error; see the updater's log"}
         return _send(request, status, body)
 
     def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:

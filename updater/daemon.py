@@ -93,8 +93,9 @@ class Daemon:
             log.error("recovery at start failed: %s; the first pass tries again", exc)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        if threading.current_thread() is threading.main_thread():  # only it may take signals
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
         self._start()
         if self._settings.run_once or self._settings.update_on_start:
             self._one_pass()
