@@ -44,6 +44,7 @@ class TokenServer:
         self.users = users
         self.lifetime = lifetime
         self.issued: list[tuple[str, tuple[str, ...]]] = []
+        self.tokens: list[str] = []  # every token handed out (tests grep outputs for them)
         self.refused = 0
         self._lock = threading.Lock()
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -113,6 +114,7 @@ class TokenServer:
                 token = server.token(user or "", scopes)
                 with server._lock:
                     server.issued.append((user or "", tuple(scopes)))
+                    server.tokens.append(token)
                 self._answer(200, {"token": token, "access_token": token,
                                    "expires_in": server.lifetime,
                                    "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
