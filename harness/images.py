@@ -88,7 +88,8 @@ def release(client: docker.DockerClient, tag: str, version: str,
     digest = push(client, tag, auth)
     if not keep_local:
         client.images.remove(tag)
-        if any(image.id == image_id for image in client.images.list(all=True)):
+        # IDs only: listing Image objects inspects each, racing other tests' removals.
+        if image_id in client.api.images(all=True, quiet=True):
             raise RuntimeError(f"{tag} is still local after removal")
     return digest
 

@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
-from updater import recreate
+from updater import policy, recreate
 from updater.credentials import CredentialSource
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
@@ -380,6 +380,23 @@ class ContainerUpdater:
             self._engine.start(old_id)
         log.info("%s: old container restored and running", name)
 
+    def _finish_stop(self, container: str) -> None:
+        """The updater died while the engine was stopping `container`: the stop may still be
+        under way. Let it end (stop again and wait) so the restore does not find the container
+        running, leave it, and see it exit a moment later."""
+        found = self._engine.inspect_container(container)
+        if found is None or not (found.get("State") or {}).get("Running"):
+            return
+        config = found.get("Config") or {}
+        own = config.get("StopTimeout")
+        try:
+            timeout = policy.duration_label(config.get("Labels") or {}, "stop-timeout",
+                                            float(own if own is not None else 10))
+        except UpdaterError:
+            timeout = float(own if own is not None else 10)
+        log.info("%s: letting the interrupted stop finish (up to %.0fs)", container[:12], timeout)
+        self._engine.stop(container, timeout)
+
     def recover(self) -> list[ItemReport]:
         """Finish or undo every update a previous updater left in flight."""
         reports = []
@@ -395,6 +412,8 @@ class ContainerUpdater:
                 log.warning("%s: %s", entry.name, reason)
                 return ItemReport(entry.name, entry.image, outcome, new_digest=entry.new_digest,
                                   reason=reason)
+            if entry.step == "stopping":
+                self._finish_stop(entry.old_id)
             if entry.step in _PROVEN:
                 self._engine.remove(entry.old_id)
                 self._journal.finish(entry.id, Outcome.UPDATED)
