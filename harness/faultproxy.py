@@ -65,13 +65,21 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        """Close the listener, cancel the connections still open (a stall, an endless body)
+        and let them end, then stop the loop."""
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            current = asyncio.current_task()
+            pending = [task for task in asyncio.all_tasks() if task is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         self._run(close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     def set_rule(self, path_part: str, fault: Fault | None) -> None:
         with self._lock:

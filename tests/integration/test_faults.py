@@ -47,46 +47,55 @@ CASES: dict[str, tuple[Fault, set[str]]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_registry_fault(engine: Dockerd, registry: Registry, proxy: FaultProxy, case: str,
-                        unique: str, containers: list[str], tmp_path: Path) -> None:
-    fault, expected = CASES[case]
-    faulty_repo = f"faulty/{unique}"
-    direct = f"{registry.host}/{faulty_repo}:latest"
-    through_proxy = f"{proxy.host}/{faulty_repo}:latest"
+def test_every_registry_fault_in_one_pass(engine: Dockerd, registry: Registry,
+                                          proxy: FaultProxy, unique: str, containers: list[str],
+                                          tmp_path: Path) -> None:
+    """Nine containers behind nine faults and one on the healthy path, in one pass (their
+    registry lookups run side by side, as in production)."""
     fine = f"{registry.host}/fine/{unique}:latest"
-    images.release(engine.client, direct, "1", keep_local=False)
-    engine.client.images.pull(through_proxy)
     images.release(engine.client, fine, "1")
-    start(engine, through_proxy, f"{unique}-faulty", ENABLED, containers)
     start(engine, fine, f"{unique}-fine", ENABLED, containers)
-    before = engine.client.containers.get(f"{unique}-faulty")
-    images.release(engine.client, direct, "2", keep_local=False)
+    before = {}
+    for case in CASES:
+        repository = f"faulty/{unique}-{case}"
+        images.release(engine.client, f"{registry.host}/{repository}:latest", "1",
+                       keep_local=False)
+        engine.client.images.pull(f"{proxy.host}/{repository}:latest")
+        start(engine, f"{proxy.host}/{repository}:latest", f"{unique}-{case}", ENABLED,
+              containers)
+        before[case] = engine.client.containers.get(f"{unique}-{case}")
+        images.release(engine.client, f"{registry.host}/{repository}:latest", "2",
+                       keep_local=False)
     images.release(engine.client, fine, "2", keep_local=False)
-    proxy.set_rule(f"/v2/{faulty_repo}/manifests/", fault)
     mark = len(proxy.hits)
+    for case, (fault, _) in CASES.items():
+        proxy.set_rule(f"/v2/faulty/{unique}-{case}/manifests/", fault)
 
     started = time.monotonic()
     result = run_updater(["update", "--json"], engine, tmp_path,
                          {"state_dir": str(tmp_path / "state"), "registry_timeout": "2s"})
     took = time.monotonic() - started
-    proxy.set_rule(f"/v2/{faulty_repo}/manifests/", None)
+    for case in CASES:
+        proxy.set_rule(f"/v2/faulty/{unique}-{case}/manifests/", None)
 
     assert "Traceback" not in result.stderr, result.stderr
     items: dict[str, Any] = {i["name"]: i for i in json.loads(result.stdout)["items"]}
-    assert took < PASS_BOUND, f"{case}: the pass took {took:.1f}s"
+    print(f"\none pass over {len(CASES)} faults + 1 healthy path: {took:.1f}s")
+    for case in CASES:
+        item = items[f"{unique}-{case}"]
+        print(f"  {case}: {item['outcome']} ({item['reason'] or 'no error'})")
+    assert took < PASS_BOUND, f"the pass took {took:.1f}s"
     assert items[f"{unique}-fine"]["outcome"] == "updated", items
-    faulty = items[f"{unique}-faulty"]
-    assert faulty["outcome"] in expected, faulty
-    after = engine.client.containers.get(f"{unique}-faulty")
-    assert after.attrs["State"]["Running"]
-    if "updated" not in expected:
-        assert (after.id, after.attrs["Image"]) == (before.id, before.attrs["Image"])
-        assert faulty["reason"], faulty  # and it says why
-    if case == "429":
-        hits = [h for h in proxy.hits[mark:]
-                if h.method == "HEAD" and h.path.endswith(f"/{faulty_repo}/manifests/latest")]
-        assert hits[0].fault == "status" and hits[1].fault is None
-        assert hits[1].time - hits[0].time >= 2.0, "Retry-After: 2 was not honoured"
-    print(f"{case}: {faulty['outcome']} in {took:.1f}s; {faulty['reason']}; "
-          f"{[(round(i['seconds'], 1), i['name']) for i in items.values()]}")
+    for case, (_, expected) in CASES.items():
+        item = items[f"{unique}-{case}"]
+        assert item["outcome"] in expected, (case, item)
+        after = engine.client.containers.get(f"{unique}-{case}")
+        assert after.attrs["State"]["Running"], case
+        if "updated" not in expected:
+            old = before[case]
+            assert (after.id, after.attrs["Image"]) == (old.id, old.attrs["Image"]), case
+            assert item["reason"], item  # and it says why
+    hits = [h for h in proxy.hits[mark:]
+            if h.method == "HEAD" and h.path.endswith(f"/{unique}-429/manifests/latest")]
+    assert hits[0].fault == "status" and hits[1].fault is None
+    assert hits[1].time - hits[0].time >= 2.0, "Retry-After: 2 was not honoured"
