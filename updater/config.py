@@ -366,7 +366,7 @@ def _registries(value: Any, source: str) -> dict[str, RegistrySettings]:
             f"bad value for {source}: expected a mapping of registry host to settings")
     result: dict[str, RegistrySettings] = {}
     for host, entry in value.items():
-        where = f"{source} {host}"
+        where = f"{source} {str(host)!r}"
         section = _section(entry or {}, where, ("insecure", "username", "password", "password_file",
                                                 "ca_file"))
         password = section.get("password")
