@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
@@ -18,6 +19,9 @@ from harness import run_root
 from harness.dockerd import Dockerd
 from harness.registry import Registry
 from harness.tokenserver import TokenServer
+
+if TYPE_CHECKING:
+    from harness.sinks import JsonSink
 
 USERS = {"alice": "wonder-land-42"}
 _counter = itertools.count()
@@ -71,6 +75,16 @@ def token_registry(root: Path, token_server: TokenServer) -> Iterator[Registry]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def json_sink() -> Iterator[JsonSink]:
+    """A JSON webhook that records what it receives (a notification destination)."""
+    from harness.sinks import JsonSink
+
+    sink = JsonSink().start()
+    yield sink
+    sink.stop()
 
 
 @pytest.fixture(scope="session")

@@ -39,14 +39,12 @@ class UpdatePass:
         self._updater = updater
         self._settings = settings
         self._on_item = on_item
-        self._retry_rolled_back = False
 
     def run(self, names: Iterable[str] = (),
             stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
         report = PassReport()
         report.items += self._updater.recover()
         names = tuple(names)
-        self._retry_rolled_back = bool(names)  # asked for by name: try a known-bad digest again
         containers, errors = watched(self._engine.containers(), self._settings, names)
         service_names = self._services.names() if self._services and names else []
         require_names(names, [c.name for c in containers] + [e.name for e in errors]
@@ -55,7 +53,8 @@ class UpdatePass:
         self._hooks(containers, "pre-check")
         candidates = []
         for container, result in zip(containers, check(containers, self._registry), strict=True):
-            item, candidate = self._decide(container, result)
+            # Asked for by name: a digest that was rolled back is tried again.
+            item, candidate = self._decide(container, result, retry_rolled_back=bool(names))
             report.items += [item] if item else []
             candidates += [candidate] if candidate else []
         own = [c for c in candidates if c.container.id == self._own_id]
@@ -77,8 +76,8 @@ class UpdatePass:
         log.info("pass: %s", report.summary())
         return report
 
-    def _decide(self, container: ContainerSnapshot,
-                result: CheckResult) -> tuple[ItemReport | None, Candidate | None]:
+    def _decide(self, container: ContainerSnapshot, result: CheckResult,
+                retry_rolled_back: bool) -> tuple[ItemReport | None, Candidate | None]:
         if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
             return _from_check(result), None
         try:
@@ -92,7 +91,7 @@ class UpdatePass:
                      result.remote_digest[:19])
             return _item(result, Outcome.AVAILABLE), None
         when = self._updater.rolled_back(container.name, result.remote_digest)
-        if when is not None and not self._retry_rolled_back:
+        if when is not None and not retry_rolled_back:
             # Trying it every pass would stop and restart the container every pass.
             return _item(result, Outcome.AVAILABLE, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "

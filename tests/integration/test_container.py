@@ -116,6 +116,18 @@ def _comparable(attrs: dict[str, Any]) -> dict[str, Any]:
             "name": attrs["Name"]}
 
 
+def healthy_self_updater(engine: Dockerd, registry: Registry, updater_ref: str, unique: str,
+                         name: str, sidecars: list[str]) -> tuple[str, Container]:
+    """A labelled updater on its own tag (`<registry>/updater/<unique>:latest`), healthy."""
+    reference = f"{registry.host}/updater/{unique}:latest"
+    engine.client.images.get(updater_ref).tag(reference)
+    images.push(engine.client, reference)
+    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
+    wait_until(lambda: health(engine, name) == "healthy", 60,
+               lambda: f"updater healthy; logs:\n{logs(engine, name)}")
+    return reference, first
+
+
 def test_self_update_leaves_exactly_one_updater_on_the_new_image(
         engine: Dockerd, registry: Registry, build_context: Path, updater_ref: str,
         unique: str, sidecars: list[str]) -> None:
@@ -123,12 +135,7 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
     under its name, on the new image, with the same configuration (and the same state volume,
     so its history continues)."""
     name = f"{unique}-self"
-    reference = f"{registry.host}/updater/{unique}:latest"
-    engine.client.images.get(updater_ref).tag(reference)
-    images.push(engine.client, reference)
-    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
-    wait_until(lambda: health(engine, name) == "healthy", 60,
-               lambda: f"first updater healthy; logs:\n{logs(engine, name)}")
+    reference, first = healthy_self_updater(engine, registry, updater_ref, unique, name, sidecars)
     before = _comparable(engine.client.api.inspect_container(str(first.id)))
 
     new_image = updater_image.build(engine.client, reference, build_context, version="1.1")
@@ -162,12 +169,7 @@ def test_a_successor_that_does_not_start_leaves_the_old_updater_in_place(
     """The updater's tag now points at an image that exits at once: the successor is removed
     and the running updater keeps its name, its container and its work."""
     name = f"{unique}-keep"
-    reference = f"{registry.host}/updater/{unique}:latest"
-    engine.client.images.get(updater_ref).tag(reference)
-    images.push(engine.client, reference)
-    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
-    wait_until(lambda: health(engine, name) == "healthy", 60,
-               lambda: f"updater healthy; logs:\n{logs(engine, name)}")
+    reference, first = healthy_self_updater(engine, registry, updater_ref, unique, name, sidecars)
 
     images.release(engine.client, reference, "broken", cmd='["sh", "-c", "exit 3"]')
 

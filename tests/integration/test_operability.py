@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +16,7 @@ from harness.procs import free_port
 from harness.prometheus import Prometheus
 from harness.registry import Registry
 from harness.sinks import JsonSink, SmtpSink
-from tests.integration.helpers import ENABLED, run_updater, start, start_daemon
+from tests.integration.helpers import ENABLED, run_updater, start, start_daemon, wait_until
 from tests.integration.test_update import update
 
 pytestmark = [pytest.mark.engine]
@@ -27,27 +25,10 @@ SOURCE = 'LABEL org.opencontainers.image.source=https://git.example.invalid/team
 
 
 @pytest.fixture
-def json_sink() -> Iterator[JsonSink]:
-    sink = JsonSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     sink = SmtpSink().start()
     yield sink
     sink.stop()
-
-
-def _eventually(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def test_one_batched_message_with_versions(engine: Dockerd, registry: Registry,
@@ -84,7 +65,7 @@ def test_rolled_back_update_is_mailed(engine: Dockerd, registry: Registry, smtp_
     code, items = update(engine, tmp_path, unique, settings={"notify": [smtp_sink.url]})
 
     assert code == 1 and items[unique]["outcome"] == "rolled-back"
-    mails = _eventually(smtp_sink.texts, 10, "mail")
+    mails = wait_until(smtp_sink.texts, 10, lambda: "mail")
     assert any("rolled-back" in mail and unique in mail and "exit code 4" in mail
                for mail in mails), mails
 
@@ -107,7 +88,7 @@ def test_sink_down_does_not_fail_the_pass_and_is_retried(engine: Dockerd, regist
     sink = JsonSink(port).start()
     try:
         update(engine, tmp_path, unique, settings=settings)
-        received = _eventually(sink.messages, 10, "the retried delivery")
+        received = wait_until(sink.messages, 10, lambda: "the retried delivery")
     finally:
         sink.stop()
     assert any(f"{unique} (" in m["message"] and "updated" in m["message"] for m in received)
@@ -150,7 +131,7 @@ def test_api_token_trigger_history_and_prometheus_scrape(
     auth = {"Authorization": f"Bearer {TOKEN}"}
     prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}", TOKEN)
     try:
-        _eventually(lambda: _get(f"{base}/v1/health") == 200, 20, "API start")
+        wait_until(lambda: _get(f"{base}/v1/health") == 200, 20, lambda: "API start")
         assert _get(f"{base}/v1/status") == 401
         assert _get(f"{base}/v1/status", {"Authorization": "Bearer wrong"}) == 401
         assert _get(f"{base}/metrics") == 401
@@ -158,16 +139,16 @@ def test_api_token_trigger_history_and_prometheus_scrape(
         answer = httpx.post(f"{base}/v1/update", params={"name": unique}, headers=auth,
                             timeout=5)
         assert answer.status_code == 202
-        _eventually(lambda: engine.client.containers.get(unique).attrs["Image"] != old_image,
-                    60, "the triggered update")
-        history = _eventually(lambda: httpx.get(f"{base}/v1/history", headers=auth,
-                                                timeout=5).json(), 10, "history")
+        wait_until(lambda: engine.client.containers.get(unique).attrs["Image"] != old_image,
+                   60, lambda: "the triggered update")
+        history = wait_until(lambda: httpx.get(f"{base}/v1/history", headers=auth,
+                                               timeout=5).json(), 10, lambda: "history")
         assert history[0]["name"] == unique and history[0]["outcome"] == "updated"
         status = httpx.get(f"{base}/v1/status", headers=auth, timeout=5).json()
         assert status["passes"] >= 1
         prometheus.start()
-        series = _eventually(lambda: prometheus.query(
-            'updater_items_total{outcome="updated"}'), 30, "the scrape")
+        series = wait_until(lambda: prometheus.query(
+            'updater_items_total{outcome="updated"}'), 30, lambda: "the scrape")
         assert float(series[0]["value"][1]) >= 1
         requests = prometheus.query("sum(updater_registry_requests_total)")
         assert float(requests[0]["value"][1]) >= 1

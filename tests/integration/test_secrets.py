@@ -10,7 +10,6 @@ import base64
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ NOTIFY_PASSWORD = "notify-pass-31337"
 WRONG_PASSWORD = "wrong-password-4242"
 
 
-@pytest.fixture
-def sink() -> Iterator[JsonSink]:
-    server = JsonSink().start()
-    yield server
-    server.stop()
-
-
 def _secrets(tokens: TokenServer) -> list[str]:
     basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     wrong = base64.b64encode(f"{USER}:{WRONG_PASSWORD}".encode()).decode()
@@ -49,7 +41,7 @@ def _secrets(tokens: TokenServer) -> list[str]:
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_in_any_output(engine: Dockerd, basic_registry: Registry,
                                  token_registry: Registry, token_server: TokenServer,
-                                 sink: JsonSink, unique: str, containers: list[str],
+                                 json_sink: JsonSink, unique: str, containers: list[str],
                                  tmp_path: Path, log_format: str) -> None:
     auth = {"username": USER, "password": PASSWORD}
     images_ = {}
@@ -62,7 +54,7 @@ def test_no_secret_in_any_output(engine: Dockerd, basic_registry: Registry,
         images_[registry.host] = image
     port = free_port()
     (tmp_path / "password").write_text(PASSWORD + "\n")
-    notify = sink.url.replace("json://", f"json://notifier:{NOTIFY_PASSWORD}@")
+    notify = json_sink.url.replace("json://", f"json://notifier:{NOTIFY_PASSWORD}@")
     settings: dict[str, Any] = {
         "state_dir": str(tmp_path / "state"), "log_level": "debug", "log_format": log_format,
         "interval": "1h", "update_on_start": True, "notify": [notify],
@@ -86,7 +78,7 @@ def test_no_secret_in_any_output(engine: Dockerd, basic_registry: Registry,
             items = (status.get("last_pass") or {}).get("items") or []
             return bool(sum(i["outcome"] == "updated" for i in items) == 2)
         wait_until(updated, 90, lambda: f"both updated; {outputs.get('api status')}")
-        wait_until(sink.messages, 30, lambda: "a notification")
+        wait_until(json_sink.messages, 30, lambda: "a notification")
         bearer = {"Authorization": f"Bearer {API_TOKEN}"}
         for path in ("/v1/history", "/metrics"):
             outputs[f"api {path}"] = httpx.get(base + path, headers=bearer, timeout=5).text
@@ -112,7 +104,7 @@ def test_no_secret_in_any_output(engine: Dockerd, basic_registry: Registry,
         result = run_updater(command, engine, tmp_path, settings)
         assert result.returncode == 0, result.stderr
         outputs[" ".join(command)] = result.stdout + result.stderr
-    outputs["notifications"] = json.dumps(sink.messages())
+    outputs["notifications"] = json.dumps(json_sink.messages())
     outputs["state database"] = (tmp_path / "state" / "updater.db").read_bytes().decode(
         "latin-1")
     outputs["docker inspect"] = subprocess.run(
