@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
+# Beyond this a stop timeout means "wait" (a socket timeout cannot be that long anyway).
+MAX_STOP_SECONDS = 10 * 365 * 86400
 WATCHED_STATES = ("running", "restarting", "paused")
 
 
@@ -139,12 +142,8 @@ class Engine:
         response = self._call(f"update service {service}", self._api.post, url,
                               data=json.dumps(spec), params=params, headers=headers)
         if response.status_code >= 400:
-            try:
-                message = response.json().get("message", "")
-            except ValueError:
-                message = response.text[:200]
             raise EngineError(f"Docker engine at {self.host} refused to update service "
-                              f"{service}: {message}")
+                              f"{service}: {_message(response)}")
 
     def rollback_service(self, service: str, version: int) -> None:
         spec = self.inspect_service(service)["Spec"]
@@ -173,10 +172,34 @@ class Engine:
         self._call(f"tag {image} as {repository}:{tag}", self._api.tag, image, repository, tag,
                    force=True)
 
-    def create(self, body: dict[str, Any], name: str) -> str:
+    def create(self, body: dict[str, Any], name: str, image_id: str | None = None) -> str:
+        """Create a container from `body`; with `image_id`, on exactly that image although its
+        `Image` reference (kept as the container's Config.Image, which is what `docker ps` and
+        this updater read) may now name another: the reference is pointed at `image_id` for the
+        create and put back right after."""
+        reference = str(body.get("Image") or "")
+        current = self._image_id(reference) if image_id else None
+        if image_id is None or current == image_id or "@" in reference or reference.startswith(
+                "sha256:"):
+            return self._create(body, name)
+        repository, tag = _split_tag(reference)
+        self.tag(image_id, repository, tag)
+        try:
+            return self._create(body, name)
+        finally:
+            if current is not None:
+                self.tag(current, repository, tag)
+
+    def _create(self, body: dict[str, Any], name: str) -> str:
         created = self._call(f"create container {name}", self._api.create_container_from_config,
                              body, name)
         return str(created["Id"])
+
+    def _image_id(self, reference: str) -> str | None:
+        try:
+            return str(self.inspect_image(reference)["Id"])
+        except NotFoundInEngine:
+            return None
 
     def connect_network(self, network: str, container: str, endpoint: dict[str, Any]) -> None:
         ipam = endpoint.get("IPAMConfig") or {}
@@ -195,16 +218,60 @@ class Engine:
         self._call(f"start {container}", self._api.start, container)
 
     def stop(self, container: str, timeout: float, signal: str | None = None) -> None:
-        """Stop gracefully: `signal` (else the container's StopSignal), SIGKILL after `timeout`."""
-        seconds = max(0, round(timeout))
-        if signal is None:
-            self._call(f"stop {container}", self._api.stop, container, timeout=seconds)
+        """Stop gracefully, as `docker stop` does: `signal` (else the container's StopSignal),
+        SIGKILL after `timeout` seconds; a negative timeout waits for as long as it takes.
+
+        It is a manual stop, so the restart policy does not bring the container back. Engines
+        before API 1.42 cannot stop with another signal: there the signal is sent with the
+        restart policy set to "no" for the moment of the stop, then put back."""
+        forever = timeout < 0 or timeout > MAX_STOP_SECONDS
+        seconds = -1 if forever else round(timeout)
+        if signal is None or self._api_at_least(1, 42):
+            params: dict[str, Any] = {"t": seconds}
+            if signal is not None:
+                params["signal"] = signal
+            self._post(f"stop {container}", f"/containers/{container}/stop", params,
+                       None if forever else API_TIMEOUT + seconds)
             return
-        self._call(f"signal {container}", self._api.kill, container, signal=signal)
+        policy = self._restart_policy(container)
+        if policy is not None:
+            self._set_restart_policy(container, {"Name": "no", "MaximumRetryCount": 0})
         try:
-            self._api.wait(container, timeout=seconds + 5)
-        except requests.exceptions.ConnectionError:
+            self._call(f"signal {container}", self._api.kill, container, signal=signal)
+            self._wait_exit(container, None if forever else seconds)
+        finally:
+            if policy is not None:
+                self._set_restart_policy(container, policy)
+
+    def _wait_exit(self, container: str, seconds: int | None) -> None:
+        """Wait for the container to exit; SIGKILL it after `seconds` (None: no limit)."""
+        try:
+            self._api.wait(container, timeout=None if seconds is None else seconds + 5)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
             self._call(f"kill {container}", self._api.kill, container, signal="SIGKILL")
+            self._call(f"wait for {container}", self._api.wait, container, timeout=API_TIMEOUT)
+        except docker.errors.NotFound:
+            return  # removed on exit (--rm)
+
+    def _restart_policy(self, container: str) -> dict[str, Any] | None:
+        """The container's restart policy, or None when it has none ("no")."""
+        inspect = self.inspect_container(container) or {}
+        policy = dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {})
+        return policy if policy.get("Name") not in (None, "", "no") else None
+
+    def _set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
+        self._call(f"set the restart policy of {container}", self._api.update_container,
+                   container, restart_policy=policy)
+
+    def set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
+        """Put a restart policy back (one a stop changed, if the updater died meanwhile)."""
+        self._set_restart_policy(container, policy)
+
+    def pause(self, container: str) -> None:
+        self._call(f"pause {container}", self._api.pause, container)
+
+    def unpause(self, container: str) -> None:
+        self._call(f"unpause {container}", self._api.unpause, container)
 
     def remove(self, container: str, force: bool = False) -> None:
         """Remove a container, never its volumes."""
@@ -215,15 +282,44 @@ class Engine:
     def remove_image(self, image: str) -> None:
         self._call(f"remove image {image}", self._api.remove_image, image)
 
-    def exec(self, container: str, command: str) -> tuple[int, str]:
-        """Run `sh -c command` inside the container; its exit code and output."""
+    def exec(self, container: str, command: str, timeout: float) -> tuple[int | None, str]:
+        """Run `sh -c command` inside the container; its exit code and output. After `timeout`
+        seconds the command and every process it started are killed (the engine has no call
+        to end an exec, so a second exec does it): the code is then None."""
         created = self._call(f"exec in {container}", self._api.exec_create, container,
-                             ["sh", "-c", command])
-        output = self._call(f"exec in {container}", self._api.exec_start, created["Id"])
+                             ["sh", "-c", _ANNOUNCE_PID + command])
+        run = _ExecOutput()
+        stream = self._call(f"exec in {container}", self._api.exec_start, created["Id"],
+                            stream=True)
+        threading.Thread(target=run.read, args=(stream,), daemon=True).start()
+        if not run.done.wait(timeout):
+            if run.pid is not None:
+                with contextlib.suppress(EngineError):
+                    kill = self._call(f"exec in {container}", self._api.exec_create,
+                                      container, ["sh", "-c", _KILL_TREE, str(run.pid)])
+                    self._call(f"exec in {container}", self._api.exec_start, kill["Id"])
+            run.done.wait(EXEC_KILL_WAIT)
+            return None, run.text()
         result = self._call(f"inspect exec in {container}", self._api.exec_inspect,
                             created["Id"])
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        return int(result.get("ExitCode") or 0), text
+        code = result.get("ExitCode")
+        return (int(code) if code is not None else None), run.text()
+
+    def _api_at_least(self, major: int, minor: int) -> bool:
+        found = tuple(int(part) for part in self.api_version.split(".")[:2])
+        return found >= (major, minor)
+
+    def _post(self, what: str, path: str, params: dict[str, Any],
+              timeout: float | None) -> None:
+        """POST to an endpoint the SDK lacks a parameter for; errors as `_call` raises them."""
+        url = f"{self._api.base_url}/v{self.api_version}{path}"
+        response = self._call(what, self._api.post, url, params=params, timeout=timeout)
+        if response.status_code == 404:
+            raise NotFoundInEngine(f"Docker engine at {self.host} failed to {what}: "
+                                   f"{_message(response)}")
+        if response.status_code >= 400:
+            raise EngineError(f"Docker engine at {self.host} failed to {what}: "
+                              f"{_message(response)}")
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -237,6 +333,68 @@ class Engine:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise EngineUnavailable(f"lost the Docker engine at {self.host} while trying to "
                                     f"{what} ({_reason(exc)})") from None
+
+
+# The hook's shell says its PID first (in the container's PID namespace) so it can be killed.
+_PID_MARK = "updater-hook-pid="
+_ANNOUNCE_PID = f'echo "{_PID_MARK}$$"\n'
+# Kills a process and all its descendants, found through /proc with shell built-ins only.
+_KILL_TREE = (
+    'tree() { for s in /proc/[0-9]*/status; do p=${s#/proc/}; p=${p%/status}; '
+    'while read -r k v; do if [ "$k" = PPid: ]; then [ "$v" = "$1" ] && tree "$p"; break; fi; '
+    'done 2>/dev/null < "$s"; done; kill -KILL "$1" 2>/dev/null; }; tree "$0"')
+EXEC_KILL_WAIT = 5.0
+
+
+class _ExecOutput:
+    """The output of an exec, read on a thread: its PID once announced, the rest as text."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.pid: int | None = None
+        self._chunks: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def read(self, stream: Any) -> None:
+        try:
+            for chunk in stream:
+                with self._lock:
+                    self._chunks.append(chunk)
+                    if self.pid is None:
+                        self.pid = _announced_pid(b"".join(self._chunks))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            pass  # the engine went away: the caller sees no exit code
+        finally:
+            self.done.set()
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks).decode("utf-8", "replace")
+        first, _, rest = data.partition("\n")
+        return rest if first.startswith(_PID_MARK) else data
+
+
+def _announced_pid(data: bytes) -> int | None:
+    first, newline, _ = data.partition(b"\n")
+    text = first.decode("ascii", "replace")
+    if newline and text.startswith(_PID_MARK) and text[len(_PID_MARK):].isdigit():
+        return int(text[len(_PID_MARK):])
+    return None
+
+
+def _split_tag(reference: str) -> tuple[str, str]:
+    """`repo:tag` (a digest reference never reaches here) -> (repo, tag); `latest` if none."""
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return reference, "latest"
+    return name, tag
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))
+    except ValueError:
+        return response.text[:200]
 
 
 _CAUSES: tuple[tuple[type[BaseException], str], ...] = (

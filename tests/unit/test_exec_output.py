@@ -1,0 +1,29 @@
+"""The output of a hook's exec: the PID its shell announces, and the rest as the output."""
+
+from __future__ import annotations
+
+from updater.engine import _announced_pid, _ExecOutput, _split_tag
+
+
+def test_pid_is_read_from_the_first_line_only_once_complete() -> None:
+    """The PID counts only when its line is complete and numeric."""
+    assert _announced_pid(b"updater-hook-pid=4") is None
+    assert _announced_pid(b"updater-hook-pid=42\nhello") == 42
+    assert _announced_pid(b"updater-hook-pid=4x\n") is None
+    assert _announced_pid(b"something else\n") is None
+
+
+def test_output_is_read_in_chunks_and_loses_the_pid_line() -> None:
+    """Chunks split anywhere give the PID and the hook's own output, nothing more."""
+    output = _ExecOutput()
+    output.read(iter([b"updater-hook", b"-pid=7", b"\nline one\n", b"line two\n"]))
+    assert output.done.is_set()
+    assert output.pid == 7
+    assert output.text() == "line one\nline two\n"
+
+
+def test_reference_split_into_repository_and_tag() -> None:
+    """A tag after the last colon; a registry port is not a tag."""
+    assert _split_tag("127.0.0.1:5000/app:1.2") == ("127.0.0.1:5000/app", "1.2")
+    assert _split_tag("127.0.0.1:5000/app") == ("127.0.0.1:5000/app", "latest")
+    assert _split_tag("app") == ("app", "latest")
