@@ -6,11 +6,14 @@ It lives in the state database (`state.py`); one updater at a time holds the sta
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from updater import state
 from updater.errors import ConfigError
@@ -18,8 +21,17 @@ from updater.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+UPDATE = "update"
+DEPENDANT = "dependant"
+_SELECT = ("SELECT id, name, old_id, new_id, image, new_digest, step, kind, backup_id, saved "
+           "FROM updates")
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One container an update touches: the container updated (kind `update`), or one stopped
+    for it and to be started again (kind `dependant`)."""
+
     id: int
     name: str
     old_id: str
@@ -27,6 +39,15 @@ class Entry:
     image: str
     new_digest: str
     step: str
+    kind: str = UPDATE
+    backup_id: str | None = None
+    saved: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Entry:
+        return cls(id=row[0], name=row[1], old_id=row[2], new_id=row[3], image=row[4],
+                   new_digest=row[5], step=row[6], kind=row[7], backup_id=row[8],
+                   saved=json.loads(row[9]) if row[9] else {})
 
 
 class Journal:
@@ -38,12 +59,25 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
-    def begin(self, name: str, old_id: str, image: str, new_digest: str) -> int:
+    def begin(self, name: str, old_id: str, image: str, new_digest: str,
+              saved: Mapping[str, Any] | None = None, kind: str = UPDATE) -> int:
+        """A new entry; `saved` is what to put back on the old container if it is restored."""
         now = time.time()
         cursor = self._db.execute(
-            "INSERT INTO updates (name, old_id, image, new_digest, step, started, changed) "
-            "VALUES (?, ?, ?, ?, 'begin', ?, ?)", (name, old_id, image, new_digest, now, now))
+            "INSERT INTO updates (name, old_id, image, new_digest, step, started, changed, "
+            "kind, saved) VALUES (?, ?, ?, ?, 'begin', ?, ?, ?, ?)",
+            (name, old_id, image, new_digest, now, now, kind, json.dumps(dict(saved or {}))))
         return int(cursor.lastrowid or 0)
+
+    def record_backup(self, entry: int, backup_id: str) -> None:
+        self._db.execute("UPDATE updates SET step = 'backed-up', backup_id = ?, changed = ? "
+                         "WHERE id = ?", (backup_id, time.time(), entry))
+
+    def name_of(self, old_id: str) -> str | None:
+        """The name of a container an update replaced, by its old ID."""
+        row = self._db.execute("SELECT name FROM updates WHERE old_id = ? ORDER BY id DESC "
+                               "LIMIT 1", (old_id,)).fetchone()
+        return str(row[0]) if row else None
 
     def record(self, entry: int, step: str, new_id: str | None = None) -> None:
         if new_id is not None:
@@ -58,21 +92,21 @@ class Journal:
                          "WHERE id = ?", (outcome, time.time(), entry))
 
     def get(self, entry: int) -> Entry | None:
-        row = self._db.execute("SELECT id, name, old_id, new_id, image, new_digest, step "
-                               "FROM updates WHERE id = ?", (entry,)).fetchone()
-        return Entry(*row) if row else None
+        row = self._db.execute(_SELECT + " WHERE id = ?",
+                               (entry,)).fetchone()
+        return Entry.from_row(row) if row else None
 
     def rolled_back(self, name: str, digest: str) -> float | None:
         """When an update of `name` to `digest` was last rolled back, if it was."""
         row = self._db.execute("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
                                "AND step = 'finished' AND outcome = 'rolled-back' "
+                               "AND kind = 'update' "
                                "ORDER BY id DESC LIMIT 1", (name, digest)).fetchone()
         return float(row[0]) if row else None
 
     def unfinished(self) -> list[Entry]:
-        rows = self._db.execute("SELECT id, name, old_id, new_id, image, new_digest, step "
-                                "FROM updates WHERE step != 'finished' ORDER BY id").fetchall()
-        return [Entry(*row) for row in rows]
+        rows = self._db.execute(_SELECT + " WHERE step != 'finished' ORDER BY id").fetchall()
+        return [Entry.from_row(row) for row in rows]
 
 
 class StateLock:

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
     image TEXT NOT NULL, outcome TEXT NOT NULL, old_digest TEXT, new_digest TEXT,
     old_version TEXT, new_version TEXT, reason TEXT, seconds REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS updates_old_id ON updates (old_id);
 CREATE INDEX IF NOT EXISTS history_name ON history (name, time);
 CREATE TABLE IF NOT EXISTS notified (
     name TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (name, digest));
@@ -25,6 +26,23 @@ CREATE TABLE IF NOT EXISTS pending_notifications (
     id INTEGER PRIMARY KEY, target TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL,
     level TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
 """
+
+
+# Columns added to `updates` after the first release: (name, declaration).
+_UPDATES_ADDED = (
+    ("kind", "TEXT NOT NULL DEFAULT 'update'"),  # 'update', or 'dependant' (stopped for one)
+    ("backup_id", "TEXT"),  # a restorable copy of a container the engine removes on stop
+    ("saved", "TEXT"),  # JSON: what to put back on the old container (paused, restart policy)
+)
+
+
+def _add_columns(db: sqlite3.Connection, table: str,
+                 columns: tuple[tuple[str, str], ...]) -> None:
+    """Bring a database made by an earlier version up to date (SQLite adds columns in place)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, declaration in columns:
+        if name not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 def connect(state_dir: str) -> sqlite3.Connection:
@@ -37,6 +55,7 @@ def connect(state_dir: str) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        _add_columns(db, "updates", _UPDATES_ADDED)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"cannot use state_dir {state_dir} ({exc}); set state_dir to a "
                           "writable directory") from None
