@@ -1,23 +1,27 @@
 """Replacing one standalone container, in the safe order, with a journal and rollback.
 
-pull by digest (old keeps running) → create the new one under a temporary name → pre-update
-hook → graceful stop → rename old to `<name>-updater-old`, new to `<name>` → start → wait until
-running (and healthy) → remove old, post-update hook, optional image cleanup. Any failure
-before the new one is proven healthy restores the old one under its name, running. Each step
-is journalled before it is taken; `recover()` finishes or undoes what a killed updater left.
+Everything that can be decided is decided before anything is stopped: the new image is pulled,
+the replacement created under a temporary name, the temporary names checked free, and for a
+container the engine deletes when it stops (`--rm`) a restorable copy created. Then: pre-update
+hook → the dependants stopped (each journalled) → graceful stop → rename old to
+`<name>-updater-old`, new to `<name>` → start → wait until running (and healthy) → remove old,
+post-update hook, the paused state put back, optional image cleanup → the dependants started
+again (recreated where they were bound to a replaced container). Any failure before the new one
+is proven restores the old one under its name, as it was. Each step is journalled before it is
+taken; `recover()` finishes or undoes what a killed updater left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from updater import policy, recreate
+from updater import hooks, journal, policy, recreate
 from updater.credentials import CredentialSource
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
@@ -33,10 +37,12 @@ HANDING_OVER = "handing-over"
 LOCK_TAKE_BACK = 30.0
 STABLE_SECONDS = 2.0
 POLL_SECONDS = 0.25
+# How long the engine may take to delete a `--rm` container after it stopped.
+REMOVAL_WAIT = 30.0
 # Steps after which the new container has been proven: recovery completes instead of undoing.
 _PROVEN = frozenset({"verified", "removing-old"})
 # Steps before the old container was stopped: a failure here leaves it as it was.
-_UNTOUCHED = frozenset({"begin", "creating", "created"})
+_UNTOUCHED = frozenset({"begin", "creating", "created", "backed-up"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,38 @@ class Candidate:
     old_digest: str | None
     new_digest: str
     options: ContainerOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Dependant:
+    """A running container that must stop while the one it depends on is replaced."""
+
+    inspect: dict[str, Any]
+    options: ContainerOptions
+
+    @property
+    def name(self) -> str:
+        return str(self.inspect["Name"]).lstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopped:
+    """A dependant the update stopped: its journal entry and what it was like before."""
+
+    entry: int
+    inspect: dict[str, Any]
+    options: ContainerOptions
+
+
+class LostContainer(EngineError):
+    """The old container is gone and there is no copy to restore it from."""
+
+
+def saved_state(inspect: dict[str, Any]) -> dict[str, Any]:
+    """What a restore must put back on a container: its paused state and restart policy."""
+    host = inspect.get("HostConfig") or {}
+    return {"paused": bool((inspect.get("State") or {}).get("Paused")),
+            "restart_policy": host.get("RestartPolicy") or None}
 
 
 class ContainerUpdater:
@@ -72,7 +110,11 @@ class ContainerUpdater:
         """When updating `name` to `digest` failed and was rolled back, if it was."""
         return self._journal.rolled_back(name, digest)
 
-    def update(self, candidate: Candidate) -> ItemReport:
+    def update(self, candidate: Candidate,
+               dependants: Sequence[Dependant] = ()) -> list[ItemReport]:
+        """Update one container; `dependants` (running, the most dependent first) are stopped
+        just before it and started again after. The candidate's report comes first, then one
+        for each dependant that could not be brought back."""
         started = self._clock()
         container = candidate.container
         versions = Versions()
@@ -81,62 +123,67 @@ class ContainerUpdater:
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
-            outcome, reason = self._replace(candidate, old, old_image, new_image)
+            plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
+            self._require_free_names([container.name, *(d.name for d in dependants)])
         except UpdaterError as exc:
-            outcome, reason = Outcome.FAILED, f"{exc}; the old container was not touched"
             log.error("%s: update failed before anything was stopped: %s", container.name, exc)
-        return ItemReport(container.name, container.image, outcome,
+            return [self._item(candidate, Outcome.FAILED,
+                               f"{exc}; the old container was not touched", started, versions)]
+        entry = self._journal.begin(container.name, container.id, container.image,
+                                    candidate.new_digest, saved_state(old))
+        stopped: list[_Stopped] = []
+        try:
+            outcome, reason = self._swap(entry, old, plan, str(new_image["Id"]),
+                                         candidate.options, dependants, stopped)
+        except UpdaterError as exc:
+            outcome, reason = self._abort(entry, exc)
+        replaced = {container.id: container.name} if outcome is Outcome.UPDATED else {}
+        item = self._item(candidate, outcome, reason, started, versions)
+        return [item, *self._bring_back(stopped, replaced, container.name)]
+
+    def _item(self, candidate: Candidate, outcome: Outcome, reason: str | None,
+              started: float, versions: Versions) -> ItemReport:
+        return ItemReport(candidate.container.name, candidate.container.image, outcome,
                           old_digest=candidate.old_digest, new_digest=candidate.new_digest,
                           reason=reason, seconds=self._clock() - started, versions=versions)
 
-    def _replace(self, candidate: Candidate, old: dict[str, Any], old_image: dict[str, Any],
-                 new_image: dict[str, Any]) -> tuple[Outcome, str | None]:
-        container, options = candidate.container, candidate.options
-        name = container.name
-        plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
-        entry = self._journal.begin(name, container.id, container.image, candidate.new_digest)
-        try:
-            return self._swap(entry, name, container.id, plan, options)
-        except UpdaterError as exc:
-            return self._abort(entry, name, container.id, exc)
+    def _require_free_names(self, names: Sequence[str]) -> None:
+        """The temporary names must be free: a rename onto a taken name after the stop would
+        stop the container for nothing."""
+        for name in names:
+            for temporary in (name + OLD_SUFFIX, name + NEW_SUFFIX):
+                found = self._engine.inspect_container(temporary)
+                if found is not None:
+                    raise EngineError(
+                        f"the name {temporary} is taken by another container "
+                        f"({str(found['Id'])[:12]}); rename or remove it so the update can "
+                        "use it")
 
-    def _abort(self, entry: int, name: str, old_id: str,
-               error: UpdaterError) -> tuple[Outcome, str | None]:
-        """A step failed: before the stop the old container was never touched; after it, it is
-        restored under its name and started."""
-        state = self._journal.get(entry)
-        new_id = state.new_id if state else None
-        log.error("%s: %s", name, error)
-        self._journal.record(entry, "restoring")
-        self._restore(name, old_id, new_id)
-        if state is not None and state.step in _UNTOUCHED:
-            self._journal.finish(entry, Outcome.FAILED)
-            log.error("%s: %s; the old container was not touched", name, error)
-            return Outcome.FAILED, f"{error}; the old container was not touched"
-        self._journal.finish(entry, Outcome.ROLLED_BACK)
-        log.error("%s: %s; old container restored", name, error)
-        return Outcome.ROLLED_BACK, f"{error}; old container restored"
-
-    def _swap(self, entry: int, name: str, old_id: str, plan: recreate.CreatePlan,
-              options: ContainerOptions) -> tuple[Outcome, str | None]:
+    def _swap(self, entry: int, old: dict[str, Any], plan: recreate.CreatePlan, image_id: str,
+              options: ContainerOptions, dependants: Sequence[Dependant] = (),
+              stopped: list[_Stopped] | None = None) -> tuple[Outcome, str | None]:
+        name, old_id = _name(old), str(old["Id"])
         self._journal.record(entry, "creating")
-        new_id = self._engine.create(plan.body, name + NEW_SUFFIX)
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id)
         self._journal.record(entry, "created", new_id)
-        for network, endpoint in plan.extra_networks.items():
-            self._engine.connect_network(network, new_id, endpoint)
+        self._connect(new_id, plan)
         if "pre-update" in options.hooks:
             failure = self._hook(old_id, name, "pre-update", options)
             if failure is not None:
                 self._engine.remove(new_id, force=True)
                 self._journal.finish(entry, Outcome.SKIPPED)
                 return Outcome.SKIPPED, failure
+        removed_on_stop = _removed_on_stop(old)
+        if removed_on_stop:
+            self._back_up(entry, old, name + OLD_SUFFIX)
+        for dependant in dependants:
+            self._stop_dependant(dependant, name, stopped if stopped is not None else [])
         self._journal.record(entry, "stopping")
-        log.info("%s: stopping (%s, up to %.0fs)", name, options.stop_signal or "its stop signal",
-                 options.stop_timeout)
-        self._engine.stop(old_id, options.stop_timeout, options.stop_signal)
+        self._stop(old, options)
         self._journal.record(entry, "stopped")
         self._journal.record(entry, "renaming")
-        self._engine.rename(old_id, name + OLD_SUFFIX)
+        if not removed_on_stop:
+            self._engine.rename(old_id, name + OLD_SUFFIX)
         self._engine.rename(new_id, name)
         self._journal.record(entry, "renamed")
         self._journal.record(entry, "starting")
@@ -144,12 +191,70 @@ class ContainerUpdater:
         self._journal.record(entry, "started")
         problem = self._await_healthy(new_id, options.health_timeout)
         if problem is not None:
-            return self._failed_start(entry, name, old_id, new_id, problem, options)
+            return self._failed_start(entry, name, new_id, problem, options)
         self._journal.record(entry, "verified")
-        self._finish(entry, old_id, options, name)
+        self._finish(entry, new_id, options, name)
         return Outcome.UPDATED, None
 
-    def _failed_start(self, entry: int, name: str, old_id: str, new_id: str, problem: str,
+    def _connect(self, container: str, plan: recreate.CreatePlan) -> None:
+        for network, endpoint in plan.extra_networks.items():
+            self._engine.connect_network(network, container, endpoint)
+
+    def _back_up(self, entry: int, old: dict[str, Any], name: str) -> None:
+        """A stopped copy of a container the engine deletes when it stops (`--rm`), on the
+        image it runs, to restore it from if the update fails."""
+        image = self._engine.inspect_image(str(old["Image"]))
+        copy = recreate.plan(old, image, image, str(old["Config"]["Image"]))
+        backup_id = self._engine.create(copy.body, name, str(old["Image"]))
+        self._journal.record_backup(entry, backup_id)
+        self._connect(backup_id, copy)
+        log.info("%s: it is removed when it stops (--rm); kept a copy as %s to restore from",
+                 _name(old), name)
+
+    def _stop(self, inspect: dict[str, Any], options: ContainerOptions) -> None:
+        """Stop gracefully (a paused container is resumed first, so it can shut down); one
+        removed on stop is waited for until the engine has deleted it."""
+        container, name = str(inspect["Id"]), _name(inspect)
+        state = inspect.get("State") or {}
+        if state.get("Paused"):
+            self._engine.unpause(container)
+        log.info("%s: stopping (%s, %s)", name, options.stop_signal or "its stop signal",
+                 _limit(options.stop_timeout))
+        self._engine.stop(container, options.stop_timeout, options.stop_signal)
+        if _removed_on_stop(inspect):
+            self._await_removed(container)
+
+    def _await_removed(self, container: str) -> None:
+        deadline = self._clock() + REMOVAL_WAIT
+        while self._engine.inspect_container(container) is not None:
+            if self._clock() >= deadline:
+                self._engine.remove(container, force=True)
+                return
+            self._sleep(POLL_SECONDS)
+
+    def _abort(self, entry: int, error: UpdaterError) -> tuple[Outcome, str | None]:
+        """A step failed: before the stop the old container was never touched; after it, it is
+        restored under its name as it was."""
+        state = self._journal.get(entry)
+        assert state is not None
+        log.error("%s: %s", state.name, error)
+        self._journal.record(entry, "restoring")
+        try:
+            self._restore(state)
+        except UpdaterError as exc:
+            self._journal.finish(entry, Outcome.FAILED)
+            log.error("%s: %s; the old container could not be restored: %s", state.name,
+                      error, exc)
+            return Outcome.FAILED, f"{error}; the old container could not be restored: {exc}"
+        if state.step in _UNTOUCHED:
+            self._journal.finish(entry, Outcome.FAILED)
+            log.error("%s: %s; the old container was not touched", state.name, error)
+            return Outcome.FAILED, f"{error}; the old container was not touched"
+        self._journal.finish(entry, Outcome.ROLLED_BACK)
+        log.error("%s: %s; old container restored", state.name, error)
+        return Outcome.ROLLED_BACK, f"{error}; old container restored"
+
+    def _failed_start(self, entry: int, name: str, new_id: str, problem: str,
                       options: ContainerOptions) -> tuple[Outcome, str | None]:
         if not options.rollback:
             log.error("%s: new container %s; kept as it is (rollback off), old one stopped as %s",
@@ -158,20 +263,156 @@ class ContainerUpdater:
             return Outcome.FAILED, f"new container {problem}; kept (rollback off)"
         log.error("%s: new container %s; rolling back", name, problem)
         self._journal.record(entry, "restoring")
-        self._restore(name, old_id, new_id)
+        state = self._journal.get(entry)
+        assert state is not None
+        self._restore(state)
         self._journal.finish(entry, Outcome.ROLLED_BACK)
         return Outcome.ROLLED_BACK, f"new container {problem}; old container restored"
 
-    def _finish(self, entry: int, old_id: str, options: ContainerOptions, name: str) -> None:
-        old_image = (self._engine.inspect_container(old_id) or {}).get("Image")
+    def _finish(self, entry: int, new_id: str, options: ContainerOptions, name: str) -> None:
+        state = self._journal.get(entry)
+        assert state is not None
+        old_image = (self._engine.inspect_container(state.old_id)
+                     or self._engine.inspect_container(state.backup_id or "") or {}).get("Image")
         self._journal.record(entry, "removing-old")
-        self._engine.remove(old_id)
-        self._journal.finish(entry, Outcome.UPDATED)
+        self._complete(state)
         log.info("%s: updated", name)
         if "post-update" in options.hooks:
             self._hook(name, name, "post-update", options)
+        if state.saved.get("paused"):
+            self._pause(new_id, name)
         if self._cleanup and old_image:
             self._remove_image(str(old_image))
+
+    def _complete(self, state: Entry) -> None:
+        """The new container is proven: the old one (and its copy) go, the entry is done."""
+        self._engine.remove(state.old_id)
+        if state.backup_id:
+            self._engine.remove(state.backup_id)
+        self._journal.finish(state.id, Outcome.UPDATED)
+
+    def _pause(self, container: str, name: str) -> None:
+        try:
+            self._engine.pause(container)
+            log.info("%s: paused again, as it was", name)
+        except EngineError as exc:
+            log.error("%s: could not pause it again: %s", name, exc)
+
+    # --- dependants -------------------------------------------------------------------------
+
+    def _stop_dependant(self, dependant: Dependant, parent: str,
+                        stopped: list[_Stopped]) -> None:
+        """Stop a dependant, journalled first so a killed updater starts it again; one the
+        engine deletes on stop is first copied (stopped) and the copy takes its name."""
+        inspect, name = dependant.inspect, dependant.name
+        entry = self._journal.begin(name, str(inspect["Id"]), str(inspect["Config"]["Image"]),
+                                    "", saved_state(inspect), kind=journal.DEPENDANT)
+        stopped.append(_Stopped(entry, inspect, dependant.options))
+        removed_on_stop = _removed_on_stop(inspect)
+        if removed_on_stop:
+            self._back_up(entry, inspect, name + OLD_SUFFIX)
+        log.info("%s: stopping dependant %s first", parent, name)
+        self._journal.record(entry, "stopping")
+        self._stop(inspect, dependant.options)
+        self._journal.record(entry, "stopped")
+        if removed_on_stop:
+            state = self._journal.get(entry)
+            assert state is not None and state.backup_id is not None
+            self._engine.rename(state.backup_id, name)
+
+    def _bring_back(self, stopped: Sequence[_Stopped], replaced: dict[str, str],
+                    parent: str) -> list[ItemReport]:
+        """Start the stopped dependants again, the least dependent first; a report for each
+        that could not be."""
+        items = []
+        for dependant in reversed(stopped):
+            state = self._journal.get(dependant.entry)
+            assert state is not None
+            try:
+                self._bring_back_one(state, replaced, dependant.options, dependant.inspect)
+                self._journal.finish(state.id, Outcome.UP_TO_DATE)
+            except UpdaterError as exc:
+                self._journal.finish(state.id, Outcome.FAILED)
+                log.error("%s: stopped for the update of %s, could not be started again: %s",
+                          state.name, parent, exc)
+                items.append(ItemReport(state.name, state.image, Outcome.FAILED, reason=(
+                    f"stopped for the update of {parent}; could not be started again: {exc}")))
+        return items
+
+    def _bring_back_one(self, state: Entry, replaced: dict[str, str], options: ContainerOptions,
+                        captured: dict[str, Any] | None = None) -> None:
+        """Run a dependant again as it was; recreated (on the image it runs) when the
+        container whose network namespace or link it used was replaced."""
+        current = (self._engine.inspect_container(state.name)
+                   or self._engine.inspect_container(state.backup_id or "")
+                   or self._engine.inspect_container(state.old_id))
+        if current is None:
+            raise LostContainer(f"container {state.name} is gone")
+        if (current.get("State") or {}).get("Running"):
+            return
+        if _name(current) != state.name:
+            self._engine.rename(str(current["Id"]), state.name)
+        self._put_back_restart_policy(current, state)
+        # The configuration as it was before the stop (links to a removed container vanish
+        # from inspect), the identity and state of the container there is now.
+        config = dict(captured or current, Id=current["Id"], Name=current["Name"],
+                      State=current.get("State") or {})
+        refs = self._replaced_refs(config, replaced)
+        if refs is None:
+            self._engine.start(str(current["Id"]))
+        else:
+            new_id = self.rebuild(config, refs, options)
+            replaced[str(current["Id"])] = state.name
+            current = {"Id": new_id}
+        if state.saved.get("paused"):
+            self._pause(str(current["Id"]), state.name)
+        log.info("%s: dependant started again", state.name)
+
+    def _replaced_refs(self, inspect: dict[str, Any],
+                       replaced: dict[str, str]) -> dict[str, str] | None:
+        """For a container bound to one that was replaced (its network namespace or a link):
+        the old IDs to name instead; None when it is bound to nothing replaced."""
+        host = inspect.get("HostConfig") or {}
+        mode = str(host.get("NetworkMode") or "")
+        links = {str(link).split(":")[0].lstrip("/") for link in host.get("Links") or ()}
+        if links & set(replaced.values()):
+            return dict(replaced)
+        if not mode.startswith("container:"):
+            return None
+        target = mode.removeprefix("container:")
+        if target in replaced:
+            return {target: replaced[target]}
+        if target in replaced.values() or self._engine.inspect_container(target) is None:
+            name = replaced.get(target) or self._journal.name_of(target) or target
+            return {target: name}
+        return None
+
+    def _put_back_restart_policy(self, current: dict[str, Any], state: Entry) -> None:
+        wanted = state.saved.get("restart_policy")
+        found = (current.get("HostConfig") or {}).get("RestartPolicy")
+        if wanted and found != wanted:
+            self._engine.set_restart_policy(str(current["Id"]), dict(wanted))
+
+    def rebuild(self, inspect: dict[str, Any], container_refs: dict[str, str],
+                options: ContainerOptions) -> str:
+        """Recreate a stopped container on the image it runs (never by its tag, which may have
+        moved), with `network_mode: container:<id>` of replaced containers pointed at their
+        names; the new ID, or EngineError if it could not be done."""
+        name, old_id = _name(inspect), str(inspect["Id"])
+        image_id = str(inspect["Image"])
+        image = self._engine.inspect_image(image_id)
+        plan = recreate.plan(inspect, image, image, str(inspect["Config"]["Image"]),
+                             container_refs)
+        entry = self._journal.begin(name, old_id, str(inspect["Config"]["Image"]), image_id,
+                                    saved_state(inspect))
+        try:
+            outcome, reason = self._swap(entry, inspect, plan, image_id, without_hooks(options))
+        except UpdaterError as exc:
+            outcome, reason = self._abort(entry, exc)
+        if outcome is not Outcome.UPDATED:
+            raise EngineError(f"could not recreate {name}: {reason}")
+        found = self._require(name)
+        return str(found["Id"])
 
     # --- the updater's own container -------------------------------------------------------
 
@@ -193,32 +434,30 @@ class ContainerUpdater:
             new_image = self._pull(candidate.reference, candidate.new_digest)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
+            self._require_free_names([container.name])
         except UpdaterError as exc:
             log.error("%s: self-update failed before anything changed: %s", container.name, exc)
-            return ItemReport(container.name, container.image, Outcome.FAILED,
-                              old_digest=candidate.old_digest, new_digest=candidate.new_digest,
-                              reason=f"{exc}; this updater keeps running", versions=versions)
+            return self._item(candidate, Outcome.FAILED, f"{exc}; this updater keeps running",
+                              started, versions)
         entry = self._journal.begin(container.name, container.id, container.image,
-                                    candidate.new_digest)
+                                    candidate.new_digest, saved_state(old))
         try:
             outcome, reason = self._start_successor(entry, container.name, container.id, plan,
-                                                    candidate.options, stop_requested)
+                                                    str(new_image["Id"]), candidate.options,
+                                                    stop_requested)
         except UpdaterError as exc:
-            outcome, reason = self._abort(entry, container.name, container.id, exc)
+            outcome, reason = self._abort(entry, exc)
             self._take_lock_back()
-        return ItemReport(container.name, container.image, outcome,
-                          old_digest=candidate.old_digest, new_digest=candidate.new_digest,
-                          reason=reason, seconds=self._clock() - started, versions=versions)
+        return self._item(candidate, outcome, reason, started, versions)
 
     def _start_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
-                         options: ContainerOptions,
+                         image_id: str, options: ContainerOptions,
                          stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
         assert self._lock is not None
         self._journal.record(entry, "creating")
-        new_id = self._engine.create(plan.body, name + NEW_SUFFIX)
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id)
         self._journal.record(entry, "created", new_id)
-        for network, endpoint in plan.extra_networks.items():
-            self._engine.connect_network(network, new_id, endpoint)
+        self._connect(new_id, plan)
         self._journal.record(entry, "renaming")
         self._engine.rename(own_id, name + OLD_SUFFIX)
         self._engine.rename(new_id, name)
@@ -270,31 +509,13 @@ class ContainerUpdater:
         new_running = bool(new and ((new.get("State") or {}).get("Running")))
         if self._own_id == entry.old_id or not new_running:
             # The predecessor itself restarted mid-hand-over, or the successor is gone.
-            self._restore(entry.name, entry.old_id, entry.new_id)
+            self._restore(entry)
             return Outcome.ROLLED_BACK, "undid an interrupted self-update"
         old = self._engine.inspect_container(entry.old_id)
         if old is not None:
-            timeout = (old.get("Config") or {}).get("StopTimeout")
-            self._engine.stop(entry.old_id, float(timeout if timeout is not None else 10))
+            self._engine.stop(entry.old_id, _own_stop_timeout(old))
             self._engine.remove(entry.old_id)
         return Outcome.UPDATED, "took over from the previous updater container"
-
-    def rebuild(self, inspect: dict[str, Any], container_refs: dict[str, str],
-                options: ContainerOptions) -> None:
-        """Recreate a (stopped) dependant on its own image, e.g. to join the network namespace
-        of a container that was just replaced; EngineError if it could not be done."""
-        name, old_id = str(inspect["Name"]).lstrip("/"), str(inspect["Id"])
-        image = self._engine.inspect_image(str(inspect["Image"]))
-        plan = recreate.plan(inspect, image, image, str(inspect["Config"]["Image"]),
-                             container_refs)
-        entry = self._journal.begin(name, old_id, str(inspect["Config"]["Image"]),
-                                    str(inspect["Image"]))
-        try:
-            outcome, reason = self._swap(entry, name, old_id, plan, replace(options, hooks={}))
-        except UpdaterError as exc:
-            outcome, reason = self._abort(entry, name, old_id, exc)
-        if outcome is not Outcome.UPDATED:
-            raise EngineError(f"could not recreate {name}: {reason}")
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -339,23 +560,8 @@ class ContainerUpdater:
 
     def _hook(self, container: str, name: str, hook: str, options: ContainerOptions) -> str | None:
         """Run a hook inside the container; None when it succeeded, else why not."""
-        command = options.hooks[hook]
-        with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(self._engine.exec, container, command)
-            try:
-                code, output = future.result(timeout=options.hook_timeout)
-            except FutureTimeout:
-                log.error("%s: %s hook did not finish within %gs", name, hook,
-                          options.hook_timeout)
-                return f"{hook} hook did not finish within {options.hook_timeout:g}s"
-            except EngineError as exc:
-                return f"{hook} hook could not run: {exc}"
-        if code != 0:
-            last = output.strip().splitlines()[-1:] or [""]
-            log.warning("%s: %s hook exited %d: %s", name, hook, code, last[0][:200])
-            return f"{hook} hook exited with code {code}"
-        log.info("%s: %s hook ran", name, hook)
-        return None
+        return hooks.run(self._engine, container, name, hook, options.hooks[hook],
+                         options.hook_timeout)
 
     def _remove_image(self, image: str) -> None:
         try:
@@ -366,19 +572,35 @@ class ContainerUpdater:
 
     # --- undo and recovery ----------------------------------------------------------------
 
-    def _restore(self, name: str, old_id: str, new_id: str | None) -> None:
-        """Remove the replacement (if any) and bring the old container back under its name,
-        running."""
-        for candidate in (new_id, name + NEW_SUFFIX):
+    def _restore(self, state: Entry) -> None:
+        """Remove the replacement (if any) and bring the old container back under its name, as
+        it was (running, or paused); from its copy when the engine deleted it on stop.
+        LostContainer when neither is there."""
+        name, keep = state.name, {state.old_id, state.backup_id}
+        for candidate in (state.new_id, name + NEW_SUFFIX):
             found = self._engine.inspect_container(candidate) if candidate else None
-            if found is not None and found["Id"] != old_id:
+            if found is not None and found["Id"] not in keep:
                 self._engine.remove(str(found["Id"]), force=True)
-        old = self._require(old_id)
-        if str(old["Name"]).lstrip("/") != name:
+        old = self._engine.inspect_container(state.old_id)
+        backup = self._engine.inspect_container(state.backup_id) if state.backup_id else None
+        if old is None and backup is None:
+            raise LostContainer(f"container {state.old_id[:12]} was removed by the engine when "
+                                "it stopped and no copy of it was kept")
+        if old is None:
+            assert backup is not None
+            old = backup
+            log.warning("%s: restoring from its copy (the engine removed it on stop)", name)
+        elif backup is not None:
+            self._engine.remove(str(backup["Id"]), force=True)
+        old_id = str(old["Id"])
+        if _name(old) != name:
             self._engine.rename(old_id, name)
+        self._put_back_restart_policy(old, state)
         if not (old.get("State") or {}).get("Running"):
             self._engine.start(old_id)
-        log.info("%s: old container restored and running", name)
+        if state.saved.get("paused"):
+            self._pause(old_id, name)
+        log.info("%s: old container restored", name)
 
     def _finish_stop(self, container: str) -> None:
         """The updater died while the engine was stopping `container`: the stop may still be
@@ -387,22 +609,37 @@ class ContainerUpdater:
         found = self._engine.inspect_container(container)
         if found is None or not (found.get("State") or {}).get("Running"):
             return
-        config = found.get("Config") or {}
-        own = config.get("StopTimeout")
-        try:
-            timeout = policy.duration_label(config.get("Labels") or {}, "stop-timeout",
-                                            float(own if own is not None else 10))
-        except UpdaterError:
-            timeout = float(own if own is not None else 10)
-        log.info("%s: letting the interrupted stop finish (up to %.0fs)", container[:12], timeout)
+        timeout = _own_stop_timeout(found)
+        labels = (found.get("Config") or {}).get("Labels") or {}
+        with contextlib.suppress(UpdaterError):
+            timeout = policy.duration_label(labels, "stop-timeout", timeout)
+        log.info("%s: letting the interrupted stop finish (%s)", container[:12], _limit(timeout))
         self._engine.stop(container, timeout)
 
     def recover(self) -> list[ItemReport]:
-        """Finish or undo every update a previous updater left in flight."""
-        reports = []
-        for entry in self._journal.unfinished():
-            reports.append(self._recover(entry))
+        """Finish or undo every update a previous updater left in flight, then start again
+        the dependants it had stopped (the least dependent first)."""
+        entries = self._journal.unfinished()
+        reports = [self._recover(entry) for entry in entries if entry.kind != journal.DEPENDANT]
+        for entry in reversed([e for e in entries if e.kind == journal.DEPENDANT]):
+            reports.append(self._recover_dependant(entry))
         return reports
+
+    def _recover_dependant(self, entry: Entry) -> ItemReport:
+        try:
+            if entry.step == "stopping":
+                self._finish_stop(entry.old_id)
+            self._bring_back_one(entry, {}, RECOVERY_OPTIONS)
+        except UpdaterError as exc:
+            self._journal.finish(entry.id, Outcome.FAILED)
+            log.error("%s: could not start again the dependant an interrupted update had "
+                      "stopped: %s", entry.name, exc)
+            return ItemReport(entry.name, entry.image, Outcome.FAILED, reason=(
+                f"stopped by an interrupted update; could not be started again: {exc}"))
+        self._journal.finish(entry.id, Outcome.UP_TO_DATE)
+        reason = "started again after an interrupted update of what it depends on"
+        log.warning("%s: %s", entry.name, reason)
+        return ItemReport(entry.name, entry.image, Outcome.RECOVERED, reason=reason)
 
     def _recover(self, entry: Entry) -> ItemReport:
         try:
@@ -415,14 +652,17 @@ class ContainerUpdater:
             if entry.step == "stopping":
                 self._finish_stop(entry.old_id)
             if entry.step in _PROVEN:
-                self._engine.remove(entry.old_id)
-                self._journal.finish(entry.id, Outcome.UPDATED)
+                self._complete(entry)
+                if entry.saved.get("paused") and entry.new_id:
+                    self._pause(entry.new_id, entry.name)
                 reason = f"finished an update interrupted after step '{entry.step}'"
             else:
-                self._restore(entry.name, entry.old_id, entry.new_id)
+                self._restore(entry)
                 self._journal.finish(entry.id, Outcome.ROLLED_BACK)
                 reason = f"undid an update interrupted at step '{entry.step}'"
         except UpdaterError as exc:
+            if isinstance(exc, LostContainer):
+                self._journal.finish(entry.id, Outcome.FAILED)
             log.error("%s: could not recover the interrupted update: %s", entry.name, exc)
             return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
                               reason=f"recovery of an interrupted update failed: {exc}")
@@ -431,5 +671,36 @@ class ContainerUpdater:
                           reason=reason)
 
 
+def without_hooks(options: ContainerOptions) -> ContainerOptions:
+    return dataclasses.replace(options, hooks={})
+
+
+# How a dependant left stopped by a killed updater is recreated: no settings are at hand then.
+RECOVERY_OPTIONS = ContainerOptions(
+    monitor_only=False, stop_signal=None, stop_timeout=policy.DEFAULT_STOP_TIMEOUT,
+    health_timeout=60.0, rollback=True, hook_timeout=policy.DEFAULT_HOOK_TIMEOUT, hooks={},
+    depends_on=())
+
+
 def _labels(image: dict[str, Any]) -> dict[str, str]:
     return dict((image.get("Config") or {}).get("Labels") or {})
+
+
+def _name(inspect: dict[str, Any]) -> str:
+    return str(inspect["Name"]).lstrip("/")
+
+
+def _removed_on_stop(inspect: dict[str, Any]) -> bool:
+    """A running `--rm` container: the engine deletes it as soon as it stops."""
+    running = bool((inspect.get("State") or {}).get("Running"))
+    return running and bool((inspect.get("HostConfig") or {}).get("AutoRemove"))
+
+
+def _limit(stop_timeout: float) -> str:
+    return "no time limit" if stop_timeout < 0 else f"up to {stop_timeout:.0f}s"
+
+
+def _own_stop_timeout(inspect: dict[str, Any]) -> float:
+    own = (inspect.get("Config") or {}).get("StopTimeout")
+    return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT
+

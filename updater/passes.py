@@ -4,14 +4,15 @@ order (their dependants stopped first and started after), and report every outco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from updater import order, policy
+from updater import hooks, order, policy
 from updater.config import Settings
-from updater.containers import Candidate, ContainerUpdater
+from updater.containers import Candidate, ContainerUpdater, Dependant
 from updater.detect import CheckResult, DigestSource, check, require_names, watched
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import UpdaterError
@@ -117,44 +118,30 @@ class UpdatePass:
 
     def _update_with_dependants(self, candidate: Candidate, edges: dict[str, set[str]],
                                 nodes: dict[str, order.Node]) -> list[ItemReport]:
-        name = candidate.container.name
-        stopped = []
-        captured = {}
-        for dependant in order.dependants(name, edges):
-            inspect = self._engine.inspect_container(nodes[dependant].id)
+        candidate = self._current(candidate)
+        dependants = []
+        for name in order.dependants(candidate.container.name, edges):
+            inspect = self._engine.inspect_container(name) or self._engine.inspect_container(
+                nodes[name].id)
             if inspect is None or not (inspect.get("State") or {}).get("Running"):
                 continue
-            captured[dependant] = inspect
-            options = self._options_or_defaults(nodes[dependant].labels, inspect)
-            log.info("%s: stopping dependant %s first", name, dependant)
-            self._engine.stop(str(inspect["Id"]), options.stop_timeout, options.stop_signal)
-            stopped.append(dependant)
-        try:
-            item = self._updater.update(candidate)
+            options = self._options_or_defaults(nodes[name].labels, inspect)
+            dependants.append(Dependant(inspect, options))
+        items = self._updater.update(candidate, dependants)
+        for item in items:
             self._on_item(item)
-            return [item]
-        finally:
-            for dependant in reversed(stopped):
-                self._restart_dependant(dependant, captured[dependant], candidate)
+        return items
 
-    def _restart_dependant(self, dependant: str, inspect: dict[str, Any],
-                           candidate: Candidate) -> None:
-        """Start a dependant again; one bound to the replaced container's network namespace or
-        linked to it is recreated from its captured configuration."""
-        old_id = candidate.container.id
-        node = order.Node.from_inspect(inspect)
-        replaced = (self._engine.inspect_container(old_id) is None)
-        bound = node.shares_network_of in (old_id, candidate.container.name) or any(
-            link.split(":")[0].lstrip("/") == candidate.container.name for link in node.links)
-        try:
-            if replaced and bound:
-                options = self._options_or_defaults(node.labels, inspect)
-                self._updater.rebuild(inspect, {old_id: candidate.container.name}, options)
-            else:
-                self._engine.start(str(inspect["Id"]))
-            log.info("%s: dependant started again", dependant)
-        except UpdaterError as exc:
-            log.error("%s: could not start dependant again: %s", dependant, exc)
+    def _current(self, candidate: Candidate) -> Candidate:
+        """The candidate as it is now: an earlier update in this pass may have recreated it
+        (as the dependant of another), on the same image under a new ID."""
+        found = self._engine.inspect_container(candidate.container.name)
+        if found is None or found["Id"] == candidate.container.id:
+            return candidate
+        if found.get("Image") != candidate.container.image_id:
+            return candidate  # not the container that was checked: its update fails cleanly
+        container = dataclasses.replace(candidate.container, id=str(found["Id"]))
+        return dataclasses.replace(candidate, container=container)
 
     def _options_or_defaults(self, labels: dict[str, str] | Any,
                              inspect: dict[str, Any]) -> policy.ContainerOptions:
@@ -180,12 +167,11 @@ class UpdatePass:
             if not command:
                 continue
             try:
-                code, _ = self._engine.exec(container.id, command)
-            except UpdaterError as exc:
-                log.warning("%s: %s hook could not run: %s", container.name, hook, exc)
-                continue
-            if code != 0:
-                log.warning("%s: %s hook exited with code %d", container.name, hook, code)
+                timeout = policy.duration_label(container.labels, "hook.timeout",
+                                                policy.DEFAULT_HOOK_TIMEOUT)
+            except UpdaterError:
+                timeout = policy.DEFAULT_HOOK_TIMEOUT
+            hooks.run(self._engine, container.id, container.name, hook, command, timeout)
 
 
 def _clock(epoch: float) -> str:

@@ -96,7 +96,20 @@ def _host_config(container: Mapping[str, Any],
         host["NetworkMode"] = f"container:{rename_refs.get(target, target)}"
     host["Links"] = [_link_for_create(link) for link in host.get("Links") or ()] or None
     host["Binds"] = (host.get("Binds") or []) + _anonymous_volumes(container, host)
+    host["Mounts"] = _named_mounts(container, host.get("Mounts")) or None
     return host
+
+
+def _named_mounts(container: Mapping[str, Any],
+                  mounts: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """`--mount type=volume,dst=X` without a source made an anonymous volume: the new
+    container gets that same volume by name, not a fresh empty one."""
+    names = {m.get("Destination"): m.get("Name") for m in container.get("Mounts") or ()
+             if m.get("Type") == "volume" and m.get("Name")}
+    return [{**mount, "Source": names[mount.get("Target")]}
+            if mount.get("Type") == "volume" and not mount.get("Source")
+            and names.get(mount.get("Target")) else mount
+            for mount in mounts or ()]
 
 
 def _link_for_create(link: str) -> str:

@@ -117,3 +117,21 @@ def test_shared_network_namespace_drops_what_the_engine_refuses() -> None:
     assert "Hostname" not in body and "ExposedPorts" not in body
     for key in ("PortBindings", "Dns", "Links"):
         assert key not in body["HostConfig"], key
+
+
+def test_anonymous_mount_volume_is_kept_by_name() -> None:
+    """`--mount type=volume,dst=/data` (no source) is bound to the volume it made, by name;
+    named mounts, binds and tmpfs mounts pass as they are."""
+    mounts = [{"Type": "volume", "Target": "/data", "VolumeOptions": {}},
+              {"Type": "volume", "Source": "named", "Target": "/named"},
+              {"Type": "tmpfs", "Target": "/tmp"}]
+    container = _container(Mounts=[
+        {"Type": "volume", "Name": "anon1", "Destination": "/data"},
+        {"Type": "volume", "Name": "named", "Destination": "/named"},
+        {"Type": "tmpfs", "Destination": "/tmp"}])
+    container["HostConfig"]["Mounts"] = mounts
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").body
+    assert body["HostConfig"]["Mounts"] == [
+        {"Type": "volume", "Source": "anon1", "Target": "/data", "VolumeOptions": {}},
+        mounts[1], mounts[2]]
+    assert not [b for b in body["HostConfig"]["Binds"] if b.endswith(":/data")]
