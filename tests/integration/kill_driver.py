@@ -2,6 +2,9 @@
 given step: a real process dying at a known point of an update, for the crash-safety tests.
 
     python -m tests.integration.kill_driver STEP [NAME...]   (settings from UPDATER_* as usual)
+
+STEP may be `STEP:N`: the Nth time any entry records it (a dependant's entry records the
+same steps as the update's, before it).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from updater.journal import Journal
 class KillingJournal(Journal):
     def __init__(self, state_dir: str, step: str) -> None:
         super().__init__(state_dir)
-        self._step = step
+        self._step, _, count = step.partition(":")
+        self._left = int(count or 1)
 
     def record(self, entry: int, step: str, new_id: str | None = None) -> None:
         super().record(entry, step, new_id)
         if step == self._step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._left -= 1
+            if self._left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,372 @@
+"""Setups real hosts have, updated for real: `--rm`, anonymous `--mount` volumes, a stop timeout
+of -1, network-namespace chains, dependants of a killed update, monitor-only neighbours, hooks
+that hang, name clashes, restart policies with another stop signal, paused containers. Each is
+checked as the user sees it: the container is there under its name, runs (or stays paused) on
+the expected image with its data and configuration, nothing `-updater-` is left, and the report
+and exit code tell the truth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import docker.types
+import pytest
+
+from harness import images
+from harness.dockerd import Dockerd
+from harness.registry import Registry
+from tests.integration.helpers import ENABLED, run_updater, updater_env
+from tests.integration.test_update import update
+
+pytestmark = [pytest.mark.engine]
+# Shuts down in 5 s on SIGTERM or SIGINT, and says so in /out/done (a bind mount).
+SLOW_STOP = ('["sh", "-c", "trap \'sleep 5; echo clean > /out/done; exit 0\' TERM INT; '
+             'while :; do sleep 1; done"]')
+# Exits at once: a broken release.
+BROKEN = '["sh", "-c", "exit 3"]'
+
+
+def _release(engine: Dockerd, registry: Registry, unique: str, version: str,
+             **kwargs: Any) -> str:
+    image = f"{registry.host}/edge/{unique}:latest"
+    images.release(engine.client, image, version, **kwargs)
+    return image
+
+
+def _leftovers(engine: Dockerd, *names: str) -> set[str]:
+    """Containers with an `-updater-` name left over for any of `names`."""
+    everything = {str(c.name) for c in engine.client.containers.list(all=True)}
+    return {n for n in everything for base in names if n.startswith(base + "-updater-")}
+
+
+def _state(engine: Dockerd, name: str) -> dict[str, Any]:
+    return dict(engine.client.api.inspect_container(name))
+
+
+def _events(engine: Dockerd, since: float, kind: str, container: str) -> list[dict[str, Any]]:
+    """Engine events of `kind` for `container` from `since` (seconds) on."""
+    found = engine.client.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                                 filters={"type": "container", "event": kind,
+                                          "container": container})
+    return [event for event in found if int(event["timeNano"]) >= since * 1e9]
+
+
+def _version(engine: Dockerd, name: str) -> str:
+    """The VERSION of the image the container `name` runs (written into it at build)."""
+    image = engine.client.images.get(_state(engine, name)["Image"])
+    return str(image.labels["org.opencontainers.image.version"])
+
+
+@pytest.mark.matrix
+def test_rm_container_is_updated_every_time_and_rolled_back_from_its_copy(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A `--rm` container (the engine deletes it when it stops) is updated five times in a
+    row, each time under its name, running, still `--rm`; then a broken release is rolled back
+    to a copy of it, which runs the old image, under its name, still `--rm`."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, auto_remove=True,
+                                 labels=ENABLED)
+    for version in "23456":
+        _release(engine, registry, unique, version, keep_local=False)
+        code, items = update(engine, tmp_path, unique)
+        assert (code, items[unique]["outcome"]) == (0, "updated"), items
+        state = _state(engine, unique)
+        assert state["State"]["Running"] and state["HostConfig"]["AutoRemove"]
+        assert _version(engine, unique) == version
+        assert not _leftovers(engine, unique)
+
+    _release(engine, registry, unique, "7", cmd=BROKEN, keep_local=False)
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (1, "rolled-back"), items
+    state = _state(engine, unique)
+    assert state["State"]["Running"] and state["HostConfig"]["AutoRemove"]
+    assert _version(engine, unique) == "6"
+    assert not _leftovers(engine, unique)
+
+
+def test_rm_dependant_is_started_again(engine: Dockerd, registry: Registry, unique: str,
+                                       containers: list[str], tmp_path: Path) -> None:
+    """A `--rm` container that depends on the updated one is stopped (so deleted by the
+    engine) and yet is there again afterwards, running, `--rm`, on its own image."""
+    image = _release(engine, registry, unique, "1")
+    containers += [f"{unique}-a", f"{unique}-b"]
+    engine.client.containers.run(image, name=f"{unique}-a", detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=f"{unique}-b", detach=True, auto_remove=True,
+                                 labels={"updater.depends-on": f"{unique}-a"})
+    b_image = _state(engine, f"{unique}-b")["Image"]
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, f"{unique}-a")
+
+    assert (code, items[f"{unique}-a"]["outcome"]) == (0, "updated"), items
+    b = _state(engine, f"{unique}-b")
+    assert b["State"]["Running"] and b["HostConfig"]["AutoRemove"]
+    assert b["Image"] == b_image
+    assert not _leftovers(engine, f"{unique}-a", f"{unique}-b")
+
+
+@pytest.mark.matrix
+def test_anonymous_mount_volume_keeps_its_data(engine: Dockerd, registry: Registry,
+                                               unique: str, containers: list[str],
+                                               tmp_path: Path) -> None:
+    """`--mount type=volume,dst=/data` (no source: an anonymous volume): the new container
+    mounts the same volume, with the data written before the update."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED,
+                                 mounts=[docker.types.Mount("/data", None, type="volume")])
+    engine.client.containers.get(unique).exec_run(["sh", "-c", "echo kept > /data/file"])
+    volume = [m["Name"] for m in _state(engine, unique)["Mounts"]]
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (0, "updated"), items
+    assert [m["Name"] for m in _state(engine, unique)["Mounts"]] == volume
+    data = engine.client.containers.get(unique).exec_run(["cat", "/data/file"])
+    assert data.output == b"kept\n"
+
+
+@pytest.mark.slow
+def test_stop_timeout_minus_one_waits_for_a_clean_shutdown(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path, root: Path) -> None:
+    """`--stop-timeout -1` means wait as long as it takes: the old container (5 s to shut
+    down) exits 0 and finishes its shutdown, it is not killed at once."""
+    image = _release(engine, registry, unique, "1", cmd=SLOW_STOP)
+    out = root / f"out-{unique}"
+    out.mkdir()
+    containers.append(unique)
+    api = engine.client.api
+    old_id = api.create_container(image, name=unique, labels=ENABLED, stop_timeout=-1,
+                                  host_config=api.create_host_config(
+                                      binds={str(out): {"bind": "/out", "mode": "rw"}}))["Id"]
+    api.start(old_id)
+    _release(engine, registry, unique, "2", cmd=SLOW_STOP, keep_local=False)
+    since = time.time()
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (0, "updated"), items
+    assert (out / "done").read_text() == "clean\n"
+    deaths = _events(engine, since, "die", old_id)
+    assert [e["Actor"]["Attributes"]["exitCode"] for e in deaths] == ["0"]
+
+
+@pytest.mark.matrix
+def test_network_namespace_chain_of_three_all_run_after_the_update(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """a ← b ← c (b in a's network namespace, c in b's): updating a recreates b and then c
+    in the new namespaces; all three run, each on its own image, and the pass exits 0."""
+    image = _release(engine, registry, unique, "1")
+    a, b, c = (f"{unique}-{x}" for x in "abc")
+    containers += [a, b, c]
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=b, detach=True, network_mode=f"container:{a}")
+    engine.client.containers.run(image, name=c, detach=True, network_mode=f"container:{b}")
+    b_image, c_image = _state(engine, b)["Image"], _state(engine, c)["Image"]
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, a)
+
+    assert (code, items[a]["outcome"]) == (0, "updated"), items
+    states = {x: _state(engine, x) for x in (a, b, c)}
+    assert all(s["State"]["Running"] for s in states.values()), {
+        x: s["State"]["Status"] for x, s in states.items()}
+    assert (states[b]["Image"], states[c]["Image"]) == (b_image, c_image)
+    assert states[b]["HostConfig"]["NetworkMode"] in (f"container:{a}",
+                                                       f"container:{states[a]['Id']}")
+    assert states[c]["HostConfig"]["NetworkMode"] in (f"container:{b}",
+                                                       f"container:{states[b]['Id']}")
+    assert not _leftovers(engine, a, b, c)
+
+
+@pytest.mark.parametrize("step", ["stopping", "stopped", "stopping:2", "renamed", "started"])
+def test_killed_update_leaves_no_dependant_stopped(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path, step: str) -> None:
+    """b depends on a; the updater is SIGKILLed while b stops, after it stopped, while a stops,
+    after the rename, after the start; the next run brings a back (old or new) and b running."""
+    image = _release(engine, registry, unique, "1")
+    a, b = f"{unique}-a", f"{unique}-b"
+    containers += [a, b]
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=b, detach=True,
+                                 labels={"updater.depends-on": a})
+    _release(engine, registry, unique, "2", keep_local=False)
+    settings = {"state_dir": str(tmp_path / "state")}
+
+    killed = subprocess.run([sys.executable, "-m", "tests.integration.kill_driver", step, a],
+                            env=updater_env(engine.host, tmp_path, settings),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr
+    recovery = run_updater(["update", "--json", "--monitor-only", a], engine, tmp_path,
+                           settings)
+
+    assert recovery.returncode == 0, recovery.stderr
+    assert "Traceback" not in recovery.stderr
+    assert _state(engine, a)["State"]["Running"]
+    assert _state(engine, b)["State"]["Running"], recovery.stdout
+    assert not _leftovers(engine, a, b)
+
+
+@pytest.mark.matrix
+def test_monitor_only_neighbour_in_the_namespace_stays_on_its_image(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """b (monitor-only, same tag) lives in a's network namespace: updating a recreates b on
+    the image b runs (v1), never on the tag the pull just moved to v2."""
+    image = _release(engine, registry, unique, "1")
+    a, b = f"{unique}-a", f"{unique}-b"
+    containers += [a, b]
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=b, detach=True, network_mode=f"container:{a}",
+                                 labels={**ENABLED, "updater.monitor-only": "true"})
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, a, b)
+
+    assert code == 0, items
+    assert (items[a]["outcome"], items[b]["outcome"]) == ("updated", "update-available")
+    assert (_version(engine, a), _version(engine, b)) == ("2", "1")
+    assert _state(engine, b)["State"]["Running"]
+    assert _state(engine, b)["Config"]["Image"] == image
+
+
+@pytest.mark.matrix
+def test_both_watched_in_one_namespace_are_both_updated(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """a and b (in a's network namespace) on the same tag, both watched: both end on v2,
+    running, and the pass reports both updated with exit 0."""
+    image = _release(engine, registry, unique, "1")
+    a, b = f"{unique}-a", f"{unique}-b"
+    containers += [a, b]
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=b, detach=True, network_mode=f"container:{a}",
+                                 labels=ENABLED)
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, a, b)
+
+    assert code == 0, items
+    assert (items[a]["outcome"], items[b]["outcome"]) == ("updated", "updated")
+    assert (_version(engine, a), _version(engine, b)) == ("2", "2")
+    assert _state(engine, a)["State"]["Running"] and _state(engine, b)["State"]["Running"]
+    assert not _leftovers(engine, a, b)
+
+
+def test_hook_past_its_timeout_is_ended_and_the_pass_goes_on(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A pre-update hook `sleep 40` with hook.timeout=3s: the update is skipped within
+    seconds (not 40), the hook's processes are gone from the container, which still runs
+    its old image; a post-check hook that never returns does not hold the pass either."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels={
+        **ENABLED, "updater.hook.pre-update": "sleep 40; echo late", "updater.hook.timeout": "3s",
+        "updater.hook.post-check": "sleep 1000"})
+    before = _state(engine, unique)
+    _release(engine, registry, unique, "2", keep_local=False)
+    started = time.monotonic()
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert time.monotonic() - started < 25
+    assert (code, items[unique]["outcome"]) == (0, "skipped"), items
+    assert "did not finish within 3s" in items[unique]["reason"]
+    after = _state(engine, unique)
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"],
+                                                          before["State"]["StartedAt"])
+    processes = engine.client.api.top(unique)["Processes"]
+    assert not [p for p in processes if "sleep 40" in " ".join(p) or "sleep 1000" in " ".join(p)]
+    assert not _leftovers(engine, unique)
+
+
+def test_name_clash_fails_before_anything_is_stopped(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """With an unrelated container called NAME-updater-old, the update fails at once with a
+    message naming it; NAME was never stopped and the unrelated one is untouched."""
+    image = _release(engine, registry, unique, "1")
+    containers += [unique, f"{unique}-updater-old"]
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED)
+    other = engine.client.containers.create(image, name=f"{unique}-updater-old")
+    before = _state(engine, unique)
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (1, "failed"), items
+    assert f"{unique}-updater-old is taken" in items[unique]["reason"]
+    after = _state(engine, unique)
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"],
+                                                          before["State"]["StartedAt"])
+    assert _state(engine, f"{unique}-updater-old")["Id"] == other.id
+    assert f"{unique}-updater-new" not in {c.name for c in
+                                           engine.client.containers.list(all=True)}
+    # Not held back: once the name is free, the same release is applied.
+    other.remove()
+    code, items = update(engine, tmp_path, unique)
+    assert (code, items[unique]["outcome"]) == (0, "updated"), items
+
+
+@pytest.mark.matrix
+def test_restart_always_with_another_stop_signal_is_not_restarted_by_the_engine(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`--restart always --stop-signal SIGINT` labelled updater.stop-signal=SIGTERM: the old
+    container is stopped once (the engine does not restart it), the update succeeds, the new
+    container keeps the restart policy and the stop signal."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, stop_signal="SIGINT",
+                                 restart_policy={"Name": "always"},
+                                 labels={**ENABLED, "updater.stop-signal": "SIGTERM"})
+    old_id = _state(engine, unique)["Id"]
+    _release(engine, registry, unique, "2", keep_local=False)
+    since = time.time()
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (0, "updated"), items
+    assert _events(engine, since, "start", old_id) == []
+    assert len(_events(engine, since, "die", old_id)) == 1
+    state = _state(engine, unique)
+    assert state["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    assert state["Config"]["StopSignal"] == "SIGINT"
+    assert _version(engine, unique) == "2"
+
+
+@pytest.mark.matrix
+def test_paused_container_stays_paused(engine: Dockerd, registry: Registry, unique: str,
+                                       containers: list[str], tmp_path: Path) -> None:
+    """A paused container is updated and comes back paused, on the new image; rolled back,
+    the old one comes back paused too."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED).pause()
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (0, "updated"), items
+    assert _state(engine, unique)["State"]["Paused"]
+    assert _version(engine, unique) == "2"
+
+    _release(engine, registry, unique, "3", cmd=BROKEN, keep_local=False)
+    code, items = update(engine, tmp_path, unique)
+
+    assert (code, items[unique]["outcome"]) == (1, "rolled-back"), items
+    assert _state(engine, unique)["State"]["Paused"]
+    assert _version(engine, unique) == "2"
+    assert not _leftovers(engine, unique)
