@@ -370,3 +370,138 @@ def test_paused_container_stays_paused(engine: Dockerd, registry: Registry, uniq
     assert _state(engine, unique)["State"]["Paused"]
     assert _version(engine, unique) == "2"
     assert not _leftovers(engine, unique)
+
+
+# --- the edge-setup matrix ------------------------------------------------------------------
+# Options users give `docker run`, each on its own container; all are updated in one pass and
+# compared field by field with what they were. Grow it with every setup found to matter.
+RESTART_POLICIES = ({"Name": "no"}, {"Name": "always"}, {"Name": "unless-stopped"},
+                    {"Name": "on-failure", "MaximumRetryCount": 3})
+SIGNAL_SETUPS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("own-signal", {}),
+    ("sigint-label-sigterm", {"stop_signal": "SIGINT",
+                              "labels": {"updater.stop-signal": "SIGTERM"}}),
+)
+EDGE_SETUPS: dict[str, dict[str, Any]] = {
+    "rm": {"auto_remove": True},
+    "init": {"init": True},
+    "read-only": {"read_only": True},
+    "userns-host": {"userns_mode": "host"},
+    "tmpfs": {"tmpfs": {"/scratch": "size=1m,mode=1777"}},
+    "sysctls": {"sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"}},
+    "ulimits": {"ulimits": [docker.types.Ulimit(name="nofile", soft=1024, hard=2048)]},
+    "devices": {"devices": ["/dev/null:/dev/extra-null:rwm"],
+                "device_cgroup_rules": ["c 1:3 rmw"]},
+    "named-volume-v": {"volumes": {"vol-v": {"bind": "/named", "mode": "rw"}}},
+    "named-volume-mount": {"mounts": [{"Target": "/named", "Source": "vol-mount",
+                                       "Type": "volume"}]},
+    "anonymous-volume-mount": {"mounts": [{"Target": "/anon", "Type": "volume"}]},
+    "tmpfs-mount": {"mounts": [{"Target": "/t", "Type": "tmpfs"}]},
+    "stop-signal-usr1": {"stop_signal": "SIGUSR1", "labels": {"updater.stop-timeout": "1s"}},
+    "network-none": {"network_mode": "none"},
+    "kitchen-sink": {"cap_add": ["NET_ADMIN"], "cap_drop": ["MKNOD"],
+                     "security_opt": ["no-new-privileges"], "pids_limit": 64,
+                     "mem_limit": "64m", "nano_cpus": 500_000_000, "hostname": "sink",
+                     "dns": ["127.0.0.9"], "extra_hosts": {"db.local": "127.0.0.8"},
+                     "environment": {"USER_VAR": "1"}, "working_dir": "/tmp", "user": "1:1",
+                     "entrypoint": ["sh", "-c"],
+                     "command": ["trap 'exit 0' TERM; sleep 3600 & wait"],
+                     "ipc_mode": "shareable", "oom_score_adj": 10, "shm_size": "8m",
+                     "group_add": ["3"], "log_config": docker.types.LogConfig(
+                         type="json-file", config={"max-size": "1m"})},
+    **{f"restart-{p['Name']}-{signal}": {"restart_policy": p, **extra}
+       for p in RESTART_POLICIES for signal, extra in SIGNAL_SETUPS},
+}
+PAUSED: tuple[str, dict[str, Any]] = ("paused", {})
+# Fields the engine fills in itself, or that legitimately follow the new image.
+_VOLATILE_CONFIG = ("Image", "Hostname", "Labels")
+_VOLATILE_HOST = ("Binds", "Mounts")
+
+
+def _create_edge(engine: Dockerd, image: str, name: str, setup: dict[str, Any],
+                 unique: str) -> None:
+    options = {key: value for key, value in setup.items() if key != "labels"}
+    if "volumes" in options:
+        options["volumes"] = {f"{unique}-{k}": v for k, v in options["volumes"].items()}
+    if "mounts" in options:
+        options["mounts"] = [docker.types.Mount(m["Target"], m.get("Source") and
+                                                f"{unique}-{m['Source']}", type=m["Type"])
+                             for m in options["mounts"]]
+    labels = {**ENABLED, **setup.get("labels", {})}
+    engine.client.containers.run(image, name=name, detach=True, labels=labels, **options)
+
+
+def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Every user-visible difference between two inspects of one container's versions."""
+    found = []
+    for key in sorted(set(before["Config"]) | set(after["Config"])):
+        if key not in _VOLATILE_CONFIG and before["Config"].get(key) != after["Config"].get(key):
+            found.append(f"Config.{key}: {before['Config'].get(key)!r} -> "
+                         f"{after['Config'].get(key)!r}")
+    user_labels = {k: v for k, v in before["Config"]["Labels"].items()
+                   if not k.startswith(("harness.", "org.opencontainers."))}
+    if {k: after["Config"]["Labels"].get(k) for k in user_labels} != user_labels:
+        found.append("Config.Labels lost a user label")
+    for key in sorted(set(before["HostConfig"]) | set(after["HostConfig"])):
+        old, new = before["HostConfig"].get(key), after["HostConfig"].get(key)
+        if key not in _VOLATILE_HOST and old != new:
+            found.append(f"HostConfig.{key}: {old!r} -> {new!r}")
+    if not set(before["HostConfig"].get("Binds") or ()) <= set(
+            after["HostConfig"].get("Binds") or ()):
+        found.append("HostConfig.Binds lost a bind")
+    if _mount_set(before) != _mount_set(after):
+        found.append(f"Mounts: {_mount_set(before)} -> {_mount_set(after)}")
+    for key in ("Running", "Paused"):
+        if before["State"][key] != after["State"][key]:
+            found.append(f"State.{key}: {before['State'][key]} -> {after['State'][key]}")
+    return found
+
+
+def _mount_set(inspect: dict[str, Any]) -> set[tuple[str, str, str, bool]]:
+    return {(m["Type"], m.get("Name") or m.get("Source") or "", m["Destination"], m["RW"])
+            for m in inspect["Mounts"]}
+
+
+@pytest.mark.slow
+@pytest.mark.matrix
+def test_edge_setup_matrix_every_option_survives_an_update(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """Each setup of the matrix (and one paused) is updated in one pass: every one is
+    reported updated, runs the new image, and differs from before in nothing but its image;
+    a volume keeps its data; nothing `-updater-` is left."""
+    image = _release(engine, registry, unique, "1")
+    setups = {**EDGE_SETUPS, PAUSED[0]: PAUSED[1]}
+    names = {case: f"{unique}-{case}" for case in setups}
+    containers += names.values()
+    for case, setup in setups.items():
+        _create_edge(engine, image, names[case], setup, unique)
+    engine.client.containers.get(names["paused"]).pause()
+    for case in ("named-volume-v", "named-volume-mount", "anonymous-volume-mount"):
+        target = "/anon" if case.startswith("anonymous") else "/named"
+        engine.client.containers.get(names[case]).exec_run(
+            ["sh", "-c", f"echo {case} > {target}/file"])
+    before = {case: _state(engine, name) for case, name in names.items()}
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, *names.values())
+
+    problems = {}
+    for case, name in names.items():
+        found = [] if items[name]["outcome"] == "updated" else [
+            f"outcome {items[name]['outcome']}: {items[name]['reason']}"]
+        after = _state(engine, name)
+        found += _differences(before[case], after)
+        if _version(engine, name) != "2":
+            found.append("not on the new image")
+        if found:
+            problems[case] = found
+    for case in ("named-volume-v", "named-volume-mount", "anonymous-volume-mount"):
+        target = "/anon" if case.startswith("anonymous") else "/named"
+        data = engine.client.containers.get(names[case]).exec_run(["cat", f"{target}/file"])
+        if data.output != f"{case}\n".encode():
+            problems.setdefault(case, []).append(f"data lost: {data.output!r}")
+    print(f"edge-setup matrix: {len(names)} setups, {len(names) - len(problems)} held")
+    assert problems == {}
+    assert code == 0
+    assert not _leftovers(engine, *names.values())
