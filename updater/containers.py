@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from updater import hooks, journal, policy, recreate
+from updater import hooks, journal, order, policy, recreate
 from updater.credentials import CredentialSource
 from updater.engine import ContainerSnapshot, Engine
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
@@ -370,22 +370,17 @@ class ContainerUpdater:
 
     def _replaced_refs(self, inspect: dict[str, Any],
                        replaced: dict[str, str]) -> dict[str, str] | None:
-        """For a container bound to one that was replaced (its network namespace or a link):
+        """For a container bound to one that was replaced (a namespace it joined, or a link):
         the old IDs to name instead; None when it is bound to nothing replaced."""
-        host = inspect.get("HostConfig") or {}
-        mode = str(host.get("NetworkMode") or "")
-        links = {str(link).split(":")[0].lstrip("/") for link in host.get("Links") or ()}
-        if links & set(replaced.values()):
-            return dict(replaced)
-        if not mode.startswith("container:"):
-            return None
-        target = mode.removeprefix("container:")
-        if target in replaced:
-            return {target: replaced[target]}
-        if target in replaced.values() or self._engine.inspect_container(target) is None:
-            name = replaced.get(target) or self._journal.name_of(target) or target
-            return {target: name}
-        return None
+        node = order.Node.from_inspect(inspect)
+        links = {link.split(":")[0].lstrip("/") for link in node.links}
+        refs = dict(replaced) if links & set(replaced.values()) else {}
+        for target in node.shares_namespaces_of:
+            if target in replaced:
+                refs[target] = replaced[target]
+            elif target in replaced.values() or self._engine.inspect_container(target) is None:
+                refs[target] = self._journal.name_of(target) or target
+        return refs or None
 
     def _put_back_restart_policy(self, current: dict[str, Any], state: Entry) -> None:
         wanted = state.saved.get("restart_policy")

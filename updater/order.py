@@ -1,8 +1,9 @@
 """Dependencies between containers and the order they imply. Pure.
 
 A container depends on another through `updater.depends-on` (or Watchtower's label), a legacy
-link, `network_mode: container:X`, or Compose's `com.docker.compose.depends_on` label. What
-depends on X is stopped before X and started after it; updates run dependencies first.
+link, `network_mode: container:X` (or X's PID or IPC namespace), or Compose's
+`com.docker.compose.depends_on` label. What depends on X is stopped before X and started
+after it; updates run dependencies first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from updater.policy import depends_on
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_DEPENDS_ON = "com.docker.compose.depends_on"
+# HostConfig keys besides NetworkMode that can name another container's namespace.
+NAMESPACE_MODES = ("PidMode", "IpcMode")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
     links: tuple[str, ...] = ()
     network_mode: str = ""
+    namespace_modes: tuple[str, ...] = ()
 
     @classmethod
     def from_inspect(cls, inspect: Mapping[str, Any]) -> Node:
@@ -34,12 +38,19 @@ class Node:
         return cls(name=str(inspect["Name"]).lstrip("/"), id=str(inspect["Id"]),
                    labels=dict((inspect.get("Config") or {}).get("Labels") or {}),
                    links=tuple(str(link) for link in host.get("Links") or ()),
-                   network_mode=str(host.get("NetworkMode") or ""))
+                   network_mode=str(host.get("NetworkMode") or ""),
+                   namespace_modes=tuple(str(host.get(key) or "") for key in NAMESPACE_MODES))
 
     @property
     def shares_network_of(self) -> str | None:
         mode = self.network_mode
         return mode.removeprefix("container:") if mode.startswith("container:") else None
+
+    @property
+    def shares_namespaces_of(self) -> set[str]:
+        """Containers whose network, PID or IPC namespace this one joined."""
+        modes = (self.network_mode, *self.namespace_modes)
+        return {mode.removeprefix("container:") for mode in modes if mode.startswith("container:")}
 
 
 def graph(nodes: Iterable[Node]) -> dict[str, set[str]]:
@@ -53,9 +64,7 @@ def graph(nodes: Iterable[Node]) -> dict[str, set[str]]:
     for node in nodes:
         wanted = set(depends_on(node.labels))
         wanted |= {link.split(":")[0].lstrip("/") for link in node.links}
-        target = node.shares_network_of
-        if target:
-            wanted.add(by_id.get(target, target))
+        wanted |= {by_id.get(target, target) for target in node.shares_namespaces_of}
         project = node.labels.get(COMPOSE_PROJECT)
         for entry in (node.labels.get(COMPOSE_DEPENDS_ON) or "").split(","):
             service = entry.split(":")[0].strip()

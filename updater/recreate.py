@@ -34,7 +34,8 @@ def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
     """The create body for a replacement of `container` running `image_name`.
 
     `rename_container_refs` maps container IDs to the names to use instead in
-    `network_mode: container:<id>` (the ID of a container that is itself being replaced).
+    `network_mode: container:<id>` (and the PID and IPC modes: the ID of a container that is
+    itself being replaced).
     """
     config = _config(container, old_image.get("Config") or {}, image_name)
     host_config = _host_config(container, rename_container_refs or {})
@@ -90,10 +91,11 @@ def _without(values: list[str] | None, defaults: list[str] | None) -> list[str]:
 def _host_config(container: Mapping[str, Any],
                  rename_refs: Mapping[str, str]) -> dict[str, Any]:
     host = copy.deepcopy(dict(container.get("HostConfig") or {}))
-    mode = str(host.get("NetworkMode") or "")
-    if mode.startswith("container:"):
-        target = mode.removeprefix("container:")
-        host["NetworkMode"] = f"container:{rename_refs.get(target, target)}"
+    for key in ("NetworkMode", "PidMode", "IpcMode"):
+        mode = str(host.get(key) or "")
+        if mode.startswith("container:"):
+            target = mode.removeprefix("container:")
+            host[key] = f"container:{rename_refs.get(target, target)}"
     host["Links"] = [_link_for_create(link) for link in host.get("Links") or ()] or None
     host["Binds"] = (host.get("Binds") or []) + _anonymous_volumes(container, host)
     host["Mounts"] = _named_mounts(container, host.get("Mounts")) or None

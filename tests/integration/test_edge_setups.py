@@ -505,3 +505,29 @@ def test_edge_setup_matrix_every_option_survives_an_update(
     assert problems == {}
     assert code == 0
     assert not _leftovers(engine, *names.values())
+
+
+def test_pid_and_ipc_namespace_dependants_run_after_the_update(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """b joined a's PID namespace, c a's IPC namespace (a has `--ipc shareable`): after a is
+    replaced both run again, joined to the new a, on their own images."""
+    image = _release(engine, registry, unique, "1")
+    a, b, c = (f"{unique}-{x}" for x in "abc")
+    containers += [a, b, c]
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED,
+                                 ipc_mode="shareable")
+    engine.client.containers.run(image, name=b, detach=True, pid_mode=f"container:{a}")
+    engine.client.containers.run(image, name=c, detach=True, ipc_mode=f"container:{a}")
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, a)
+
+    assert (code, items[a]["outcome"]) == (0, "updated"), items
+    new_a = _state(engine, a)["Id"]
+    for name, key in ((b, "PidMode"), (c, "IpcMode")):
+        state = _state(engine, name)
+        assert state["State"]["Running"], name
+        assert state["HostConfig"][key] in (f"container:{a}", f"container:{new_a}")
+        assert _version(engine, name) == "1"
+    assert not _leftovers(engine, a, b, c)

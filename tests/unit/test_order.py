@@ -6,7 +6,8 @@ from updater.order import Node, dependants, graph, update_order
 
 
 def test_graph_from_every_kind_of_dependency() -> None:
-    """depends-on labels, links, container network mode and Compose depends_on all count."""
+    """depends-on labels, links, another container's network, PID or IPC namespace and Compose
+    depends_on all count."""
     nodes = [
         Node("db", "id-db", {"com.docker.compose.project": "p",
                              "com.docker.compose.service": "database"}),
@@ -17,9 +18,11 @@ def test_graph_from_every_kind_of_dependency() -> None:
         Node("cache", "id-cache", links=("/vpn:/cache/vpn",)),
         Node("agent", "id-agent", network_mode="container:id-vpn"),
         Node("other", "id-other", {"com.centurylinklabs.watchtower.depends-on": "db"}),
+        Node("sidecar", "id-sidecar", namespace_modes=("container:id-app", "container:db")),
     ]
     assert graph(nodes) == {"db": set(), "vpn": set(), "app": {"cache", "db"},
-                            "cache": {"vpn"}, "agent": {"vpn"}, "other": {"db"}}
+                            "cache": {"vpn"}, "agent": {"vpn"}, "other": {"db"},
+                            "sidecar": {"app", "db"}}
 
 
 def test_update_order_dependencies_first() -> None:

@@ -135,3 +135,12 @@ def test_anonymous_mount_volume_is_kept_by_name() -> None:
         {"Type": "volume", "Source": "anon1", "Target": "/data", "VolumeOptions": {}},
         mounts[1], mounts[2]]
     assert not [b for b in body["HostConfig"]["Binds"] if b.endswith(":/data")]
+
+
+def test_pid_and_ipc_namespaces_of_a_replaced_container_follow_it_by_name() -> None:
+    """`--pid container:<id>` and `--ipc container:<id>` of a replaced container name it."""
+    container = _container()
+    container["HostConfig"].update(PidMode="container:old-id", IpcMode="container:old-id")
+    host = plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1", {"old-id": "db"}
+                ).body["HostConfig"]
+    assert (host["PidMode"], host["IpcMode"]) == ("container:db", "container:db")
