@@ -241,11 +241,16 @@ class ContainerUpdater:
         self._journal.record(entry, "restoring")
         try:
             self._restore(state)
-        except UpdaterError as exc:
+        except LostContainer as exc:
             self._journal.finish(entry, Outcome.FAILED)
-            log.error("%s: %s; the old container could not be restored: %s", state.name,
-                      error, exc)
-            return Outcome.FAILED, f"{error}; the old container could not be restored: {exc}"
+            log.error("%s: %s; %s", state.name, error, exc)
+            return Outcome.FAILED, f"{error}; {exc}"
+        except UpdaterError as exc:
+            # Left in the journal at `restoring`: the next pass (or start) restores it.
+            log.error("%s: %s; the old container could not be restored yet (%s); it will be "
+                      "when the engine answers again", state.name, error, exc)
+            return Outcome.FAILED, (f"{error}; the old container could not be restored yet "
+                                    f"({exc}); the next pass restores it")
         if state.step in _UNTOUCHED:
             self._journal.finish(entry, Outcome.FAILED)
             log.error("%s: %s; the old container was not touched", state.name, error)
@@ -572,15 +577,16 @@ class ContainerUpdater:
         it was (running, or paused); from its copy when the engine deleted it on stop.
         LostContainer when neither is there."""
         name, keep = state.name, {state.old_id, state.backup_id}
+        old = self._engine.inspect_container(state.old_id)
+        backup = self._engine.inspect_container(state.backup_id) if state.backup_id else None
+        if old is None and backup is None:
+            # Never remove the replacement when there is nothing to put in its place.
+            raise LostContainer(f"the old container {state.old_id[:12]} is gone (removed) and "
+                                "no copy of it was kept; the new one, if any, was left as it is")
         for candidate in (state.new_id, name + NEW_SUFFIX):
             found = self._engine.inspect_container(candidate) if candidate else None
             if found is not None and found["Id"] not in keep:
                 self._engine.remove(str(found["Id"]), force=True)
-        old = self._engine.inspect_container(state.old_id)
-        backup = self._engine.inspect_container(state.backup_id) if state.backup_id else None
-        if old is None and backup is None:
-            raise LostContainer(f"container {state.old_id[:12]} was removed by the engine when "
-                                "it stopped and no copy of it was kept")
         if old is None:
             assert backup is not None
             old = backup
@@ -636,6 +642,22 @@ class ContainerUpdater:
         log.warning("%s: %s", entry.name, reason)
         return ItemReport(entry.name, entry.image, Outcome.RECOVERED, reason=reason)
 
+    def _without_old(self, entry: Entry, lost: LostContainer) -> ItemReport:
+        """The old container of an interrupted update is gone (removed by hand, or by the
+        engine): a new one running under the name is kept and the update counted done."""
+        new = self._engine.inspect_container(entry.name)
+        if new is not None and new["Id"] == entry.new_id and (new.get("State") or {}).get(
+                "Running"):
+            self._journal.finish(entry.id, Outcome.UPDATED)
+            reason = "finished an interrupted update: the old container was gone, the new runs"
+            log.warning("%s: %s", entry.name, reason)
+            return ItemReport(entry.name, entry.image, Outcome.RECOVERED,
+                              new_digest=entry.new_digest, reason=reason)
+        self._journal.finish(entry.id, Outcome.FAILED)
+        log.error("%s: could not recover the interrupted update: %s", entry.name, lost)
+        return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
+                          reason=f"recovery of an interrupted update failed: {lost}")
+
     def _recover(self, entry: Entry) -> ItemReport:
         try:
             if entry.step == HANDING_OVER or (entry.new_id and entry.new_id == self._own_id):
@@ -655,9 +677,9 @@ class ContainerUpdater:
                 self._restore(entry)
                 self._journal.finish(entry.id, Outcome.ROLLED_BACK)
                 reason = f"undid an update interrupted at step '{entry.step}'"
+        except LostContainer as exc:
+            return self._without_old(entry, exc)
         except UpdaterError as exc:
-            if isinstance(exc, LostContainer):
-                self._journal.finish(entry.id, Outcome.FAILED)
             log.error("%s: could not recover the interrupted update: %s", entry.name, exc)
             return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
                               reason=f"recovery of an interrupted update failed: {exc}")

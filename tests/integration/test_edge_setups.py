@@ -531,3 +531,30 @@ def test_pid_and_ipc_namespace_dependants_run_after_the_update(
         assert state["HostConfig"][key] in (f"container:{a}", f"container:{new_a}")
         assert _version(engine, name) == "1"
     assert not _leftovers(engine, a, b, c)
+
+
+def test_recovery_keeps_the_new_container_when_the_old_was_removed_by_hand(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """Killed during the health wait; the user removes NAME-updater-old by hand. The next run
+    keeps the new container running under the name (it used to remove it: nothing left) and
+    closes the entry, so later passes are clean."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, labels=ENABLED)
+    _release(engine, registry, unique, "2", keep_local=False)
+    settings = {"state_dir": str(tmp_path / "state")}
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.integration.kill_driver", "started", unique],
+        env=updater_env(engine.host, tmp_path, settings), capture_output=True, text=True,
+        timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr
+    engine.client.containers.get(f"{unique}-updater-old").remove(force=True)
+
+    first = run_updater(["update", "--json", unique], engine, tmp_path, settings)
+    second = run_updater(["update", "--json", unique], engine, tmp_path, settings)
+
+    assert first.returncode == 0 and '"recovered"' in first.stdout, first.stdout + first.stderr
+    assert _state(engine, unique)["State"]["Running"] and _version(engine, unique) == "2"
+    assert second.returncode == 0 and "recover" not in second.stdout + second.stderr
+    assert not _leftovers(engine, unique)
