@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import docker.errors
 import requests.exceptions
 import yaml
 
+from harness.dockerd import EngineSetup
 from harness.procs import Process, wait_for
 
 SUBNET = "192.168.77"
@@ -63,10 +65,12 @@ class Node:
 class Swarm:
     """`nodes` engines; the first `managers` of them managers, node 1 the first leader."""
 
-    def __init__(self, root: Path, nodes: int = 3, managers: int = 1, binary: str = "dockerd",
+    def __init__(self, root: Path, nodes: int = 3, managers: int = 1,
+                 engine: EngineSetup | str = "dockerd",
                  registry_users: dict[str, str] | None = None) -> None:
         self.root = root
-        self.binary = binary
+        self.setup = EngineSetup(engine) if isinstance(engine, str) else engine
+        self.binary = self.setup.binary
         self.tag = f"ut{os.getpid() % 100000}s{next(_instances)}"
         self.hub = f"{self.tag}hub"
         self.nodes = [Node(i, root / f"node{i}", f"{self.tag}n{i}") for i in range(1, nodes + 1)]
@@ -153,8 +157,8 @@ class Swarm:
 
     def _start_node(self, node: Node) -> None:
         node.root.mkdir(parents=True, exist_ok=True)
-        (node.root / "daemon.json").write_text(
-            f'{{"deprecated-key-path": "{node.root / "key.json"}"}}')
+        (node.root / "daemon.json").write_text(json.dumps(
+            {**self.setup.daemon_config(), "deprecated-key-path": str(node.root / "key.json")}))
         Path(NODE_SOCKET_DIR).mkdir(parents=True, exist_ok=True)  # an empty mount point
         command = (f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {NODE_SOCKET_DIR} && "
                    f"hostname {node.name} && exec {self.binary} -H unix://{NODE_SOCKET} "
@@ -164,7 +168,7 @@ class Swarm:
                    f"--insecure-registry {self.registry_host} --log-level warn")
         node.process = Process(["nsenter", f"--net=/run/netns/{node.namespace}", "unshare",
                                 "--uts", "--mount", "sh", "-c", command], node.root / "dockerd.log",
-                               node.root / "dockerd.harness.pid")
+                               node.root / "dockerd.harness.pid", env=self.setup.environment())
         wait_for(lambda: _answers(node), START_TIMEOUT, f"dockerd of {node.name}")
 
     def _form(self) -> None:

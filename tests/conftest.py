@@ -1,12 +1,12 @@
 """Fixtures: a real engine and real registries for the whole session, started on first use and
-stopped at the end (also when tests fail). `UT_DOCKERD` names the dockerd binary to test
-against (the system's 20.10 by default)."""
+stopped at the end (also when tests fail). The engine is the system's dockerd 20.10 unless
+`UT_DOCKERD` / `UT_DOCKER_ROOT` name another, with `UT_CONTAINERD_STORE=1` for the containerd
+image store (harness/dockerd.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from harness import run_root
-from harness.dockerd import Dockerd
+from harness.dockerd import Dockerd, EngineSetup
 from harness.registry import Registry
 from harness.tokenserver import TokenServer
 
@@ -34,7 +34,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(root: Path) -> Iterator[Dockerd]:
-    daemon = Dockerd(root / "engine", os.environ.get("UT_DOCKERD", "dockerd")).start()
+    daemon = Dockerd(root / "engine", EngineSetup.from_env()).start()
     try:
         yield daemon
     finally:

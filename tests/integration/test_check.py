@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness import images
-from harness.dockerd import Dockerd
+from harness.dockerd import Dockerd, EngineSetup, image_store
 from harness.registry import Registry
 from harness.tls import make_certificates
 from harness.tokenserver import TokenServer
@@ -171,12 +171,20 @@ def test_pinned_and_unlabelled(engine: Dockerd, registry: Registry, unique: str,
 
 @pytest.mark.matrix
 def test_api_version_is_negotiated(engine: Dockerd) -> None:
-    """The adapter talks the engine's own API version (1.41 on 20.10, 1.45 on 26.1)."""
+    """The adapter talks the engine's own API version (1.41 on 20.10, 1.51 on 28.5)."""
     connected = Engine.connect(engine.host)
     try:
         assert connected.api_version == engine.client.version()["ApiVersion"]
     finally:
         connected.close()
+
+
+@pytest.mark.matrix
+def test_engine_uses_the_image_store_asked_for(engine: Dockerd) -> None:
+    """The matrix run proves the containerd image store only if the engine really uses it:
+    `docker info` reports the store the environment asked for (UT_CONTAINERD_STORE)."""
+    wanted = "containerd" if EngineSetup.from_env().containerd_store else "graphdriver"
+    assert image_store(engine.client.info()) == wanted
 
 
 def test_tls_registry_with_its_ca(engine: Dockerd, root: Path, unique: str,

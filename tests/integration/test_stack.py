@@ -18,6 +18,7 @@ import docker
 import pytest
 
 from harness import images, updater_image
+from harness.dockerd import EngineSetup
 from harness.swarm import NODE_SOCKET, Swarm
 from tests.conftest import USERS
 from tests.integration.helpers import ENABLED, wait_until, write_docker_config
@@ -32,7 +33,7 @@ SERVICE = f"{STACK}_updater"
 @pytest.fixture(scope="module")
 def cluster(root: Path) -> Iterator[Swarm]:
     swarm = Swarm(root / "stack-swarm", nodes=3, managers=1,
-                  binary=os.environ.get("UT_DOCKERD", "dockerd"), registry_users=USERS).start()
+                  engine=EngineSetup.from_env(), registry_users=USERS).start()
     try:
         yield swarm
     finally:

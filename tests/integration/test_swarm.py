@@ -5,7 +5,6 @@ only, credentials forwarded to workers, no no-op updates, rollback."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import docker
 import pytest
 
 from harness import images
+from harness.dockerd import EngineSetup
 from harness.swarm import Swarm
 from tests.conftest import USERS
 from tests.integration.helpers import updater_env
@@ -30,7 +30,7 @@ AUTH = {"username": USER, "password": PASSWORD}
 @pytest.fixture(scope="module")
 def swarm(root: Path) -> Iterator[Swarm]:
     cluster = Swarm(root / "swarm", nodes=3, managers=2,
-                    binary=os.environ.get("UT_DOCKERD", "dockerd"),
+                    engine=EngineSetup.from_env(),
                     registry_users=USERS).start()
     try:
         yield cluster
@@ -236,7 +236,7 @@ def test_new_leader_takes_over_after_failover(root: Path, unique: str, tmp_path:
     """With 3 managers, the leader's engine stopped: the new leader's updater performs the
     next service update; a former follower that is not the leader does nothing."""
     cluster = Swarm(root / f"failover-{unique}", nodes=3, managers=3,
-                    binary=os.environ.get("UT_DOCKERD", "dockerd"), registry_users=USERS)
+                    engine=EngineSetup.from_env(), registry_users=USERS)
     cluster.start()
     try:
         first_leader = cluster.nodes[0].client()
