@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
 import uuid
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import httpx
+
+from harness.dockerd import image_store
 
 DOCKERFILE = """\
 FROM scratch
@@ -34,7 +38,9 @@ CMD {cmd}
 # A process that stops at once on SIGTERM.
 SLEEPER = '["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1; done"]'
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_PUSHED = re.compile(r"^(?P<tag>[^:\s]+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: \d+$")
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def busybox_path() -> Path:
@@ -74,6 +80,10 @@ def push(client: docker.DockerClient, tag: str, auth: dict[str, str] | None = No
         if "error" in line:
             raise RuntimeError(f"push of {tag} failed: {line['error']}")
         digest = (line.get("aux") or {}).get("Digest", digest)
+        # The containerd image store sends no aux record, only "TAG: digest: sha256:... size: N".
+        found = _PUSHED.match(str(line.get("status") or ""))
+        if found and found.group("tag") == name:
+            digest = digest or found.group("digest")
     if digest is None:
         raise RuntimeError(f"push of {tag} reported no digest")
     return str(digest)
@@ -84,6 +94,7 @@ def release(client: docker.DockerClient, tag: str, version: str,
             keep_local: bool = True) -> str:
     """Build and push VERSION `version` under `tag`; returns the new registry digest. With
     `keep_local=False` the engine forgets the new image, so an update must really pull it."""
+    _keep_pulled_as(client, tag, auth)
     image_id = build(client, tag, version, cmd, extra)
     digest = push(client, tag, auth)
     if not keep_local:
@@ -94,6 +105,31 @@ def release(client: docker.DockerClient, tag: str, version: str,
     return digest
 
 
+def _keep_pulled_as(client: docker.DockerClient, tag: str,
+                    auth: dict[str, str] | None) -> None:
+    """Building the next release here moves `tag` off the image it names now. A graph driver
+    keeps that image's RepoDigests; the containerd image store derives them from the image's
+    names and drops them with its last name, which a release pushed from another machine
+    would not do. So on that store the image gets a digest name first (a pull by digest of what
+    it was pushed as, nothing downloaded), and containers on it still show the digest they
+    were pulled as."""
+    if image_store(client.info()) != "containerd":
+        return
+    try:
+        current = client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return
+    repository = tag.rpartition(":")[0]
+    for entry in dict.fromkeys(current.attrs.get("RepoDigests") or ()):
+        name, _, digest = str(entry).partition("@")
+        if name != repository:
+            continue
+        for line in client.api.pull(repository, tag=digest, stream=True, decode=True,
+                                    auth_config=auth):
+            if "error" in line:
+                raise RuntimeError(f"pull of {name}@{digest} failed: {line['error']}")
+
+
 def push_index(registry: str, repository: str, tag: str, children: dict[str, str],
                auth: tuple[str, str] | None = None) -> str:
     """Put an OCI image index under `repository:tag` whose entries are existing manifests
@@ -101,8 +137,9 @@ def push_index(registry: str, repository: str, tag: str, children: dict[str, str
     manifests: list[dict[str, Any]] = []
     with httpx.Client(base_url=f"http://{registry}", auth=auth, timeout=30) as http:
         for architecture, digest in children.items():
+            # An engine on the containerd image store pushes OCI manifests.
             response = http.get(f"/v2/{repository}/manifests/{digest}",
-                                headers={"Accept": DOCKER_MANIFEST})
+                                headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
             response.raise_for_status()
             manifests.append({"mediaType": response.headers["Content-Type"], "digest": digest,
                               "size": len(response.content),

@@ -2,7 +2,9 @@
 
 It checks Basic credentials on `GET /token?service=..&scope=repository:NAME:ACTIONS`, grants
 what the user may have (users may pull and push everything here), and counts what it served so
-tests can prove token reuse.
+tests can prove token reuse. It also answers the OAuth2 form of the same request, `POST /token`
+with `grant_type=password` (username, password) or `grant_type=refresh_token`, which containerd
+(the containerd image store of Docker 28/29) uses when it has credentials.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TokenServer:
         self.issued: list[tuple[str, tuple[str, ...]]] = []
         self.tokens: list[str] = []  # every token handed out (tests grep outputs for them)
         self.refused = 0
+        self._refresh: dict[str, str] = {}  # refresh token -> user (OAuth2 access_type=offline)
         self._lock = threading.Lock()
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._kid = _key_id(self._key.public_key())
@@ -118,6 +121,43 @@ class TokenServer:
                 self._answer(200, {"token": token, "access_token": token,
                                    "expires_in": server.lifetime,
                                    "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode(errors="replace"))
+
+                def field(name: str) -> str:
+                    return (form.get(name) or [""])[0]
+
+                grant = field("grant_type")
+                if grant == "password":
+                    user: str | None = field("username")
+                    if server.users.get(user or "") != field("password"):
+                        user = None
+                elif grant == "refresh_token":
+                    with server._lock:
+                        user = server._refresh.get(field("refresh_token"))
+                else:
+                    self._answer(400, {"error": "unsupported_grant_type"})
+                    return
+                if user is None:
+                    with server._lock:
+                        server.refused += 1
+                    self._answer(401, {"error": "invalid_grant"})
+                    return
+                scopes = [scope for value in form.get("scope", []) for scope in value.split()]
+                token = server.token(user, scopes)
+                body: dict[str, Any] = {
+                    "access_token": token, "scope": " ".join(scopes),
+                    "expires_in": server.lifetime,
+                    "issued_at": datetime.datetime.now(datetime.UTC).isoformat()}
+                with server._lock:
+                    server.issued.append((user, tuple(scopes)))
+                    server.tokens.append(token)
+                    if field("access_type") == "offline":
+                        body["refresh_token"] = uuid.uuid4().hex
+                        server._refresh[body["refresh_token"]] = user
+                self._answer(200, body)
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
