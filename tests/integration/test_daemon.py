@@ -4,6 +4,7 @@ and never runs beside another updater on the same state."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -44,10 +45,12 @@ def test_sigterm_finishes_the_update_in_flight(engine: Dockerd, registry: Regist
     daemon = start_daemon(engine, tmp_path, {"update_on_start": True, "interval": "1h",
                                         "state_dir": state})
     try:
-        stopping = engine.client.events(decode=True, filters={"container": old_id,
-                                                               "event": "kill"})
-        next(iter(stopping))  # the old container has just been sent SIGTERM
+        # The old container has just been sent SIGTERM (the stream ends, empty, after 60 s).
+        stopping = engine.client.events(decode=True, until=int(time.time()) + 60,
+                                        filters={"container": old_id, "event": "kill"})
+        killed = next(iter(stopping), None)
         stopping.close()
+        assert killed is not None, f"no stop of the old container within 60 s: {_output(daemon)}"
         second = run_updater(["update"], engine, tmp_path, {"state_dir": state})
         daemon.send_signal(signal.SIGTERM)
         output, _ = daemon.communicate(timeout=60)
@@ -59,6 +62,12 @@ def test_sigterm_finishes_the_update_in_flight(engine: Dockerd, registry: Regist
     container_id, running_image, running = image_of(engine, unique)
     assert running and container_id != old_id and running_image != old_image
     assert f"report: {unique} updated" in output
+
+
+def _output(daemon: subprocess.Popen[str]) -> str:
+    """What the daemon wrote, once it is stopped."""
+    daemon.kill()
+    return daemon.communicate(timeout=30)[0]
 
 
 def test_interval_loop_picks_up_a_later_push(engine: Dockerd, registry: Registry, unique: str,
