@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine (as root): installs what it needs, lints,
 # type-checks, runs every test against a real dockerd 20.10 (API 1.41), then the engine-matrix
-# tests against dockerd 26.1 (API 1.45, Debian 13's package). Engines and registries are started
-# by the tests on their own sockets and loopback ports, and stopped at the end, also on failure.
+# tests against dockerd 28.5 (API 1.51) with the containerd image store (the default of fresh
+# Docker 29 installs), from Debian forky's docker.io, containerd 2.1 and docker-compose packages.
+# Compose v2 from those packages also runs the repository's compose.yml (test_compose.py).
+# Engines and registries are started by the tests on their own sockets, bridges and loopback
+# ports, and stopped at the end, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -10,7 +13,8 @@ need_root
 install_packages
 make_venv
 
-DOCKERD_26=$(bash scripts/fetch-dockerd-26.sh)
+FORKY=$(bash scripts/fetch-docker-forky.sh)
+export UT_COMPOSE=$FORKY/usr/libexec/docker/cli-plugins/docker-compose
 
 export UT_ROOT
 UT_ROOT=$(mktemp -d /var/tmp/updater-test.XXXXXX)
@@ -21,6 +25,9 @@ cleanup() {
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
   done < <(find "$UT_ROOT" -name '*.pid' 2>/dev/null)
   sleep 1
+  # Each engine's own bridge (harness/dockerd.py) is named in a file `bridge` in its folder.
+  find "$UT_ROOT" -name bridge -type f -exec cat {} + 2>/dev/null |
+    xargs -r -n1 ip link del 2>/dev/null || true
   # Network namespaces of test swarms are named ut<pid>s<n>hub / ut<pid>s<n>n<i> (harness/swarm.py).
   ip netns list 2>/dev/null | awk '/^ut[0-9]+s[0-9]+(hub|n[0-9]+)/ {print $1}' |
     xargs -r -n1 ip netns del 2>/dev/null || true
@@ -37,5 +44,6 @@ echo "== mypy --strict"
 # pytest exits 5 when it ran no test: with `set -e` that fails the run, as it should.
 echo "== the whole suite on dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,)"
 .venv/bin/pytest "$@"
-echo "== engine matrix on $("$DOCKERD_26" --version | cut -d' ' -f3 | tr -d ,)"
-UT_DOCKERD="$DOCKERD_26" .venv/bin/pytest -m matrix "$@"
+echo "== engine matrix on dockerd $("$FORKY/usr/sbin/dockerd" --version | cut -d' ' -f3 | tr -d ,)" \
+     "with the containerd image store"
+UT_DOCKER_ROOT="$FORKY" UT_CONTAINERD_STORE=1 .venv/bin/pytest -m matrix "$@"
