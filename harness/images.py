@@ -150,3 +150,18 @@ def push_index(registry: str, repository: str, tag: str, children: dict[str, str
                             headers={"Content-Type": OCI_INDEX})
         response.raise_for_status()
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def retag_in_registry(registry: str, repository: str, source: str, target: str,
+                      auth: tuple[str, str] | None = None) -> str:
+    """Put the manifest under `repository:source` under `repository:target` too, through the
+    registry's HTTP API only, as a release pushed from another machine: no tag of any engine
+    moves. Returns its digest."""
+    with httpx.Client(base_url=f"http://{registry}", auth=auth, timeout=30) as http:
+        response = http.get(f"/v2/{repository}/manifests/{source}",
+                            headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}, {OCI_INDEX}"})
+        response.raise_for_status()
+        put = http.put(f"/v2/{repository}/manifests/{target}", content=response.content,
+                       headers={"Content-Type": response.headers["Content-Type"]})
+        put.raise_for_status()
+    return "sha256:" + hashlib.sha256(response.content).hexdigest()

@@ -170,6 +170,29 @@ def test_pinned_and_unlabelled(engine: Dockerd, registry: Registry, unique: str,
 
 
 @pytest.mark.matrix
+@pytest.mark.xfail(EngineSetup.from_env().containerd_store, strict=True,
+                   reason="product: on the containerd image store an image loses its "
+                          "RepoDigests when its tag moves to another image (docker pull), and "
+                          "the updater reads the local digest from RepoDigests only; there the "
+                          "image ID is that digest")
+def test_detected_after_the_tag_moved_locally(engine: Dockerd, registry: Registry, unique: str,
+                                              containers: list[str], tmp_path: Path) -> None:
+    """A release pushed from elsewhere, then `docker pull` of the tag on this host without
+    recreating the container: the container still runs the old image and is reported
+    update-available, its local digest the one it was pulled as."""
+    repository = f"moved/{unique}"
+    first = images.release(engine.client, f"{registry.host}/{repository}:latest", "1")
+    start(engine, f"{registry.host}/{repository}:latest", unique, ENABLED, containers)
+    images.release(engine.client, f"{registry.host}/{repository}:next", "2", keep_local=False)
+    second = images.retag_in_registry(registry.host, repository, "next", "latest")
+    engine.client.images.pull(f"{registry.host}/{repository}", tag="latest")
+
+    row = check_json(engine, tmp_path, names=(unique,))[unique]
+    assert (row["state"], row["local_digest"], row["remote_digest"]) == (
+        "update-available", first, second), row
+
+
+@pytest.mark.matrix
 def test_api_version_is_negotiated(engine: Dockerd) -> None:
     """The adapter talks the engine's own API version (1.41 on 20.10, 1.51 on 28.5)."""
     connected = Engine.connect(engine.host)
