@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class ContainerSnapshot:
     state: str
     labels: Mapping[str, str] = field(default_factory=dict)
     repo_digests: tuple[str, ...] = ()
+    # On the containerd image store an image's ID is the manifest (or index) digest it was
+    # pulled as; an image whose tag moved to another has no names left to say so. Then: its ID.
+    content_digest: str | None = None
 
 
 class Engine:
@@ -49,6 +53,7 @@ class Engine:
         self._client = client
         self._api = client.api
         self.host = host
+        self._content_addressed: bool | None = None
 
     @classmethod
     def connect(cls, docker_host: str, timeout: int = API_TIMEOUT) -> Engine:
@@ -87,10 +92,23 @@ class Engine:
                             filters={"status": list(WATCHED_STATES)})
         images = self._call("list images", self._api.images)
         digests = {image["Id"]: tuple(image.get("RepoDigests") or ()) for image in images}
-        return [self._snapshot(entry, digests) for entry in listed]
+        unnamed = {image["Id"] for image in images
+                   if not image.get("RepoDigests") and not image.get("RepoTags")}
+        content_addressed = self._containerd_store()
+        return [self._snapshot(entry, digests, unnamed if content_addressed else set())
+                for entry in listed]
 
-    def _snapshot(self, entry: Mapping[str, Any],
-                  digests: Mapping[str, tuple[str, ...]]) -> ContainerSnapshot:
+    def _containerd_store(self) -> bool:
+        """Whether images live in containerd (Docker 29's default); read once per connection."""
+        if self._content_addressed is None:
+            status = self.info().get("DriverStatus") or []
+            self._content_addressed = any(
+                list(pair)[:2] == ["driver-type", "io.containerd.snapshotter.v1"]
+                for pair in status)
+        return self._content_addressed
+
+    def _snapshot(self, entry: Mapping[str, Any], digests: Mapping[str, tuple[str, ...]],
+                  unnamed: set[str]) -> ContainerSnapshot:
         image = str(entry.get("Image") or "")
         if image.startswith("sha256:") or image == entry.get("ImageID"):
             inspect = self._call("inspect container", self._api.inspect_container, entry["Id"])
@@ -104,6 +122,7 @@ class Engine:
             state=str(entry.get("State") or ""),
             labels=dict(entry.get("Labels") or {}),
             repo_digests=digests.get(str(entry.get("ImageID")), ()),
+            content_digest=str(entry["ImageID"]) if entry.get("ImageID") in unnamed else None,
         )
 
     # --- swarm -------------------------------------------------------------------------------
@@ -221,43 +240,38 @@ class Engine:
         """Stop gracefully, as `docker stop` does: `signal` (else the container's StopSignal),
         SIGKILL after `timeout` seconds; a negative timeout waits for as long as it takes.
 
-        It is a manual stop, so the restart policy does not bring the container back. Engines
-        before API 1.42 cannot stop with another signal: there the signal is sent with the
-        restart policy set to "no" for the moment of the stop, then put back."""
+        It is a manual stop, so the restart policy does not bring the container back. The
+        engine counts a stop with a signal other than the container's own as a manual stop on
+        no version (API 1.42+ sends it, but 28.x restarts the container after it): such a signal
+        is sent with the restart policy set to "no" for the moment of the stop, then put back."""
         forever = timeout < 0 or timeout > MAX_STOP_SECONDS
         seconds = -1 if forever else round(timeout)
-        if signal is None or self._api_at_least(1, 42):
-            params: dict[str, Any] = {"t": seconds}
-            if signal is not None:
-                params["signal"] = signal
-            self._post(f"stop {container}", f"/containers/{container}/stop", params,
+        inspect = self.inspect_container(container) or {}
+        own = (inspect.get("Config") or {}).get("StopSignal") or "SIGTERM"
+        if signal is None or _same_signal(signal, str(own)):
+            self._post(f"stop {container}", f"/containers/{container}/stop", {"t": seconds},
                        None if forever else API_TIMEOUT + seconds)
             return
-        policy = self._restart_policy(container)
-        if policy is not None:
+        policy = dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {})
+        held = policy.get("Name") not in (None, "", "no")
+        if held:
             self._set_restart_policy(container, {"Name": "no", "MaximumRetryCount": 0})
         try:
             self._call(f"signal {container}", self._api.kill, container, signal=signal)
             self._wait_exit(container, None if forever else seconds)
         finally:
-            if policy is not None:
+            if held:
                 self._set_restart_policy(container, policy)
 
     def _wait_exit(self, container: str, seconds: int | None) -> None:
         """Wait for the container to exit; SIGKILL it after `seconds` (None: no limit)."""
         try:
-            self._api.wait(container, timeout=None if seconds is None else seconds + 5)
+            self._api.wait(container, timeout=None if seconds is None else max(seconds, 1))
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
             self._call(f"kill {container}", self._api.kill, container, signal="SIGKILL")
             self._call(f"wait for {container}", self._api.wait, container, timeout=API_TIMEOUT)
         except docker.errors.NotFound:
             return  # removed on exit (--rm)
-
-    def _restart_policy(self, container: str) -> dict[str, Any] | None:
-        """The container's restart policy, or None when it has none ("no")."""
-        inspect = self.inspect_container(container) or {}
-        policy = dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {})
-        return policy if policy.get("Name") not in (None, "", "no") else None
 
     def _set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
         self._call(f"set the restart policy of {container}", self._api.update_container,
@@ -380,6 +394,24 @@ def _announced_pid(data: bytes) -> int | None:
     if newline and text.startswith(_PID_MARK) and text[len(_PID_MARK):].isdigit():
         return int(text[len(_PID_MARK):])
     return None
+
+
+def _same_signal(one: str, other: str) -> bool:
+    number = _signal_number(one)
+    if number is not None:
+        return number == _signal_number(other)
+    return one.strip().upper().removeprefix("SIG") == other.strip().upper().removeprefix("SIG")
+
+
+def _signal_number(name: str) -> int | None:
+    """`SIGTERM`, `TERM`, `term` and `15` alike; None for what is not a signal here."""
+    text = name.strip().upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals["SIG" + text.removeprefix("SIG")])
+    except KeyError:
+        return None
 
 
 def _split_tag(reference: str) -> tuple[str, str]:

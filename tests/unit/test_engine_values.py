@@ -1,8 +1,8 @@
-"""The output of a hook's exec: the PID its shell announces, and the rest as the output."""
+"""Pure values of the engine adapter: a hook's announced PID and output, references, signals."""
 
 from __future__ import annotations
 
-from updater.engine import _announced_pid, _ExecOutput, _split_tag
+from updater.engine import _announced_pid, _ExecOutput, _same_signal, _split_tag
 
 
 def test_pid_is_read_from_the_first_line_only_once_complete() -> None:
@@ -27,3 +27,10 @@ def test_reference_split_into_repository_and_tag() -> None:
     assert _split_tag("127.0.0.1:5000/app:1.2") == ("127.0.0.1:5000/app", "1.2")
     assert _split_tag("127.0.0.1:5000/app") == ("127.0.0.1:5000/app", "latest")
     assert _split_tag("app") == ("app", "latest")
+
+
+def test_signals_compared_by_meaning_not_spelling() -> None:
+    """SIGTERM, TERM, term and 15 are one signal; unknown names compare as written."""
+    assert _same_signal("SIGTERM", "15") and _same_signal("term", "SIGTERM")
+    assert not _same_signal("SIGINT", "SIGTERM")
+    assert _same_signal("SIGRTMIN+3", "RTMIN+3") and not _same_signal("SIGRTMIN+3", "SIGX")
