@@ -95,7 +95,8 @@ def _plan(container: ContainerSnapshot) -> _Planned:
         ref = reference.parse(container.image)
     except UpdaterError as exc:
         return _Planned(container, None, (), _error(container, None, str(exc)))
-    local = policy.local_digests(ref, container.repo_digests)
+    local = policy.local_digests(ref, container.repo_digests) or (
+        (container.content_digest,) if container.content_digest else ())
     if ref.pinned:
         result = CheckResult(container.name, "container", container.image, ref.digest, None,
                              State.PINNED)

@@ -170,11 +170,6 @@ def test_pinned_and_unlabelled(engine: Dockerd, registry: Registry, unique: str,
 
 
 @pytest.mark.matrix
-@pytest.mark.xfail(EngineSetup.from_env().containerd_store, strict=True,
-                   reason="product: on the containerd image store an image loses its "
-                          "RepoDigests when its tag moves to another image (docker pull), and "
-                          "the updater reads the local digest from RepoDigests only; there the "
-                          "image ID is that digest")
 def test_detected_after_the_tag_moved_locally(engine: Dockerd, registry: Registry, unique: str,
                                               containers: list[str], tmp_path: Path) -> None:
     """A release pushed from elsewhere, then `docker pull` of the tag on this host without

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from updater.config import Settings
@@ -148,3 +150,12 @@ def test_swarm_task_containers_are_left_to_their_service() -> None:
     for label_enable in (True, False):
         chosen, errors = watched([task, plain], Settings(label_enable=label_enable))
         assert [c.name for c in chosen] == ["plain"] and errors == []
+
+
+def test_content_digest_stands_in_when_the_tag_moved_on_the_containerd_store() -> None:
+    """An image left without names (its tag moved) on the containerd store is known by its ID,
+    the digest it was pulled as: update-available, not "never pulled"."""
+    moved = dataclasses.replace(snapshot("moved", "reg.example/app:1"), content_digest=OLD)
+    results = {r.name: r for r in check([moved], FakeRegistry({"reg.example/app:1": NEW}))}
+    assert (results["moved"].state, results["moved"].local_digest) == (State.UPDATE_AVAILABLE,
+                                                                       OLD)
