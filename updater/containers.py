@@ -261,7 +261,7 @@ class ContainerUpdater:
 
     def _failed_start(self, entry: int, name: str, new_id: str, problem: str,
                       options: ContainerOptions) -> tuple[Outcome, str | None]:
-        if not options.rollback:
+        if not options.rollback and self._engine.inspect_container(new_id) is not None:
             log.error("%s: new container %s; kept as it is (rollback off), old one stopped as %s",
                       name, problem, name + OLD_SUFFIX)
             self._journal.finish(entry, Outcome.FAILED)
@@ -348,9 +348,8 @@ class ContainerUpdater:
                         captured: dict[str, Any] | None = None) -> None:
         """Run a dependant again as it was; recreated (on the image it runs) when the
         container whose network namespace or link it used was replaced."""
-        current = (self._engine.inspect_container(state.name)
-                   or self._engine.inspect_container(state.backup_id or "")
-                   or self._engine.inspect_container(state.old_id))
+        current = (self._present(state.name) or self._present(state.backup_id)
+                   or self._present(state.old_id))
         if current is None:
             raise LostContainer(f"container {state.name} is gone")
         if (current.get("State") or {}).get("Running"):
@@ -540,7 +539,10 @@ class ContainerUpdater:
         deadline = self._clock() + timeout
         running_since: tuple[str, float] | None = None
         while True:
-            state = (self._engine.inspect_container(container) or {}).get("State") or {}
+            found = self._engine.inspect_container(container)
+            if found is None:
+                return "exited and was removed by the engine (--rm)"
+            state = found.get("State") or {}
             health = (state.get("Health") or {}).get("Status")
             if state.get("Restarting") or state.get("Status") in ("exited", "dead"):
                 return f"stopped with exit code {state.get('ExitCode')}"
@@ -577,8 +579,8 @@ class ContainerUpdater:
         it was (running, or paused); from its copy when the engine deleted it on stop.
         LostContainer when neither is there."""
         name, keep = state.name, {state.old_id, state.backup_id}
-        old = self._engine.inspect_container(state.old_id)
-        backup = self._engine.inspect_container(state.backup_id) if state.backup_id else None
+        old = self._present(state.old_id)
+        backup = self._present(state.backup_id)
         if old is None and backup is None:
             # Never remove the replacement when there is nothing to put in its place.
             raise LostContainer(f"the old container {state.old_id[:12]} is gone (removed) and "
@@ -602,6 +604,15 @@ class ContainerUpdater:
         if state.saved.get("paused"):
             self._pause(old_id, name)
         log.info("%s: old container restored", name)
+
+    def _present(self, container: str | None) -> dict[str, Any] | None:
+        """The container, unless it is gone or going: a `--rm` container that stopped is being
+        deleted by the engine (it cannot be started again), so it is waited out."""
+        found = self._engine.inspect_container(container) if container else None
+        if found is None or not _being_removed(found):
+            return found
+        self._await_removed(str(found["Id"]))
+        return None
 
     def _finish_stop(self, container: str) -> None:
         """The updater died while the engine was stopping `container`: the stop may still be
@@ -715,6 +726,14 @@ def _removed_on_stop(inspect: dict[str, Any]) -> bool:
 
 def _limit(stop_timeout: float) -> str:
     return "no time limit" if stop_timeout < 0 else f"up to {stop_timeout:.0f}s"
+
+
+def _being_removed(inspect: dict[str, Any]) -> bool:
+    """A `--rm` container that ran and stopped: the engine is deleting it. (One only created,
+    like a restorable copy, is not.)"""
+    status = (inspect.get("State") or {}).get("Status")
+    return bool((inspect.get("HostConfig") or {}).get("AutoRemove")) and status in (
+        "exited", "dead", "removing")
 
 
 def _own_stop_timeout(inspect: dict[str, Any]) -> float:

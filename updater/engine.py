@@ -113,10 +113,9 @@ class Engine:
         if image.startswith("sha256:") or image == entry.get("ImageID"):
             inspect = self._call("inspect container", self._api.inspect_container, entry["Id"])
             image = str(inspect["Config"]["Image"])
-        names = entry.get("Names") or [entry["Id"][:12]]
         return ContainerSnapshot(
             id=str(entry["Id"]),
-            name=str(names[0]).lstrip("/"),
+            name=_own_name(entry),
             image=image,
             image_id=str(entry.get("ImageID") or ""),
             state=str(entry.get("State") or ""),
@@ -394,6 +393,13 @@ def _announced_pid(data: bytes) -> int | None:
     if newline and text.startswith(_PID_MARK) and text[len(_PID_MARK):].isdigit():
         return int(text[len(_PID_MARK):])
     return None
+
+
+def _own_name(entry: Mapping[str, Any]) -> str:
+    """The container's name: the list also holds `/other/alias` for each legacy link to it."""
+    names = [str(name).lstrip("/") for name in entry.get("Names") or ()]
+    own = [name for name in names if "/" not in name]
+    return (own or names or [str(entry["Id"])[:12]])[0]
 
 
 def _same_signal(one: str, other: str) -> bool:

@@ -125,8 +125,11 @@ def _anonymous_volumes(container: Mapping[str, Any], host: Mapping[str, Any]) ->
     the new container, so their data is not left behind."""
     explicit = {str(m.get("Target")) for m in host.get("Mounts") or ()}
     explicit |= {str(b).split(":")[1] for b in host.get("Binds") or () if ":" in str(b)}
+    # Only its own: the image's and `-v /path` ones. Those of `--volumes-from` come with it.
+    own = set((container.get("Config") or {}).get("Volumes") or ())
     return [f"{m['Name']}:{m['Destination']}" for m in container.get("Mounts") or ()
-            if m.get("Type") == "volume" and m.get("Name") and m["Destination"] not in explicit]
+            if m.get("Type") == "volume" and m.get("Name") and m["Destination"] not in explicit
+            and m["Destination"] in own]
 
 
 def _networks(container: Mapping[str, Any],

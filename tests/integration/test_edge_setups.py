@@ -558,3 +558,132 @@ def test_recovery_keeps_the_new_container_when_the_old_was_removed_by_hand(
     assert _state(engine, unique)["State"]["Running"] and _version(engine, unique) == "2"
     assert second.returncode == 0 and "recover" not in second.stdout + second.stderr
     assert not _leftovers(engine, unique)
+
+
+# --- found by an adversarial review of the above --------------------------------------------
+IGNORES_TERM = '["sh", "-c", "trap \'\' TERM; while :; do sleep 1; done"]'
+
+
+def _killed_in_the_stop(engine: Dockerd, home: Path, settings: dict[str, Any],
+                        name: str) -> None:
+    """Start `updater update NAME`, SIGKILL it one second into the stop of the old container."""
+    from tests.integration.helpers import wait_until
+    from tests.integration.test_engine_restart import _step
+
+    process = subprocess.Popen([sys.executable, "-m", "updater", "update", name],
+                               env=updater_env(engine.host, home, settings),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: _step(Path(settings["state_dir"])) == "stopping", 60,
+               lambda: f"the update reached the stop; {process.poll()}")
+    time.sleep(1)
+    process.kill()
+    process.communicate(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["candidate", "dependant"])
+def test_killed_in_the_stop_of_a_rm_container_restarted_at_once(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path, role: str) -> None:
+    """A `--rm` container (the candidate, or a dependant in its namespace) that needs 6 s to
+    stop; the updater is killed inside the stop and run again at once, while the engine is still
+    stopping and then deleting it: it comes back under its name, running, `--rm`, with its data,
+    from its copy; nothing is left over and the entry is closed."""
+    image = _release(engine, registry, unique, "1", cmd=IGNORES_TERM)
+    a, b = f"{unique}-a", f"{unique}-b"
+    containers += [a, b]
+    rm_one = a if role == "candidate" else b
+    api = engine.client.api
+    a_id = api.create_container(image, name=a, labels={**ENABLED, "updater.stop-timeout": "6s"},
+                                volumes=["/data"], host_config=api.create_host_config(
+                                    auto_remove=role == "candidate"))["Id"]
+    api.start(a_id)
+    if role == "dependant":
+        b_id = api.create_container(image, name=b, labels={"updater.stop-timeout": "6s"},
+                                    host_config=api.create_host_config(
+                                        auto_remove=True, network_mode=f"container:{a}"))["Id"]
+        api.start(b_id)
+    engine.client.containers.get(a).exec_run(["sh", "-c", "echo kept > /data/file"])
+    _release(engine, registry, unique, "2", cmd=IGNORES_TERM, keep_local=False)
+    settings = {"state_dir": str(tmp_path / "state")}
+
+    _killed_in_the_stop(engine, tmp_path, settings, a)
+    again = run_updater(["update", "--json", a], engine, tmp_path, settings)
+    later = run_updater(["update", "--json", a], engine, tmp_path, settings)
+
+    assert "Traceback" not in again.stderr, again.stderr
+    state = _state(engine, rm_one)
+    assert state["State"]["Running"] and state["HostConfig"]["AutoRemove"], again.stderr
+    assert _state(engine, a)["State"]["Running"]
+    data = engine.client.containers.get(a).exec_run(["cat", "/data/file"])
+    assert data.output == b"kept\n"
+    assert "recovery of an interrupted update failed" not in later.stdout + later.stderr
+    assert not _leftovers(engine, a, b)
+
+
+def test_container_with_a_legacy_link_to_it_is_known_by_its_own_name(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`client --link web:db`: the engine lists web also as `client/db`; web is still checked,
+    updated and reported as web, and its dependants (the linked client, one in its network
+    namespace) are recreated to use the new web."""
+    image = _release(engine, registry, unique, "1")
+    web, side, client = (f"{unique}-{x}" for x in ("web", "side", "client"))
+    containers += [web, side, client]
+    engine.client.containers.run(image, name=web, detach=True, labels=ENABLED)
+    engine.client.containers.run(image, name=side, detach=True, network_mode=f"container:{web}")
+    engine.client.containers.run(image, name=client, detach=True, links={web: "db"})
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, web)
+
+    assert (code, items[web]["outcome"]) == (0, "updated"), items
+    new_web = _state(engine, web)["Id"]
+    assert _state(engine, side)["HostConfig"]["NetworkMode"] in (f"container:{web}",
+                                                                  f"container:{new_web}")
+    assert _state(engine, client)["HostConfig"]["Links"] == [f"/{web}:/{client}/db"]
+    assert all(_state(engine, x)["State"]["Running"] for x in (web, side, client))
+    assert not _leftovers(engine, web, side, client)
+
+
+def test_rm_container_with_rollback_off_whose_release_exits_is_not_lost(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`--rm` with updater.rollback=false and a release that exits at once: the engine deletes
+    the failed new container, so there is nothing to keep; the old one is restored from its
+    copy (and the failure is seen at once, not after the health timeout)."""
+    image = _release(engine, registry, unique, "1")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, auto_remove=True, labels={
+        **ENABLED, "updater.rollback": "false", "updater.health-timeout": "30s"})
+    _release(engine, registry, unique, "2", cmd=BROKEN, keep_local=False)
+    started = time.monotonic()
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert time.monotonic() - started < 20
+    assert (code, items[unique]["outcome"]) == (1, "rolled-back"), items
+    assert "removed by the engine" in items[unique]["reason"]
+    assert _state(engine, unique)["State"]["Running"] and _version(engine, unique) == "1"
+    assert not _leftovers(engine, unique)
+
+
+def test_volumes_from_read_only_stay_read_only(engine: Dockerd, registry: Registry,
+                                               unique: str, containers: list[str],
+                                               tmp_path: Path) -> None:
+    """`--volumes-from src:ro`: the volumes stay read-only in the new container (they are the
+    source's, not carried over as its own)."""
+    image = _release(engine, registry, unique, "1")
+    src, user = f"{unique}-src", f"{unique}-user"
+    containers += [src, user]
+    api = engine.client.api
+    api.start(api.create_container(image, name=src, volumes=["/data"])["Id"])
+    engine.client.containers.run(image, name=user, detach=True, labels=ENABLED,
+                                 volumes_from=[f"{src}:ro"])
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, user)
+
+    assert (code, items[user]["outcome"]) == (0, "updated"), items
+    touched = engine.client.containers.get(user).exec_run(["touch", "/data/x"])
+    assert touched.exit_code != 0 and b"Read-only" in touched.output
