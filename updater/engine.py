@@ -86,7 +86,8 @@ class Engine:
         """Running (and restarting or paused) containers with their image's RepoDigests.
 
         Two list calls per pass, whatever the number of containers; an inspect only for a
-        container whose tag has since moved to another image (the list then shows an image ID).
+        container whose tag has since moved to another image (the list then shows an image ID),
+        and `/info` (once per connection) only when a container runs an image with no names.
         """
         listed = self._call("list containers", self._api.containers,
                             filters={"status": list(WATCHED_STATES)})
@@ -94,9 +95,10 @@ class Engine:
         digests = {image["Id"]: tuple(image.get("RepoDigests") or ()) for image in images}
         unnamed = {image["Id"] for image in images
                    if not image.get("RepoDigests") and not image.get("RepoTags")}
-        content_addressed = self._containerd_store()
-        return [self._snapshot(entry, digests, unnamed if content_addressed else set())
-                for entry in listed]
+        unnamed &= {entry.get("ImageID") for entry in listed}
+        if unnamed and not self._containerd_store():  # asked only when it matters
+            unnamed = set()
+        return [self._snapshot(entry, digests, unnamed) for entry in listed]
 
     def _containerd_store(self) -> bool:
         """Whether images live in containerd (Docker 29's default); read once per connection."""
