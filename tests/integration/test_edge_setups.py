@@ -687,3 +687,28 @@ def test_volumes_from_read_only_stay_read_only(engine: Dockerd, registry: Regist
     assert (code, items[user]["outcome"]) == (0, "updated"), items
     touched = engine.client.containers.get(user).exec_run(["touch", "/data/x"])
     assert touched.exit_code != 0 and b"Read-only" in touched.output
+
+
+@pytest.mark.matrix
+def test_crash_looping_container_is_updated_to_a_release_that_runs(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A container in a restart loop (`--restart always`, exits after a second) gets a release
+    that runs: it is updated, and the new one runs, with the same restart policy."""
+    crashing = '["sh", "-c", "sleep 1; exit 1"]'
+    image = _release(engine, registry, unique, "1", cmd=crashing)
+    a = f"{unique}-a"
+    containers.append(a)
+    engine.client.containers.run(image, name=a, detach=True, labels=ENABLED,
+                                 restart_policy={"Name": "always"})
+    time.sleep(3)  # in its loop now
+    _release(engine, registry, unique, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, a)
+
+    assert (code, items[a]["outcome"]) == (0, "updated"), items
+    state = _state(engine, a)
+    assert state["State"]["Running"] and not state["State"]["Restarting"]
+    assert state["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    assert _version(engine, a) == "2"
+    assert not _leftovers(engine, a)
