@@ -256,13 +256,13 @@ class Engine:
         policy = dict((inspect.get("HostConfig") or {}).get("RestartPolicy") or {})
         held = policy.get("Name") not in (None, "", "no")
         if held:
-            self._set_restart_policy(container, {"Name": "no", "MaximumRetryCount": 0})
+            self.set_restart_policy(container, {"Name": "no", "MaximumRetryCount": 0})
         try:
             self._call(f"signal {container}", self._api.kill, container, signal=signal)
             self._wait_exit(container, None if forever else seconds)
         finally:
             if held:
-                self._set_restart_policy(container, policy)
+                self.set_restart_policy(container, policy)
 
     def _wait_exit(self, container: str, seconds: int | None) -> None:
         """Wait for the container to exit; SIGKILL it after `seconds` (None: no limit)."""
@@ -274,13 +274,10 @@ class Engine:
         except docker.errors.NotFound:
             return  # removed on exit (--rm)
 
-    def _set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
+    def set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
+        """Set a restart policy (held off around a stop, put back after, or by a restore)."""
         self._call(f"set the restart policy of {container}", self._api.update_container,
                    container, restart_policy=policy)
-
-    def set_restart_policy(self, container: str, policy: dict[str, Any]) -> None:
-        """Put a restart policy back (one a stop changed, if the updater died meanwhile)."""
-        self._set_restart_policy(container, policy)
 
     def pause(self, container: str) -> None:
         self._call(f"pause {container}", self._api.pause, container)
