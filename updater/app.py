@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,6 +16,7 @@ from updater.config import Settings
 from updater.containers import ContainerUpdater
 from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
 from updater.engine import Engine, own_container_id
+from updater.errors import UpdaterError
 from updater.history import History
 from updater.journal import Journal, StateLock
 from updater.metrics import Metrics
@@ -26,6 +28,9 @@ from updater.report import ItemReport, PassReport
 from updater.swarm import ServiceUpdater, is_leader
 
 log = logging.getLogger(__name__)
+# How long a pass may go without reporting an item before the loop counts as stuck (an update
+# in progress declares its own, longer bound).
+PASS_ALLOWANCE = 1800.0
 
 
 class Application:
@@ -42,6 +47,7 @@ class Application:
         self.metrics = Metrics(self.registry.stats)
         self._notifier: Notifier | None = None
         self._host: str | None = None
+        self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
 
     def close(self) -> None:
@@ -58,7 +64,8 @@ class Application:
         self.close()
 
     def run_pass(self, names: Iterable[str] = (),
-                 stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 progress: Callable[[float], None] = lambda seconds: None) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
@@ -66,13 +73,16 @@ class Application:
             notifier = self._notifier_for(engine)
             own = own_container_id()
             updater = self._updater(engine, own)
-            on_item: Callable[[ItemReport], None] = (
-                notifier.immediate if notifier else lambda item: None)
+            def on_item(item: ItemReport) -> None:
+                progress(PASS_ALLOWANCE)
+                if notifier is not None:
+                    notifier.immediate(item)
+
             services = ServiceUpdater(engine, self.registry, self.credentials, self.settings,
                                       own_container=own)
             report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
-                                own, services).run(tuple(names), stop_requested)
-            if not names and not stop_requested():
+                                own, services, progress).run(tuple(names), stop_requested)
+            if not names and not stop_requested() and report.error is None:
                 report.items += self._rebalance(engine, services)
         finally:
             engine.close()
@@ -99,10 +109,21 @@ class Application:
                                 cleanup=self.settings.cleanup, own_id=own, lock=self.lock)
 
     def _record(self, report: PassReport, notifier: Notifier | None) -> None:
-        self.history.record(report.finished or report.started, report.items)
-        self.metrics.observe(report)
+        """History, metrics and notifications of a pass; a failure of one (a full or damaged
+        state database) is logged and never changes what the pass did or reports."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("history", lambda: self.history.record(report.finished or report.started,
+                                                    report.items)),
+            ("metrics", lambda: self.metrics.observe(report))]
         if notifier is not None:
-            notifier.after_pass(report)
+            steps.append(("notifications", lambda: notifier.after_pass(report)))
+        for what, step in steps:
+            try:
+                step()
+            except UpdaterError as exc:
+                log.error("%s of this pass not recorded: %s", what, exc)
+            except Exception:
+                log.exception("%s of this pass not recorded", what)
 
     def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
         """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
@@ -121,7 +142,7 @@ class Application:
         if self._notifier is None:
             self._host = engine.host_name() or socket.gethostname()
             self._notifier = Notifier(self.settings, self._host,
-                                      AppriseSender(self.settings.notify))
+                                      AppriseSender(self.settings.notify), self.interrupted)
         return self._notifier
 
 

@@ -2,6 +2,7 @@
 
     UpdaterError                  anything a user or the environment caused; one clear line
     ├── ConfigError               bad settings (file, environment, flags, labels)
+    ├── StateError                the state database could not be read or written (disk full)
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
     │   ├── EngineUnavailable     the engine cannot be reached at all
@@ -25,6 +26,10 @@ class UpdaterError(Exception):
 
 class ConfigError(UpdaterError):
     """A setting is unknown, malformed or inconsistent."""
+
+
+class StateError(UpdaterError):
+    """The state database in state_dir could not be read or written."""
 
 
 class InvalidReference(UpdaterError, ValueError):
