@@ -125,6 +125,9 @@ class Application:
             except Exception:
                 log.exception("%s of this pass not recorded", what)
 
+    def notifications_in_flight(self) -> int:
+        return self._notifier.in_flight() if self._notifier is not None else 0
+
     def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
         """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
         settings = self.settings.rebalance

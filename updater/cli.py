@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -250,11 +251,22 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
         api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
         try:
-            return daemon.run()
+            code = daemon.run()
         finally:
             heartbeat.stop()
             if api is not None:
                 api.stop()
+        in_flight = app.notifications_in_flight()
+    if in_flight:
+        # Apprise's worker threads would hold the exit until a hung destination lets go; what
+        # they carry is kept in the state database and sent by the next start.
+        log.warning("exiting with %d notification(s) still being sent; they are kept and sent "
+                    "again at the next start", in_flight)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:

@@ -24,7 +24,7 @@ TEMPLATE_FIELDS = ("host", "summary", "entries", "count")
 DEFAULT_TEMPLATE = "{entries}"
 MAX_ATTEMPTS = 48
 # How long the loop waits for one destination to take one message.
-SEND_SECONDS = 20.0
+SEND_SECONDS = 10.0
 POLL_SECONDS = 0.1
 _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
@@ -285,6 +285,10 @@ class Notifier:
             else:
                 self._db.execute("UPDATE pending_notifications SET attempts = ? WHERE id = ?",
                                  (attempts + 1, row_id))
+
+    def in_flight(self) -> int:
+        """Sends still running in the background (to destinations that did not answer)."""
+        return sum(1 for flight in self._inflight.values() if flight.thread.is_alive())
 
     def pending(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM pending_notifications").fetchone()[0])
