@@ -41,6 +41,8 @@ LOCK_WAIT = 120.0
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 2, as for every other user error."""
 
+    commands: dict[str, _Parser]
+
     def error(self, message: str) -> Any:
         raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
@@ -49,11 +51,58 @@ class _UsageError(Exception):
     pass
 
 
+# One line of help per setting, for the flags of the commands it applies to.
+_SETTING_HELP = {
+    "docker_host": "the engine's address, or DOCKER_HOST [unix:///var/run/docker.sock]",
+    "label_enable": "watch only containers labelled updater.enable=true [on]",
+    "scope": "watch only containers labelled updater.scope=SCOPE",
+    "registry_timeout": "time limit of one registry request [10s]",
+    "monitor_only": "report and notify available updates, change nothing",
+    "cleanup": "remove the old image after an update",
+    "stop_timeout": "how long a container may take to stop [its own, else 10s]",
+    "health_timeout": "how long a new container may take to run and be healthy [60s]",
+    "rollback": "put the old container back when the new one fails [on]",
+    "rolling_restart": "accepted for Watchtower users; updates already run one at a time",
+    "notify": "an Apprise URL to notify; repeat for more",
+    "notify_level": "the least level notified: debug, info, warning, error [info]",
+    "notify_template": "the message body: {entries}, {summary}, {count}, {host} [{entries}]",
+    "state_dir": "where the journal, history and lock are kept [/var/lib/updater]",
+    "interval": "time between passes, e.g. 30m [1h]",
+    "schedule": "a 5-field cron expression, instead of --interval",
+    "jitter": "up to this much more between passes, at random [0]",
+    "update_on_start": "run a pass at once, not after the first interval",
+    "run_once": "run one pass and exit",
+    "log_level": "debug, info, warning, error [info]",
+    "log_format": "text or json [text]",
+}
+_ENGINE = ("docker_host",)
+_WATCH = ("label_enable", "scope")
+_REGISTRY = ("registry_timeout",)
+_UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
+           "rolling_restart")
+_NOTIFY = ("notify", "notify_level", "notify_template")
+_SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
+_STATE = ("state_dir",)
+_LOGS = ("log_level", "log_format")
+_ALL = tuple(_SETTING_HELP)
+# The settings each command uses; `config` shows them all, so it takes them all.
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "check": _ENGINE + _WATCH + _REGISTRY + _LOGS,
+    "update": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,
+    "run": _ALL,
+    "rebalance": _ENGINE + _REGISTRY + _STATE + _LOGS,
+    "where": _ENGINE + _LOGS,
+    "history": _STATE + _LOGS,
+    "health": _STATE + _LOGS,
+    "config": _ALL,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        arguments = _parser().parse_args(argv)
+        arguments = _parse(_parser(), argv)
     except _UsageError as exc:
-        print(f"updater: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)  # "updater[ COMMAND]: what is wrong (see ... --help)"
         return EXIT_USAGE
     command: Callable[[argparse.Namespace, Settings], int] = arguments.handler
     try:
@@ -68,56 +117,75 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> _Parser:
-    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
-    common.add_argument("--config", metavar="FILE", help="YAML config file (or UPDATER_CONFIG)")
-    for key, is_bool in config.FLAG_KEYS.items():
-        flag = "--" + key.replace("_", "-")
-        if is_bool:
-            common.add_argument(flag, dest=f"setting_{key}", action=argparse.BooleanOptionalAction)
-        elif key == "notify":
-            common.add_argument(flag, dest=f"setting_{key}", action="append", metavar="URL")
-        else:
-            common.add_argument(flag, dest=f"setting_{key}", metavar="VALUE")
-    parser = _Parser(prog="updater", parents=[common],
+    parser = _Parser(prog="updater",
                      description="Keep Docker containers on the newest image for their tag.")
     parser.add_argument("--version", action="version", version=f"updater {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
-    checker = commands.add_parser("check", parents=[common], help="report which images are stale")
-    checker.add_argument("names", nargs="*", metavar="NAME", help="only these containers")
+    parser.commands = {}
+
+    def command(name: str, handler: Callable[[argparse.Namespace, Settings], int],
+                help: str) -> _Parser:
+        sub: _Parser = commands.add_parser(name, help=help, description=help)
+        parser.commands[name] = sub
+        sub.set_defaults(handler=handler)
+        _add_settings(sub, COMMAND_SETTINGS[name])
+        return sub
+
+    checker = command("check", _check, "report which images are stale; changes nothing")
+    checker.add_argument("names", nargs="*", metavar="NAME",
+                         help="only these containers or services")
     checker.add_argument("--json", action="store_true", help="print a JSON array")
-    checker.set_defaults(handler=_check)
-    updater = commands.add_parser("update", parents=[common], help="apply updates now, once")
-    updater.add_argument("names", nargs="*", metavar="NAME", help="only these containers")
+    updater = command("update", _update, "apply updates now, once")
+    updater.add_argument("names", nargs="*", metavar="NAME",
+                         help="only these containers or services")
     updater.add_argument("--json", action="store_true", help="print the pass report as JSON")
-    updater.set_defaults(handler=_update)
-    runner = commands.add_parser("run", parents=[common], help="the daemon: update on a schedule")
-    runner.set_defaults(handler=_run)
-    balancer = commands.add_parser("rebalance", parents=[common],
-                                   help="swarm: spread the tasks of replicated services")
+    command("run", _run, "the daemon: update on a schedule until SIGTERM")
+    balancer = command("rebalance", _rebalance, "swarm: spread the tasks of replicated services")
     balancer.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")
     balancer.add_argument("--dry-run", action="store_true", help="print the plan, move nothing")
     balancer.add_argument("--threshold", type=float, default=1.0,
                           help="standard deviation of tasks per node that is tolerated [1.0]")
-    balancer.set_defaults(handler=_rebalance)
-    locator = commands.add_parser("where", parents=[common],
-                                  help="swarm: the node and container of each task of a service")
+    locator = command("where", _where, "swarm: the node and container of each task of a service")
     locator.add_argument("service", metavar="SERVICE")
     locator.add_argument("--json", action="store_true", help="print a JSON array")
-    locator.set_defaults(handler=_where)
-    historian = commands.add_parser("history", parents=[common], help="what was done, newest first")
-    historian.add_argument("name", nargs="?", metavar="NAME", help="only this container")
+    historian = command("history", _history, "what was done, newest first")
+    historian.add_argument("name", nargs="?", metavar="NAME",
+                           help="only this container or service")
     historian.add_argument("--json", action="store_true", help="print a JSON array")
     historian.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
                            help=f"at most this many, 1 to {MAX_LIMIT} [{DEFAULT_LIMIT}]")
-    historian.set_defaults(handler=_history)
-    doctor = commands.add_parser("health", parents=[common],
-                                 help="exit 0 when `updater run` here is alive (HEALTHCHECK)")
-    doctor.set_defaults(handler=_health)
-    shower = commands.add_parser("config", parents=[common],
-                                 help="validate and print the effective configuration")
-    shower.set_defaults(handler=_show_config)
+    command("health", _health, "exit 0 when `updater run` here is alive (HEALTHCHECK)")
+    command("config", _show_config, "validate and print the effective configuration")
     return parser
+
+
+def _add_settings(parser: _Parser, keys: tuple[str, ...]) -> None:
+    """The settings flags that apply to a command, each with its line of help."""
+    group = parser.add_argument_group("settings (also from the config file and UPDATER_*)")
+    group.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="YAML config file (or UPDATER_CONFIG)")
+    for key in keys:
+        flag, dest = "--" + key.replace("_", "-"), f"setting_{key}"
+        text = _SETTING_HELP[key]
+        if config.FLAG_KEYS[key]:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=text)
+        elif key == "notify":
+            group.add_argument(flag, dest=dest, action="append", metavar="URL",
+                               default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(flag, dest=dest, metavar="VALUE", default=argparse.SUPPRESS,
+                               help=text)
+
+
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; arguments the command does not take are reported by that command, so the hint
+    names its own --help."""
+    arguments, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.commands[arguments.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return arguments
 
 
 def _limit(text: str) -> int:
