@@ -47,6 +47,7 @@ class Application:
         self.metrics = Metrics(self.registry.stats)
         self._notifier: Notifier | None = None
         self._host: str | None = None
+        self._failing = 0  # passes failed in a row
         self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
 
@@ -86,8 +87,26 @@ class Application:
                 report.items += self._rebalance(engine, services)
         finally:
             engine.close()
-        self._record(report, notifier)
+        self._record(report, notifier, full=not names)
         return report
+
+    def pass_failed(self, error: str) -> None:
+        """A pass that could not run: counted; told once while passes keep failing."""
+        self.metrics.failed()
+        self._note_failure(error)
+
+    def _note_failure(self, error: str) -> None:
+        self._failing += 1
+        if self._failing == 1 and self.settings.notify:
+            self._notifier_plain().tell("passes are failing", f"{error}. Nothing is updated "
+                                        "until this is fixed; one message will say when passes "
+                                        "work again.", "error")
+
+    def _pass_worked(self) -> None:
+        if self._failing and self.settings.notify:
+            self._notifier_plain().tell("passes work again", f"after {self._failing} failed "
+                                        f"pass{'es' if self._failing > 1 else ''}.", "info")
+        self._failing = 0
 
     def recover(self) -> PassReport:
         """Finish or undo what a killed updater (or a predecessor handing over to this one)
@@ -101,20 +120,20 @@ class Application:
             engine.close()
         report.finished = time.time()
         if report.items:
-            self._record(report, notifier)
+            self._record(report, notifier, full=False)
         return report
 
     def _updater(self, engine: Engine, own: str | None) -> ContainerUpdater:
         return ContainerUpdater(engine, self.journal, self.credentials,
                                 cleanup=self.settings.cleanup, own_id=own, lock=self.lock)
 
-    def _record(self, report: PassReport, notifier: Notifier | None) -> None:
+    def _record(self, report: PassReport, notifier: Notifier | None, full: bool = True) -> None:
         """History, metrics and notifications of a pass; a failure of one (a full or damaged
         state database) is logged and never changes what the pass did or reports."""
         steps: list[tuple[str, Callable[[], object]]] = [
             ("history", lambda: self.history.record(report.finished or report.started,
                                                     report.items)),
-            ("metrics", lambda: self.metrics.observe(report))]
+            ("metrics", lambda: self.metrics.observe(report, full))]
         if notifier is not None:
             steps.append(("notifications", lambda: notifier.after_pass(report)))
         for what, step in steps:
@@ -124,6 +143,10 @@ class Application:
                 log.error("%s of this pass not recorded: %s", what, exc)
             except Exception:
                 log.exception("%s of this pass not recorded", what)
+        if report.error:
+            self._note_failure(report.error)
+        else:
+            self._pass_worked()
 
     def notifications_in_flight(self) -> int:
         return self._notifier.in_flight() if self._notifier is not None else 0
@@ -144,7 +167,12 @@ class Application:
             return None
         if self._notifier is None:
             self._host = engine.host_name() or socket.gethostname()
-            self._notifier = Notifier(self.settings, self._host,
+        return self._notifier_plain()
+
+    def _notifier_plain(self) -> Notifier:
+        """The notifier; named after the engine's host once one answered, else this one's."""
+        if self._notifier is None:
+            self._notifier = Notifier(self.settings, self._host or socket.gethostname(),
                                       AppriseSender(self.settings.notify), self.interrupted)
         return self._notifier
 

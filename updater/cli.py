@@ -304,7 +304,12 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
     with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
             Application(settings, lock=lock) as app:
         def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
-            report = app.run_pass(names, stop_requested, daemon.expect)
+            try:
+                report = app.run_pass(names, stop_requested, daemon.expect)
+            except Exception as exc:
+                app.pass_failed(str(exc) if isinstance(exc, UpdaterError)
+                                else f"unexpected {type(exc).__name__}: {exc}")
+                raise
             for item in report.items:
                 if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                     log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -416,6 +421,9 @@ def _history(arguments: argparse.Namespace, settings: Settings) -> int:
         entries = history.entries(arguments.name, arguments.limit)
     finally:
         history.close()
+    if arguments.name and not entries:
+        raise UpdaterError(f"no history for {arguments.name}: nothing was done to a container "
+                           "or service of that name (yet); `updater history` lists every name")
     if arguments.json:
         print(json.dumps(entries, indent=2))
         return EXIT_OK

@@ -17,7 +17,8 @@ KEPT_ROWS = 10_000
 # How many entries `updater history` and `GET /v1/history` show: by default, and at most.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = KEPT_ROWS
-_QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value)
+# Not stored: they would only repeat every pass (a held-back image's rollback is stored once).
+_QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value, Outcome.HELD_BACK.value)
 _COLUMNS = ("time", "name", "kind", "image", "outcome", "old_digest", "new_digest",
             "old_version", "new_version", "reason", "seconds")
 _INSERT = ("INSERT INTO history (time, name, kind, image, outcome, old_digest, new_digest, "

@@ -8,8 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from updater.report import PassReport
+from updater.report import Outcome, PassReport
 
+KINDS = ("container", "service")
 RegistryStats = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[str, float]]]
 
 
@@ -37,11 +38,14 @@ class _RegistryCollector(Collector):
 class Metrics:
     def __init__(self, registry_stats: RegistryStats) -> None:
         self.registry = CollectorRegistry()
-        self.passes = Counter("updater_passes", "Passes run", registry=self.registry)
+        self.passes = Counter("updater_passes", "Passes run, failed ones included",
+                              registry=self.registry)
+        self.failures = Counter("updater_pass_failures", "Passes that could not run (the "
+                                "engine unreachable) or were cut short", registry=self.registry)
         self.items = Counter("updater_items", "Outcomes of checked items",
                              ["kind", "outcome"], registry=self.registry)
-        self.watched = Gauge("updater_watched", "Items watched in the last pass", ["kind"],
-                             registry=self.registry)
+        self.watched = Gauge("updater_watched", "Items watched in the last full pass",
+                             ["kind"], registry=self.registry)
         self.duration = Histogram("updater_pass_duration_seconds", "Duration of passes",
                                   buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
                                   registry=self.registry)
@@ -49,17 +53,28 @@ class Metrics:
                                "When the last pass finished", registry=self.registry)
         self.registry.register(_RegistryCollector(registry_stats))
 
-    def observe(self, report: PassReport) -> None:
+    def observe(self, report: PassReport, full: bool = True) -> None:
+        """A pass that ran; `full` when it looked at everything (not a pass for some names):
+        only such a pass sets the watched gauges, every kind of them."""
         self.passes.inc()
-        kinds: dict[str, int] = {}
+        if report.error:
+            self.failures.inc()
+        names: dict[str, set[str]] = {kind: set() for kind in KINDS}
         for item in report.items:
             self.items.labels(item.kind, item.outcome.value).inc()
-            kinds[item.kind] = kinds.get(item.kind, 0) + 1
-        for kind, count in kinds.items():
-            self.watched.labels(kind).set(count)
+            if item.outcome not in (Outcome.RECOVERED, Outcome.REBALANCED):
+                names.setdefault(item.kind, set()).add(item.name)
+        if full and not report.error:
+            for kind, found in names.items():
+                self.watched.labels(kind).set(len(found))
         finished = report.finished or report.started
         self.duration.observe(max(0.0, finished - report.started))
         self.last_pass.set(finished)
+
+    def failed(self) -> None:
+        """A pass that could not run at all."""
+        self.passes.inc()
+        self.failures.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

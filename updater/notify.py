@@ -32,6 +32,12 @@ _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVER
              Outcome.REBALANCED: "info"}
 
 
+# Outcomes that moved (or tried to move) a container to another image.
+_CHANGES = frozenset({Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED})
+# An error already told is told again, unchanged, only after this long.
+ERROR_REMINDER_SECONDS = 24 * 3600.0
+
+
 class Sender(Protocol):
     def targets(self) -> list[str]:
         """Opaque keys of the configured destinations (never the URLs themselves)."""
@@ -103,8 +109,10 @@ def render_entry(item: ItemReport) -> str:
     """One line per item: name, image, what happened, versions, digests, link, reason."""
     line = f"{item.name} ({item.image}): {item.outcome.value}"
     versions = item.versions
-    if versions.old or versions.new:
+    if versions.new or (versions.old and item.outcome in _CHANGES):
         line += f" {versions.old or '?'} → {versions.new or '?'}"
+    elif versions.old:
+        line += f" (runs {versions.old})"
     if item.old_digest or item.new_digest:
         line += f" [{_short(item.old_digest)} → {_short(item.new_digest)}]"
     if versions.source:
@@ -185,30 +193,55 @@ class Notifier:
             log.exception("notification about %s not sent", item.name)
 
     def after_pass(self, report: PassReport) -> None:
-        """Retry what is owed, then one message for everything worth telling in this pass."""
+        """Retry what is owed, then one message for everything worth telling in this pass: an
+        available update once per digest, an unchanged error once a day."""
         try:
             self._retry_pending()
             items = [i for i in report.items if passes_level(i, self._settings.notify_level)
                      and not self._already_told(i)]
             if items:
                 self._deliver(items)
+            now = time.time()
             for item in items:
                 if item.outcome is Outcome.AVAILABLE and item.new_digest:
                     self._db.execute("INSERT OR IGNORE INTO notified VALUES (?, ?)",
                                      (item.name, item.new_digest))
+                elif item.outcome is Outcome.ERROR:
+                    self._db.execute("INSERT OR REPLACE INTO notified_errors VALUES (?, ?, ?)",
+                                     (f"{item.kind}:{item.name}", item.reason or "", now))
+            for item in report.items:  # an error that went away is told again if it comes back
+                if item.outcome is not Outcome.ERROR:
+                    self._db.execute("DELETE FROM notified_errors WHERE name = ?",
+                                     (f"{item.kind}:{item.name}",))
         except Exception:
             log.exception("notifications of this pass not sent")
 
+    def tell(self, title: str, body: str, level: str) -> None:
+        """A message about the updater itself (its passes failing, and working again)."""
+        try:
+            if LOG_LEVELS.index(level) >= LOG_LEVELS.index(self._settings.notify_level):
+                self._send_all(f"updater on {self._host}: {title}", body, level)
+        except Exception:
+            log.exception("notification %r not sent", title)
+
     def _already_told(self, item: ItemReport) -> bool:
-        if item.outcome is not Outcome.AVAILABLE:
-            return False
-        row = self._db.execute("SELECT 1 FROM notified WHERE name = ? AND digest = ?",
-                               (item.name, item.new_digest)).fetchone()
-        return row is not None
+        if item.outcome is Outcome.AVAILABLE:
+            row = self._db.execute("SELECT 1 FROM notified WHERE name = ? AND digest = ?",
+                                   (item.name, item.new_digest)).fetchone()
+            return row is not None
+        if item.outcome is Outcome.ERROR:
+            row = self._db.execute("SELECT reason, time FROM notified_errors WHERE name = ?",
+                                   (f"{item.kind}:{item.name}",)).fetchone()
+            return (row is not None and row[0] == (item.reason or "")
+                    and time.time() - row[1] < ERROR_REMINDER_SECONDS)
+        return False
 
     def _deliver(self, items: list[ItemReport]) -> None:
         title, body = render(self._host, items, self._settings.notify_template)
         level = max((level_of(i) or "info" for i in items), key=LOG_LEVELS.index)
+        self._send_all(title, body, level)
+
+    def _send_all(self, title: str, body: str, level: str) -> None:
         for target in self._sender.targets():
             if not self._send(target, title, body, level):
                 cursor = self._db.execute(

@@ -19,7 +19,7 @@ from updater.engine import ContainerSnapshot, Engine
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.policy import State
 from updater.reference import parse
-from updater.report import ItemReport, Outcome, PassReport
+from updater.report import ItemReport, Outcome, PassReport, Versions
 from updater.swarm import ServiceUpdater
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class UpdatePass:
 
     def _decide(self, container: ContainerSnapshot, result: CheckResult,
                 retry_rolled_back: bool) -> tuple[ItemReport | None, Candidate | None]:
+        if result.state is State.ERROR:
+            return self._with_versions(_from_check(result), container), None
         if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
             return _from_check(result), None
         try:
@@ -102,15 +104,25 @@ class UpdatePass:
         if options.monitor_only:
             log.info("%s: update available (%s), monitor only", container.name,
                      result.remote_digest[:19])
-            return _item(result, Outcome.AVAILABLE), None
+            return self._with_versions(_item(result, Outcome.AVAILABLE), container), None
         when = self._updater.rolled_back(container.name, result.remote_digest)
         if when is not None and not retry_rolled_back:
             # Trying it every pass would stop and restart the container every pass.
-            return _item(result, Outcome.AVAILABLE, (
+            return _item(result, Outcome.HELD_BACK, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
                 f"`updater update {container.name}`, tries again")), None
         return None, Candidate(container, parse(container.image), result.local_digest,
                                result.remote_digest, options)
+
+    def _with_versions(self, item: ItemReport, container: ContainerSnapshot) -> ItemReport:
+        """What the running image says of itself (OCI labels), for an item not updated. (The
+        new image's labels would cost registry requests for its config: not fetched.)"""
+        try:
+            image = self._engine.inspect_image(container.image_id)
+        except UpdaterError:
+            return item
+        labels = dict((image.get("Config") or {}).get("Labels") or {})
+        return dataclasses.replace(item, versions=Versions.from_labels(labels, {}))
 
     def _apply(self, candidates: list[Candidate],
                stop_requested: Callable[[], bool]) -> list[ItemReport]:

@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     UP_TO_DATE = "up-to-date"
     AVAILABLE = "update-available"
+    HELD_BACK = "held-back"  # an update that was rolled back, not tried again until asked
     PINNED = "pinned"
     ERROR = "error"
     RECOVERED = "recovered"

@@ -47,7 +47,7 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 # The layout this updater writes (PRAGMA user_version). 0: a database from before versions
 # were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _to_1(db: sqlite3.Connection) -> None:
@@ -55,7 +55,14 @@ def _to_1(db: sqlite3.Connection) -> None:
     _add_columns(db, "updates", _UPDATES_ADDED)
 
 
-_UPGRADES = {1: _to_1}
+def _to_2(db: sqlite3.Connection) -> None:
+    """Errors already notified, so an unchanged one is not sent again every pass."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS notified_errors (name TEXT PRIMARY KEY, "
+               "reason TEXT NOT NULL, time REAL NOT NULL)")
+
+
+_UPGRADES = {1: _to_1, 2: _to_2}
 
 
 def upgrade(db: sqlite3.Connection, path: Path) -> None:

@@ -4,6 +4,7 @@ a line of help, and usage errors as one line with one prefix and the command's o
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,18 @@ def test_usage_errors_are_one_line_with_one_prefix(argv: list[str], expected: st
     assert error.startswith(expected), error
     assert len(error.strip().splitlines()) == 1
     assert "updater: updater" not in error
+
+
+def test_history_of_an_unknown_name_is_an_error(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """As for `check` and `update`, a name nothing is known of exits 2; a known one prints."""
+    from updater.history import History
+    from updater.report import ItemReport, Outcome
+
+    history = History(str(tmp_path))
+    history.record(1.0, [ItemReport("web", "r/web:1", Outcome.UPDATED)])
+    history.close()
+    assert cli.main(["history", "--state-dir", str(tmp_path), "NOSUCH"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith("updater: no history for NOSUCH")
+    assert cli.main(["history", "--state-dir", str(tmp_path), "web"]) == cli.EXIT_OK
+    assert "web" in capsys.readouterr().out

@@ -188,3 +188,49 @@ def test_a_broken_state_database_costs_the_notification_only(tmp_path: Path) -> 
     told._db.close()
     told.immediate(item("a", Outcome.ROLLED_BACK))
     told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))
+
+
+def test_an_unchanged_error_is_told_once_a_day(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same check error every pass is one message; a changed reason, the error coming back
+    after it went away, or a day passing tells it again."""
+    sender = Recorder()
+    told = notifier(tmp_path, sender)
+
+    def error(reason: str) -> PassReport:
+        return PassReport(items=[item("a", Outcome.ERROR, reason=reason)])
+
+    for _ in range(3):
+        told.after_pass(error("not found in registry (HTTP 404)"))
+    assert len(sender.sent) == 2  # one message, to each of two targets
+    told.after_pass(error("registry unreachable"))
+    assert len(sender.sent) == 4
+    told.after_pass(PassReport(items=[item("a", Outcome.UP_TO_DATE)]))
+    told.after_pass(error("registry unreachable"))
+    assert len(sender.sent) == 6
+    later = time.time() + notify.ERROR_REMINDER_SECONDS + 1
+    monkeypatch.setattr(notify.time, "time", lambda: later)
+    told.after_pass(error("registry unreachable"))
+    assert len(sender.sent) == 8
+
+
+def test_held_back_is_never_announced(tmp_path: Path) -> None:
+    """The pass after a rollback: the image held back is not an "update available"."""
+    sender = Recorder()
+    notifier(tmp_path, sender).after_pass(PassReport(items=[
+        item("a", Outcome.HELD_BACK, reason="held back: this image was rolled back")]))
+    assert sender.sent == []
+
+
+def test_a_line_for_an_item_not_updated_names_what_runs() -> None:
+    line = render_entry(item("a", Outcome.AVAILABLE,
+                             versions=Versions("1.4.2", None, None, None, "https://src/x")))
+    assert line == ("a (reg.example/a:1): update-available (runs 1.4.2) "
+                    "[aaaaaaaaaaaa → bbbbbbbbbbbb] https://src/x")
+
+
+def test_messages_about_the_updater_itself(tmp_path: Path) -> None:
+    sender = Recorder()
+    notifier(tmp_path, sender).tell("passes are failing", "cannot reach the engine", "error")
+    assert [(s[1], s[2], s[3]) for s in sender.sent][:1] == [
+        ("updater on host1: passes are failing", "cannot reach the engine", "error")]
