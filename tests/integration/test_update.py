@@ -94,7 +94,7 @@ def test_failed_new_container_is_rolled_back(engine: Dockerd, registry: Registry
         # A pass over everything holds the known-bad image back instead of restarting the
         # container again; asking for it by name tries again.
         _, items = update(engine, tmp_path)
-        assert items[unique]["outcome"] == "update-available"
+        assert items[unique]["outcome"] == "held-back"
         assert "held back" in items[unique]["reason"]
         assert image_of(engine, unique) == (old_id, old_image, True)
         code, items = update(engine, tmp_path, unique)

@@ -209,7 +209,7 @@ def test_an_unchanged_error_is_told_once_a_day(tmp_path: Path,
     told.after_pass(error("registry unreachable"))
     assert len(sender.sent) == 6
     later = time.time() + notify.ERROR_REMINDER_SECONDS + 1
-    monkeypatch.setattr(notify.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     told.after_pass(error("registry unreachable"))
     assert len(sender.sent) == 8
 
