@@ -19,6 +19,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = KEPT_ROWS
 # Not stored: they would only repeat every pass (a held-back image's rollback is stored once).
 _QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value, Outcome.HELD_BACK.value)
+# Stored once while they stay the same.
+_ONCE = (Outcome.AVAILABLE.value, Outcome.ERROR.value)
 _COLUMNS = ("time", "name", "kind", "image", "outcome", "old_digest", "new_digest",
             "old_version", "new_version", "reason", "seconds")
 _INSERT = ("INSERT INTO history (time, name, kind, image, outcome, old_digest, new_digest, "
@@ -44,18 +46,30 @@ class History:
         self._db.close()
 
     def record(self, when: float, items: Iterable[ItemReport]) -> int:
-        """Store the outcomes of one pass; returns how many rows were written."""
+        """Store the outcomes of one pass; returns how many rows were written. An available
+        update or an error the same as the newest row of that item is not stored again: a
+        monitor-only container would otherwise add a row every pass and push real updates
+        out of the kept rows."""
         rows = [(when, i.name, i.kind, i.image, i.outcome.value, i.old_digest, i.new_digest,
                  i.versions.old, i.versions.new, i.reason, i.seconds)
                 for i in items if i.outcome.value not in _QUIET]
         try:
             with self._lock:
+                rows = [row for row in rows if not self._repeats(row)]
                 self._db.executemany(_INSERT, rows)
                 self._db.execute("DELETE FROM history WHERE id <= "
                                  "(SELECT MAX(id) FROM history) - ?", (KEPT_ROWS,))
         except sqlite3.Error as exc:
             raise StateError(f"cannot write the history in {self._state_dir} ({exc})") from None
         return len(rows)
+
+    def _repeats(self, row: tuple[Any, ...]) -> bool:
+        if row[4] not in _ONCE:
+            return False
+        newest = self._db.execute("SELECT outcome, new_digest, reason FROM history WHERE name = ? "
+                                  "AND kind = ? ORDER BY id DESC LIMIT 1",
+                                  (row[1], row[2])).fetchone()
+        return newest is not None and tuple(newest) == (row[4], row[6], row[9])
 
     def entries(self, name: str | None = None, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
         """The newest entries first, optionally for one container or service."""

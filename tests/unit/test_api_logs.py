@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,3 +114,23 @@ def test_json_log_lines() -> None:
     entry = json.loads(JsonFormatter().format(record))
     assert (entry["level"], entry["logger"], entry["message"]) == ("warning", "updater.passes",
                                                                     "x 1")
+
+
+def test_history_keeps_a_repeated_state_once(tmp_path: Path) -> None:
+    """An available update or an error is a row when it starts (or changes), not every pass;
+    updates are always rows."""
+    from updater.history import History
+    from updater.report import ItemReport, Outcome
+
+    history = History(str(tmp_path))
+    available = ItemReport("mon", "r/mon:1", Outcome.AVAILABLE, new_digest="sha256:" + "b" * 64)
+    error = ItemReport("gone", "r/gone:1", Outcome.ERROR, reason="not found (HTTP 404)")
+    for when in range(5):
+        history.record(float(when), [available, error,
+                                     ItemReport("app", "r/app:1", Outcome.UPDATED)])
+    history.record(9.0, [ItemReport("gone", "r/gone:1", Outcome.ERROR, reason="unreachable")])
+    rows = [(e["name"], e["outcome"]) for e in history.entries(limit=100)]
+    assert rows.count(("mon", "update-available")) == 1
+    assert rows.count(("gone", "error")) == 2
+    assert rows.count(("app", "updated")) == 5
+    history.close()
