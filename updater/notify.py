@@ -25,6 +25,8 @@ DEFAULT_TEMPLATE = "{entries}"
 MAX_ATTEMPTS = 48
 # How long the loop waits for one destination to take one message.
 SEND_SECONDS = 10.0
+# How long the loop waits for one destination over a whole pass (its messages together).
+PASS_SECONDS = 30.0
 POLL_SECONDS = 0.1
 _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
@@ -179,6 +181,7 @@ class Notifier:
         self._sender = sender
         self._interrupted = interrupted or threading.Event()
         self._inflight: dict[str, _InFlight] = {}
+        self._waited: dict[str, float] = {}  # seconds waited per destination in this pass
         self._db = state.connect(settings.state_dir)
 
     def close(self) -> None:
@@ -215,6 +218,8 @@ class Notifier:
                                      (f"{item.kind}:{item.name}",))
         except Exception:
             log.exception("notifications of this pass not sent")
+        finally:
+            self._waited.clear()  # the next pass has its own bound
 
     def tell(self, title: str, body: str, level: str) -> None:
         """A message about the updater itself (its passes failing, and working again)."""
@@ -255,7 +260,7 @@ class Notifier:
             flight.row = row
 
     def _send(self, target: str, title: str, body: str, level: str) -> bool:
-        if self._busy(target):
+        if self._busy(target) or self._waited.get(target, 0.0) >= PASS_SECONDS:
             return False
         delivered: list[bool] = []
 
@@ -269,11 +274,13 @@ class Notifier:
 
         thread = threading.Thread(target=send, name="notify", daemon=True)
         thread.start()
-        deadline = time.monotonic() + SEND_SECONDS
+        started = time.monotonic()
+        deadline = started + min(SEND_SECONDS, PASS_SECONDS - self._waited.get(target, 0.0))
         while thread.is_alive() and time.monotonic() < deadline:
             if self._interrupted.is_set():
                 break
             thread.join(POLL_SECONDS)
+        self._waited[target] = self._waited.get(target, 0.0) + time.monotonic() - started
         if thread.is_alive():
             log.warning("notification to %s is taking more than %.0fs; kept to retry at the next "
                         "pass", self._sender.describe(target), SEND_SECONDS)

@@ -234,3 +234,33 @@ def test_messages_about_the_updater_itself(tmp_path: Path) -> None:
     notifier(tmp_path, sender).tell("passes are failing", "cannot reach the engine", "error")
     assert [(s[1], s[2], s[3]) for s in sender.sent][:1] == [
         ("updater on host1: passes are failing", "cannot reach the engine", "error")]
+
+
+class Slow(Recorder):
+    """Answers every message, each after a while: slow, never stuck."""
+
+    def targets(self) -> list[str]:
+        return ["t1"]
+
+    def send(self, target: str, title: str, body: str, level: str) -> bool:
+        time.sleep(0.2)
+        return super().send(target, title, body, level)
+
+
+def test_a_slow_destination_is_waited_for_a_bounded_time_per_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten failures in a pass to a destination taking 0.2 s each: the pass waits for it at
+    most PASS_SECONDS in all; the rest is kept and sent at the next pass."""
+    monkeypatch.setattr(notify, "PASS_SECONDS", 0.5)
+    sender = Slow()
+    told = notifier(tmp_path, sender)
+    started = time.monotonic()
+    for n in range(10):
+        told.immediate(item(f"c{n}", Outcome.ROLLED_BACK))
+    told.after_pass(PassReport())
+    assert time.monotonic() - started < 1.5
+    assert 2 <= len(sender.sent) <= 4 and told.pending() >= 6
+    while told.pending() and len(sender.sent) < 20:
+        time.sleep(0.3)
+        told.after_pass(PassReport())
+    assert told.pending() == 0 and len({s[2] for s in sender.sent}) == 10
