@@ -18,6 +18,7 @@ _IMAGE_DEFAULTS = ("Cmd", "Entrypoint", "WorkingDir", "User", "Healthcheck", "St
                    "Shell", "OnBuild")
 _RUNTIME_ONLY = ("ArgsEscaped", "Image")
 _SPECIAL_NETWORK_MODES = ("host", "none")
+COMPOSE_IMAGE = "com.docker.compose.image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,10 @@ def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
     itself being replaced).
     """
     config = _config(container, old_image.get("Config") or {}, image_name)
+    if COMPOSE_IMAGE in config["Labels"] and new_image.get("Id"):
+        # What Compose itself writes: the ID of the image the container runs. Left at the old
+        # one, `docker compose up` would recreate the updated container once more.
+        config["Labels"][COMPOSE_IMAGE] = str(new_image["Id"])
     host_config = _host_config(container, rename_container_refs or {})
     primary, extra = _networks(container, host_config.get("NetworkMode") or "default")
     if str(host_config.get("NetworkMode") or "").startswith("container:"):

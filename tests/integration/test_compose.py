@@ -154,3 +154,68 @@ def test_compose_up_runs_an_updater_that_updates_a_neighbour(
     volume = engine.client.volumes.get(f"{compose.project}_updater-state")
     volume.remove()
     assert engine.client.api.inspect_container(neighbour)["State"]["Running"]
+
+
+APP_PROJECT = """\
+services:
+  db:
+    image: {db}
+    labels: {{updater.enable: "true"}}
+  web:
+    image: {web}
+    labels: {{updater.enable: "true"}}
+    depends_on: [db]
+"""
+
+
+def test_compose_treats_an_updated_container_as_its_own(
+        compose_binary: str, engine: Dockerd, registry: Registry, unique: str,
+        tmp_path: Path) -> None:
+    """A user's project (web depends on db) brought up by Compose; `updater update` replaces
+    web: then `docker compose up -d` recreates nothing (the IDs stay), `ps` shows web on the new
+    image, and `down` removes both."""
+    from tests.integration.helpers import run_updater
+
+    db, web = f"{registry.host}/compose/{unique}-db:1", f"{registry.host}/compose/{unique}-web:1"
+    images.release(engine.client, db, "1")
+    images.release(engine.client, web, "1")
+    directory = tmp_path / "project"
+    directory.mkdir()
+    (directory / "compose.yml").write_text(APP_PROJECT.format(db=db, web=web))
+    project = f"ut-{unique}-app"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKER_HOST": engine.host,
+           "DOCKER_CONFIG": str(tmp_path / ".docker")}
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([compose_binary, "--project-directory", str(directory), "-p",
+                               project, *args], env=env, capture_output=True, text=True,
+                              timeout=180, check=False)
+
+    def ids() -> dict[str, str]:
+        found = engine.client.api.containers(
+            all=True, filters={"label": f"com.docker.compose.project={project}"})
+        return {str(c["Labels"]["com.docker.compose.service"]): str(c["Id"]) for c in found}
+
+    try:
+        up = compose("up", "-d")
+        assert up.returncode == 0, up.stderr
+        before = ids()
+        images.release(engine.client, web, "2", keep_local=False)
+        result = run_updater(["update", "--json"], engine, tmp_path,
+                             {"state_dir": str(tmp_path / "state")})
+        assert result.returncode == 0, result.stderr
+        after_update = ids()
+        assert after_update["db"] == before["db"] and after_update["web"] != before["web"]
+        new_image = engine.client.images.get(web).id
+        again = compose("up", "-d")
+        assert again.returncode == 0, again.stderr
+        assert ids() == after_update, again.stderr  # nothing recreated
+        assert "Recreate" not in again.stderr, again.stderr
+        ps = compose("ps", "--format", "{{.Service}} {{.State}}")
+        assert sorted(ps.stdout.split("\n")[:2]) == ["db running", "web running"], ps.stdout
+        assert engine.client.api.inspect_container(after_update["web"])["Image"] == new_image
+        down = compose("down", "--timeout", "5")
+        assert down.returncode == 0, down.stderr
+        assert project_containers(engine, project) == []
+    finally:
+        compose("down", "--timeout", "5")

@@ -144,3 +144,15 @@ def test_pid_and_ipc_namespaces_of_a_replaced_container_follow_it_by_name() -> N
     host = plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1", {"old-id": "db"}
                 ).body["HostConfig"]
     assert (host["PidMode"], host["IpcMode"]) == ("container:db", "container:db")
+
+
+def test_compose_image_label_names_the_new_image() -> None:
+    """Compose records the image ID a container runs; it must name the new one, or `docker
+    compose up` recreates the container again. Other Compose labels stay as they were."""
+    labels = {"com.docker.compose.image": "sha256:old", "com.docker.compose.project": "p",
+              "com.docker.compose.config-hash": "abc"}
+    container = {"Id": "c" * 64, "Config": {"Image": "web:1", "Labels": labels},
+                 "HostConfig": {}}
+    body = plan(container, {"Id": "sha256:old", "Config": {}},
+                {"Id": "sha256:new", "Config": {}}, "web:1").body
+    assert body["Labels"] == {**labels, "com.docker.compose.image": "sha256:new"}
