@@ -40,8 +40,9 @@ def cluster(root: Path) -> Iterator[Swarm]:
         swarm.stop()
 
 
-def deploy(cluster: Swarm, image: str, home: Path) -> None:
-    """`docker stack deploy` exactly as the README says, with settings from the environment."""
+def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True) -> None:
+    """`docker stack deploy` exactly as the README says, with settings from the environment:
+    stack.yml alone, or with stack.secrets.yml and a registry password from a secret."""
     docker_cli = shutil.which("docker")
     assert docker_cli, "the docker command line client is needed (Debian's docker.io has it)"
     write_docker_config(home, cluster.registry_host, USER, PASSWORD)
@@ -50,18 +51,31 @@ def deploy(cluster: Swarm, image: str, home: Path) -> None:
         "password_file": "/run/secrets/updater_registry_password"}}
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
            "DOCKER_HOST": cluster.nodes[0].host, "UPDATER_IMAGE": image,
-           "UPDATER_INTERVAL": "2s", "UPDATER_REGISTRIES": json.dumps(registries),
-           "DOCKER_SOCKET": NODE_SOCKET}
-    stack_file = updater_image.REPOSITORY / "stack.yml"
-    result = subprocess.run([docker_cli, "stack", "deploy", "--with-registry-auth", "-c",
-                             str(stack_file), STACK], env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+           "UPDATER_INTERVAL": "2s", "DOCKER_SOCKET": NODE_SOCKET}
+    files = ["-c", str(updater_image.REPOSITORY / "stack.yml")]
+    if secrets:
+        env["UPDATER_REGISTRIES"] = json.dumps(registries)
+        files += ["-c", str(updater_image.REPOSITORY / "stack.secrets.yml")]
+    result = subprocess.run([docker_cli, "stack", "deploy", "--with-registry-auth", *files,
+                             STACK], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert result.returncode == 0, result.stderr
 
 
 def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
     return [t for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
             if t["Status"]["State"] == "running"]
+
+
+def healthy_tasks(cluster: Swarm) -> list[str]:
+    """The nodes whose updater task container reports healthy."""
+    found = []
+    for node in cluster.nodes:
+        for container in node.client().containers.list(
+                filters={"label": f"com.docker.swarm.service.name={SERVICE}"}):
+            if (container.attrs["State"].get("Health") or {}).get("Status") == "healthy":
+                found.append(node.name)
+    return found
 
 
 def task_logs(cluster: Swarm) -> dict[str, str]:
@@ -82,6 +96,10 @@ def test_stack_runs_one_task_per_node_and_each_does_its_part(
     updater_ref = f"{cluster.registry_host}/ops/updater:latest"
     updater_image.build(manager, updater_ref, build_context)
     images.push(manager, updater_ref, AUTH)
+    # On a fresh swarm stack.yml alone deploys: no secret has to exist.
+    deploy(cluster, updater_ref, tmp_path, secrets=False)
+    wait_until(lambda: len(healthy_tasks(cluster)) == 3, 120,
+               lambda: f"3 healthy updater tasks: {healthy_tasks(cluster)}")
     manager.secrets.create(name="updater_notify_urls", data=b"\n")
     manager.secrets.create(name="updater_registry_password", data=PASSWORD.encode())
     # Something for the tasks to update: a labelled container on a worker, a labelled service.
@@ -98,10 +116,14 @@ def test_stack_runs_one_task_per_node_and_each_does_its_part(
         name=f"{unique}-svc", labels=ENABLED,
         mode=docker.types.ServiceMode("replicated", replicas=2))
 
-    deploy(cluster, updater_ref, tmp_path)
+    deploy(cluster, updater_ref, tmp_path)  # with the secrets now
 
-    tasks = wait_until(lambda: len(running_tasks(manager, SERVICE)) == 3
-                       and running_tasks(manager, SERVICE), 120,
+    def redeployed() -> list[dict[str, Any]]:
+        tasks = running_tasks(manager, SERVICE)
+        secrets = [t["Spec"]["ContainerSpec"].get("Secrets") for t in tasks]
+        return tasks if len(tasks) == 3 and all(secrets) else []
+
+    tasks = wait_until(redeployed, 180,
                        lambda: f"3 running updater tasks; {manager.api.tasks()}")
     assert len({t["NodeID"] for t in tasks}) == 3
     spec = manager.api.inspect_service(SERVICE)["Spec"]
