@@ -91,3 +91,53 @@ def test_interval_loop_picks_up_a_later_push(engine: Dockerd, registry: Registry
             daemon.kill()
     assert daemon.returncode == 0, output
     assert image_of(engine, unique)[2]
+
+
+@pytest.mark.slow
+def test_named_triggers_never_postpone_the_full_pass(engine: Dockerd, registry: Registry,
+                                                     unique: str, containers: list[str],
+                                                     tmp_path: Path) -> None:
+    """`POST /v1/update?name=a` every 2 s with a 10 s interval: `b` is still updated by the
+    full pass when it is due (it used to wait until the triggers stopped)."""
+    import httpx
+
+    from harness.procs import free_port
+    from tests.integration.helpers import start, wait_until
+
+    a, b = f"{unique}-a", f"{unique}-b"
+    for name in (a, b):
+        images.release(engine.client, f"{registry.host}/named/{name}:1", "1")
+        start(engine, f"{registry.host}/named/{name}:1", name, ENABLED, containers)
+    _, old_b, _ = image_of(engine, b)
+    port, token = free_port(), "named-token-0123456789"
+    daemon = start_daemon(engine, tmp_path, {
+        "interval": "10s", "state_dir": str(tmp_path / "state"),
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": token}})
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/v1/health"), 30,
+                   lambda: "the API")
+        images.release(engine.client, f"{registry.host}/named/{b}:1", "2", keep_local=False)
+        started = time.monotonic()
+        while image_of(engine, b)[1] == old_b and time.monotonic() - started < 40:
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/update", params={"name": a},
+                                headers=headers, timeout=5)
+            assert answer.status_code == 202, answer.text
+            time.sleep(2)
+        waited = time.monotonic() - started
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        output, _ = daemon.communicate(timeout=60)
+    assert image_of(engine, b)[1] != old_b, output[-3000:]
+    assert waited < 25, f"b updated after {waited:.0f}s of triggers"
+    assert daemon.returncode == 0 and "Traceback" not in output
+    print(f"\nb updated {waited:.1f}s into the named triggers (interval 10s)")
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
