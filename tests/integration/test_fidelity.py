@@ -111,3 +111,37 @@ def test_user_settings_survive_and_image_defaults_follow_the_new_image(
         user_aliases = {"alias-zero", "alias-one"}
         assert set(net_a["Aliases"] or ()) & user_aliases == set(net_b["Aliases"] or ()) & \
             user_aliases != set()
+
+
+@pytest.mark.matrix
+def test_a_mac_address_the_user_set_survives_and_a_generated_one_is_not_copied(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`--mac-address` on the default bridge and on a user network (where API >= 1.44 keeps it
+    per endpoint) is the same after the update; a container whose MAC the engine generated gets
+    a generated one again (not a copy, which could clash)."""
+    image = f"{registry.host}/mac/{unique}:latest"
+    images.release(engine.client, image, "1")
+    api = engine.client.api
+    [(network, _)] = _networks(engine, unique)[:1]
+    wanted = {f"{unique}-bridge": ("02:42:ac:11:99:01", None),
+              f"{unique}-usernet": ("02:42:ac:11:99:02", network),
+              f"{unique}-generated": (None, None)}
+    for name, (mac, net) in wanted.items():
+        host = api.create_host_config(network_mode=net) if net else api.create_host_config()
+        api.create_container(image, name=name, labels={"updater.enable": "true"},
+                             host_config=host, mac_address=mac)
+        api.start(name)
+        containers.append(name)
+    before = {n: api.inspect_container(n) for n in wanted}
+    images.release(engine.client, image, "2", keep_local=False)
+    code, items = update(engine, tmp_path, *wanted)
+    assert code == 0 and {i["outcome"] for i in items.values()} == {"updated"}, items
+    for name, (mac, net) in wanted.items():
+        after = api.inspect_container(name)
+        assert after["Id"] != before[name]["Id"]
+        networks = after["NetworkSettings"]["Networks"]
+        if mac:
+            assert networks[net or "bridge"]["MacAddress"] == mac, (name, networks)
+        else:
+            assert not after["Config"].get("MacAddress"), after["Config"]
