@@ -13,7 +13,12 @@ from typing import Any
 
 from updater.config import Settings
 from updater.containers import ContainerUpdater
-from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
+from updater.credentials import (
+    ChainedCredentials,
+    CredentialSource,
+    DockerConfigCredentials,
+    SettingsCredentials,
+)
 from updater.engine import Engine, own_container_id
 from updater.history import History
 from updater.journal import Journal, StateLock
@@ -33,10 +38,13 @@ class Application:
                  lock: StateLock | None = None) -> None:
         self.settings = settings
         self.lock = lock
-        self.credentials = ChainedCredentials(SettingsCredentials(settings.registries),
-                                              DockerConfigCredentials())
-        self.registry = RegistryClient(settings.registries, self.credentials,
+        sources = ChainedCredentials(SettingsCredentials(settings.registries),
+                                     DockerConfigCredentials())
+        self.registry = RegistryClient(settings.registries, sources,
                                        timeout=settings.registry_timeout)
+        # Pulls and service updates get what the registry client uses: nothing for a registry
+        # that asks for nothing, and credentials kept fresh like the client's own.
+        self.credentials: CredentialSource = self.registry
         self.journal = journal or Journal(settings.state_dir)
         self.history = History(settings.state_dir)
         self.metrics = Metrics(self.registry.stats)

@@ -9,6 +9,7 @@
     └── RegistryError             a registry could not answer a question about an image
         ├── RegistryUnavailable   connection failed, timed out, or 5xx/429 after retries
         ├── RegistryAuthError     401/403: credentials missing, wrong or insufficient
+        │   └── CredentialsUnavailable  the Docker config or a credential helper failed
         ├── ManifestNotFound      404: no such repository or tag
         └── RegistryProtocolError the answer was unusable or unsafe to follow
 
@@ -53,6 +54,11 @@ class RegistryUnavailable(RegistryError):
 
 class RegistryAuthError(RegistryError):
     """The registry refused the credentials (or their absence)."""
+
+
+class CredentialsUnavailable(RegistryAuthError):
+    """The credentials of one registry could not be read (a broken helper or config.json):
+    an error of the images on that registry only."""
 
 
 class ManifestNotFound(RegistryError):
