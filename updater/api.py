@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
-from updater.errors import ConfigError
+from updater.errors import ConfigError, EngineError, NotWatched
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
@@ -114,7 +114,8 @@ class _Server(ThreadingHTTPServer):
 class Control(Protocol):
     """What the API may ask of the daemon."""
 
-    def trigger(self, names: tuple[str, ...] = ()) -> None: ...
+    def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Queue a pass (for `names`); NotWatched when a name matches nothing watched."""
 
     def status(self) -> dict[str, Any]: ...
 
@@ -245,7 +246,12 @@ class ApiServer:
         names = tuple(query.get("name", ()))
         if len(names) > MAX_NAMES or any(not n or len(n) > 255 for n in names):
             return 400, {"error": f"give at most {MAX_NAMES} non-empty ?name= values"}
-        self._control.trigger(names)
+        try:
+            self._control.trigger(names)
+        except NotWatched as exc:
+            return 404, {"error": str(exc)}
+        except EngineError as exc:  # the names cannot be checked now
+            return 503, {"error": str(exc)}
         return 202, {"queued": True, "names": list(names)}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:

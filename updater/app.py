@@ -19,7 +19,9 @@ from updater.credentials import (
     DockerConfigCredentials,
     SettingsCredentials,
 )
+from updater.detect import watched
 from updater.engine import Engine, own_container_id
+from updater.errors import NotWatched, UpdaterError
 from updater.history import History
 from updater.journal import Journal, StateLock
 from updater.metrics import Metrics
@@ -51,6 +53,7 @@ class Application:
         self._notifier: Notifier | None = None
         self._host: str | None = None
         self._last_rebalance = -math.inf
+        self.failed_pass: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.registry.close()
@@ -67,6 +70,33 @@ class Application:
 
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
+        """One pass; a pass that fails as a whole is kept in `failed_pass` (for the status)
+        until one succeeds."""
+        try:
+            report = self._run_pass(names, stop_requested)
+        except Exception as exc:
+            error = (str(exc) if isinstance(exc, UpdaterError)
+                     else f"unexpected {type(exc).__name__}; see the updater's log")
+            self.failed_pass = {"at": time.time(), "names": list(names), "error": error}
+            raise
+        self.failed_pass = None
+        return report
+
+    def unwatched(self, names: Iterable[str]) -> list[str]:
+        """Those of `names` that match no watched container and no service: what a pass
+        asked for them would refuse."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            containers, errors = watched(engine.containers(), self.settings, names)
+            services = ServiceUpdater(engine, self.registry, self.credentials,
+                                      self.settings).names()
+        finally:
+            engine.close()
+        found = {c.name for c in containers} | {e.name for e in errors} | set(services)
+        return sorted(set(names) - found)
+
+    def _run_pass(self, names: Iterable[str],
+                  stop_requested: Callable[[], bool]) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
@@ -143,10 +173,15 @@ class DaemonControl:
         self._state = state
 
     def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
+        missing = self._app.unwatched(names) if names else []
+        if missing:
+            raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
+                             "check the name and its updater.enable label")
         self._trigger(names)
 
     def status(self) -> dict[str, Any]:
-        return self._state()
+        return {**self._state(), "failed_pass": self._app.failed_pass}
 
     def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         return self._app.history.entries(name, limit)

@@ -2,6 +2,7 @@
 
     UpdaterError                  anything a user or the environment caused; one clear line
     ├── ConfigError               bad settings (file, environment, flags, labels)
+    ├── NotWatched                a name asked for matches no watched container or service
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
     │   ├── EngineUnavailable     the engine cannot be reached at all
@@ -26,6 +27,10 @@ class UpdaterError(Exception):
 
 class ConfigError(UpdaterError):
     """A setting is unknown, malformed or inconsistent."""
+
+
+class NotWatched(UpdaterError):
+    """A name asked for matches no watched container or service."""
 
 
 class InvalidReference(UpdaterError, ValueError):

@@ -1,6 +1,7 @@
-"""The HTTP API of a real `updater run` under a flood of idle and slow connections: they are
-closed after the request deadline, health answers throughout, and the daemon's threads and
-file descriptors return to where they were."""
+"""The HTTP API of a real `updater run`: under a flood of idle and slow connections (closed
+after the request deadline, health answering throughout, the daemon's threads and file
+descriptors back where they were); named triggers for names that are not watched; a failed
+pass in the status."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import images
 from harness.dockerd import Dockerd
 from harness.procs import free_port
-from tests.integration.helpers import start_daemon, wait_until
+from harness.registry import Registry
+from tests.integration.helpers import ENABLED, start, start_daemon, wait_until
 from updater.api import MAX_CONNECTIONS, REQUEST_DEADLINE
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+pytestmark = [pytest.mark.engine]
 CONNECTIONS = 500
+TOKEN = "api-token-1234567890"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _threads(pid: int) -> int:
@@ -45,6 +50,7 @@ def _closed_by_server(connection: socket.socket) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_idle_and_slow_connections_are_closed_and_health_answers(
         engine: Dockerd, tmp_path: Path) -> None:
     """500 connections, half idle, half dripping a header byte a second: health answers every
@@ -53,7 +59,7 @@ def test_idle_and_slow_connections_are_closed_and_health_answers(
     port = free_port()
     daemon = start_daemon(engine, tmp_path, {
         "interval": "1h", "state_dir": str(tmp_path / "state"),
-        "http_api": {"listen": f"127.0.0.1:{port}", "token": "api-token-1234567890"}})
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}})
     health = f"http://127.0.0.1:{port}/v1/health"
     sockets: list[socket.socket] = []
     try:
@@ -103,3 +109,57 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_named_trigger_for_an_unwatched_name_is_404(engine: Dockerd, registry: Registry,
+                                                    unique: str, containers: list[str],
+                                                    tmp_path: Path) -> None:
+    """`POST /v1/update?name=` for a watched container is queued (202); for a name that is
+    not watched it is refused with 404 naming it, and no pass is queued."""
+    image = f"{registry.host}/api/{unique}:latest"
+    images.release(engine.client, image, "1")
+    start(engine, image, unique, ENABLED, containers)
+    port = free_port()
+    daemon = start_daemon(engine, tmp_path, {
+        "interval": "1h", "state_dir": str(tmp_path / "state"),
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{base}/v1/health"), 60, lambda: "the API never answered")
+        bogus = httpx.post(f"{base}/v1/update", params={"name": f"{unique}-bogus"},
+                           headers=AUTH, timeout=10)
+        passes = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()["passes"]
+        time.sleep(1)
+        after = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()["passes"]
+        known = httpx.post(f"{base}/v1/update", params={"name": unique}, headers=AUTH,
+                           timeout=10)
+    finally:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+    assert bogus.status_code == 404 and f"{unique}-bogus" in bogus.json()["error"]
+    assert after == passes
+    assert known.status_code == 202
+
+
+def test_status_shows_a_failed_pass(engine: Dockerd, tmp_path: Path) -> None:
+    """A pass that fails as a whole (no engine at the socket) is in `/v1/status` with its
+    error; a named trigger that cannot be checked is 503, not queued blindly."""
+    port = free_port()
+    missing = tmp_path / "no-such-docker.sock"
+    daemon = start_daemon(engine, tmp_path, {
+        "interval": "1h", "update_on_start": True, "state_dir": str(tmp_path / "state"),
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}},
+        {"DOCKER_HOST": f"unix://{missing}"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{base}/v1/health") and httpx.get(
+            f"{base}/v1/status", headers=AUTH, timeout=10).json().get("failed_pass"),
+            60, lambda: "no failed pass in the status")
+        status = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()
+        named = httpx.post(f"{base}/v1/update", params={"name": "x"}, headers=AUTH, timeout=10)
+    finally:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+    assert str(missing) in status["failed_pass"]["error"]
+    assert status["failed_pass"]["at"] > 0
+    assert named.status_code == 503
