@@ -297,8 +297,8 @@ class ServiceUpdater:
                                         self._registry_auth(ref.domain))
             timeout = update_timeout(spec, service.replicas, len(self._engine.nodes()),
                                      self._settings.health_timeout)
-            state, message = self._await_update(service.id, timeout, service.image,
-                                                service.replicas)
+            # Same image before and after: only UpdateStatus can tell the forced update is done.
+            state, message = self._await_update(service.id, timeout, None, service.replicas)
             outcome = Outcome.REBALANCED if state == "completed" else Outcome.FAILED
             reason = (f"rebalanced: {dict(plan.before)} -> {dict(plan.after)}"
                       if outcome is Outcome.REBALANCED else f"rebalance ended {state}: {message}")
@@ -306,10 +306,11 @@ class ServiceUpdater:
             items.append(_item(service, outcome, None, None, reason, self._clock() - started))
         return items
 
-    def _await_update(self, service_id: str, timeout: float, image: str, replicas: int | None,
-                      rollback: bool = False) -> tuple[str, str]:
+    def _await_update(self, service_id: str, timeout: float, image: str | None,
+                      replicas: int | None, rollback: bool = False) -> tuple[str, str]:
         """Follow UpdateStatus to an end state; when the swarm sets none (no task needed
-        replacing, e.g. 0 replicas), or a rollback's stays started, the tasks decide."""
+        replacing, e.g. 0 replicas), or a rollback's stays started, the tasks decide whether
+        all run `image` (None: UpdateStatus alone decides)."""
         deadline = self._clock() + timeout
         while True:
             status = self._engine.inspect_service(service_id).get("UpdateStatus") or {}
@@ -317,7 +318,7 @@ class ServiceUpdater:
             done = ("rollback_completed",) if rollback else ("completed", *_FAILED_STATES)
             if state in done:
                 return state, str(status.get("Message") or "")
-            if state == ("rollback_started" if rollback else "") and rolled_out(
+            if image and state == ("rollback_started" if rollback else "") and rolled_out(
                     self._engine.tasks(service_id), image, replicas):
                 return done[0], "no task left to replace"
             if self._clock() >= deadline:

@@ -42,6 +42,7 @@ def cred_helpers(home: Path, helpers: dict[str, str]) -> None:
     (home / ".docker" / "config.json").write_text(json.dumps({"credHelpers": helpers}))
 
 
+@pytest.mark.matrix
 def test_broken_helper_fails_only_its_registry(engine: Dockerd, registry: Registry,
                                                basic_registry: Registry, unique: str,
                                                containers: list[str], tmp_path: Path) -> None:
@@ -137,5 +138,6 @@ def test_rotated_helper_password_is_picked_up_by_the_running_daemon(
         server.stop()
         tokens.stop()
     failed = [line for line in output.passes() if "error" in line]
+    print(f"password rotated: {len(failed)} failed passes of {len(output.passes())}")
     assert len(failed) <= 1, failed
     assert engine.client.containers.get(unique).attrs["State"]["Running"]
