@@ -449,7 +449,7 @@ def test_rolled_back_service_is_held_back_until_a_newer_digest(
         swarm: Swarm, unique: str, tmp_path: Path) -> None:
     """A crashing release is rolled back once; the next two passes leave the service alone
     (version index unchanged); a newer push is tried and applied; a user's own `docker
-    service rollback` is respected by the next pass."""
+    service rollback` is respected by the next pass, and `updater update NAME` tries again."""
     manager = swarm.nodes[0].client()
     image = f"{swarm.registry_host}/hold/{unique}:latest"
     first = release(swarm, image, "1")
@@ -486,3 +486,5 @@ def test_rolled_back_service_is_held_back_until_a_newer_digest(
     held = update_pass()
     assert held["outcome"] == "update-available" and "held back" in held["reason"], held
     assert _versions(manager, unique) == version
+    asked = report(updater(swarm, 1, ["update", "--json", unique], tmp_path, scoped))[unique]
+    assert asked["outcome"] == "updated" and asked["new_digest"] == third, asked
