@@ -1,30 +1,121 @@
 """The HTTP API of `updater run` (`http_api.listen`): health without a token; status, trigger,
 history and Prometheus metrics with `Authorization: Bearer <token>`, compared in constant
-time. Standard library server in a thread; every handler only reads state or sets a flag."""
+time. Standard library server in a thread; every handler only reads state or sets a flag.
+
+A client cannot hold the server: its request (line and headers) must arrive whole within
+REQUEST_DEADLINE and within MAX_REQUEST_BYTES, or the connection is closed; at most
+MAX_CONNECTIONS are open at once, and when a new one comes at the cap the oldest connection
+still sending its request is closed for it, so health keeps answering under a flood of idle
+or slow connections.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import io
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
-from updater.errors import ConfigError
+from updater.errors import ConfigError, EngineError, NotWatched
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
+REQUEST_DEADLINE = 10.0
+MAX_REQUEST_BYTES = 16 * 1024  # request line and headers; no route reads a body
+MAX_CONNECTIONS = 64
+
+
+class _RequestTooLarge(Exception):
+    pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's socket as a raw stream that gives up at a deadline and after a byte
+    budget, however slowly the client drips its bytes (a socket timeout alone restarts at
+    every byte)."""
+
+    def __init__(self, connection: socket.socket, deadline: float, budget: int) -> None:
+        self._connection = connection
+        self._deadline = deadline
+        self._left = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not complete in time")
+        if self._left <= 0:
+            raise _RequestTooLarge
+        self._connection.settimeout(remaining)
+        count = self._connection.recv_into(memoryview(buffer)[:self._left])
+        self._left -= count
+        return count
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS; at the cap the oldest connection
+    still sending its request makes room."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._reading: dict[socket.socket, float] = {}  # still sending its request: since
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if len(self._open) >= MAX_CONNECTIONS and self._reading:
+                oldest = min(self._reading, key=self._reading.__getitem__)
+                self._forget(oldest)
+                with contextlib.suppress(OSError):  # wakes its thread, which closes it
+                    oldest.shutdown(socket.SHUT_RDWR)
+            admitted = len(self._open) < MAX_CONNECTIONS  # else every one is being answered
+            if admitted:
+                self._open.add(request)
+                self._reading[request] = time.monotonic()
+        if admitted:
+            super().process_request(request, client_address)
+        else:
+            self.shutdown_request(request)
+
+    def request_read(self, request: socket.socket) -> None:
+        with self._lock:
+            self._reading.pop(request, None)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._forget(request)
+        super().shutdown_request(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        self._open.discard(request)
+        self._reading.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("api: connection from %s ended with an error", client_address, exc_info=True)
 
 
 class Control(Protocol):
     """What the API may ask of the daemon."""
 
-    def trigger(self, names: tuple[str, ...] = ()) -> None: ...
+    def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Queue a pass (for `names`); NotWatched when a name matches nothing watched."""
 
     def status(self) -> dict[str, Any]: ...
 
@@ -47,11 +138,10 @@ class ApiServer:
         self._control = control
         address = parse_listen(listen)
         try:
-            self._server = ThreadingHTTPServer(address, self._handler())
+            self._server = _Server(address, self._handler())
         except OSError as exc:
             raise ConfigError(f"cannot listen on {listen} for the HTTP API ({exc.strerror}); "
                               "choose another http_api.listen") from None
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="api", daemon=True)
@@ -78,6 +168,29 @@ class ApiServer:
             server_version = f"updater/{__version__}"
             # Even to a request line that cannot be parsed, answer with a status line.
             default_request_version = "HTTP/1.0"
+            timeout = REQUEST_DEADLINE  # for writing the answer; reading has its deadline
+
+            def setup(self) -> None:
+                super().setup()
+                self.rfile = io.BufferedReader(_DeadlineReader(
+                    self.connection, time.monotonic() + REQUEST_DEADLINE, MAX_REQUEST_BYTES))
+
+            def handle_one_request(self) -> None:
+                try:
+                    super().handle_one_request()
+                except _RequestTooLarge:
+                    self.close_connection = True
+                    body = json.dumps({"error": f"request line and headers over "
+                                                f"{MAX_REQUEST_BYTES} bytes"}).encode()
+                    self.wfile.write(b"HTTP/1.0 431 Request Header Fields Too Large\r\n"
+                                     b"Content-Type: application/json\r\nContent-Length: "
+                                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+            def parse_request(self) -> bool:
+                parsed = super().parse_request()  # reads the headers
+                api._server.request_read(self.connection)
+                self.connection.settimeout(REQUEST_DEADLINE)
+                return parsed
 
             def do_GET(self) -> None:
                 api._route(self, "GET")
@@ -133,7 +246,12 @@ class ApiServer:
         names = tuple(query.get("name", ()))
         if len(names) > MAX_NAMES or any(not n or len(n) > 255 for n in names):
             return 400, {"error": f"give at most {MAX_NAMES} non-empty ?name= values"}
-        self._control.trigger(names)
+        try:
+            self._control.trigger(names)
+        except NotWatched as exc:
+            return 404, {"error": str(exc)}
+        except EngineError as exc:  # the names cannot be checked now
+            return 503, {"error": str(exc)}
         return 202, {"queued": True, "names": list(names)}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:

@@ -14,9 +14,15 @@ from typing import Any
 
 from updater.config import Settings
 from updater.containers import ContainerUpdater
-from updater.credentials import ChainedCredentials, DockerConfigCredentials, SettingsCredentials
+from updater.credentials import (
+    ChainedCredentials,
+    CredentialSource,
+    DockerConfigCredentials,
+    SettingsCredentials,
+)
+from updater.detect import watched
 from updater.engine import Engine, own_container_id
-from updater.errors import UpdaterError
+from updater.errors import NotWatched, UpdaterError
 from updater.history import History
 from updater.journal import Journal, StateLock
 from updater.metrics import Metrics
@@ -38,10 +44,13 @@ class Application:
                  lock: StateLock | None = None) -> None:
         self.settings = settings
         self.lock = lock
-        self.credentials = ChainedCredentials(SettingsCredentials(settings.registries),
-                                              DockerConfigCredentials())
-        self.registry = RegistryClient(settings.registries, self.credentials,
+        sources = ChainedCredentials(SettingsCredentials(settings.registries),
+                                     DockerConfigCredentials())
+        self.registry = RegistryClient(settings.registries, sources,
                                        timeout=settings.registry_timeout)
+        # Pulls and service updates get what the registry client uses: nothing for a registry
+        # that asks for nothing, and credentials kept fresh like the client's own.
+        self.credentials: CredentialSource = self.registry
         self.journal = journal or Journal(settings.state_dir)
         self.history = History(settings.state_dir)
         self.metrics = Metrics(self.registry.stats)
@@ -50,6 +59,7 @@ class Application:
         self._failing = 0  # passes failed in a row
         self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
+        self.failed_pass: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.registry.close()
@@ -67,6 +77,34 @@ class Application:
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False,
                  progress: Callable[[float], None] = lambda seconds: None) -> PassReport:
+        """One pass; a pass that fails as a whole is kept in `failed_pass` (for the status)
+        until one succeeds, counted, and told once while passes keep failing."""
+        try:
+            report = self._run_pass(names, stop_requested, progress)
+        except Exception as exc:
+            error = (str(exc) if isinstance(exc, UpdaterError)
+                     else f"unexpected {type(exc).__name__}; see the updater's log")
+            self.failed_pass = {"at": time.time(), "names": list(names), "error": error}
+            self.pass_failed(error)
+            raise
+        self.failed_pass = None
+        return report
+
+    def unwatched(self, names: Iterable[str]) -> list[str]:
+        """Those of `names` that match no watched container and no service: what a pass
+        asked for them would refuse."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            containers, errors = watched(engine.containers(), self.settings, names)
+            services = ServiceUpdater(engine, self.registry, self.credentials,
+                                      self.settings).names()
+        finally:
+            engine.close()
+        found = {c.name for c in containers} | {e.name for e in errors} | set(services)
+        return sorted(set(names) - found)
+
+    def _run_pass(self, names: Iterable[str], stop_requested: Callable[[], bool],
+                  progress: Callable[[float], None]) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
@@ -187,10 +225,15 @@ class DaemonControl:
         self._state = state
 
     def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
+        missing = self._app.unwatched(names) if names else []
+        if missing:
+            raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
+                             "check the name and its updater.enable label")
         self._trigger(names)
 
     def status(self) -> dict[str, Any]:
-        return self._state()
+        return {**self._state(), "failed_pass": self._app.failed_pass}
 
     def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         return self._app.history.entries(name, limit)

@@ -304,12 +304,7 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
     with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
             Application(settings, lock=lock) as app:
         def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
-            try:
-                report = app.run_pass(names, stop_requested, daemon.expect)
-            except Exception as exc:
-                app.pass_failed(str(exc) if isinstance(exc, UpdaterError)
-                                else f"unexpected {type(exc).__name__}: {exc}")
-                raise
+            report = app.run_pass(names, stop_requested, daemon.expect)
             for item in report.items:
                 if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                     log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -353,8 +348,7 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
     def state() -> dict[str, Any]:
         report = daemon.last_report
         return {"version": __version__, "running": daemon.running, "passes": daemon.passes,
-                "last_pass": report.as_dict() if report else None,
-                "last_error": daemon.last_error}
+                "last_pass": report.as_dict() if report else None}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
 

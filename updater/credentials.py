@@ -1,5 +1,10 @@
 """Where registry credentials come from: the settings first, then the Docker client config
 (`credHelpers`, `credsStore` through `docker-credential-*` helpers, then `auths`).
+
+The Docker config is read anew on every lookup: `docker login` and helpers change what it
+yields while the daemon runs, and the registry client asks only when a registry challenges
+(and again when its copy is old or refused). Whatever cannot be read is a
+CredentialsUnavailable: an error of the images on that one registry, never of the whole pass.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Protocol
 
 from updater.auth import Credentials
 from updater.config import RegistrySettings
-from updater.errors import ConfigError
+from updater.errors import CredentialsUnavailable
 
 log = logging.getLogger(__name__)
 HELPER_TIMEOUT = 10.0
@@ -49,14 +54,13 @@ class SettingsCredentials:
 
 
 class DockerConfigCredentials:
-    """Credentials from a Docker client `config.json`, read on first use."""
+    """Credentials from a Docker client `config.json`, read at each lookup."""
 
     def __init__(self, path: Path | None = None) -> None:
         self._path = path or default_config_path()
-        self._document: dict[str, Any] | None = None
 
     def lookup(self, host: str) -> Credentials | None:
-        document = self._load()
+        document = _read_config(self._path)
         keys = config_keys(host)
         helpers = document.get("credHelpers") or {}
         for key in keys:
@@ -71,11 +75,6 @@ class DockerConfigCredentials:
             if key in auths:
                 return _from_auth_entry(auths[key], key, self._path)
         return None
-
-    def _load(self) -> dict[str, Any]:
-        if self._document is None:
-            self._document = _read_config(self._path)
-        return self._document
 
 
 class ChainedCredentials:
@@ -103,11 +102,14 @@ def _read_config(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise ConfigError(f"cannot read Docker config {path}: {exc.strerror}") from None
+        raise CredentialsUnavailable(
+            f"cannot read Docker config {path}: {exc.strerror}") from None
     except ValueError:
-        raise ConfigError(f"Docker config {path} is not valid JSON; fix or remove it") from None
+        raise CredentialsUnavailable(
+            f"Docker config {path} is not valid JSON; fix or remove it") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"Docker config {path} is not a JSON object; fix or remove it")
+        raise CredentialsUnavailable(
+            f"Docker config {path} is not a JSON object; fix or remove it")
     return document
 
 
@@ -118,12 +120,12 @@ def _from_auth_entry(entry: Any, key: str, path: Path) -> Credentials | None:
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise ConfigError(f"the 'auth' entry for {key} in {path} is not base64 of "
-                              "user:password; run docker login again") from None
+            raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} is not base64 "
+                                         "of user:password; run docker login again") from None
         username, separator, password = decoded.partition(":")
         if not separator:
-            raise ConfigError(f"the 'auth' entry for {key} in {path} has no ':' between user "
-                              "and password; run docker login again")
+            raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} has no ':' "
+                                         "between user and password; run docker login again")
         return Credentials(username, password)
     if entry.get("username"):
         return Credentials(str(entry["username"]), str(entry.get("password") or ""))
@@ -137,11 +139,15 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
         result = subprocess.run([program, "get"], input=key.encode(), capture_output=True,
                                 timeout=HELPER_TIMEOUT, check=False)
     except FileNotFoundError:
-        raise ConfigError(f"credential helper {program} named in the Docker config is not "
-                          "installed; install it or remove it from config.json") from None
+        raise CredentialsUnavailable(f"credential helper {program} named in the Docker config "
+                                     "is not installed; install it or remove it from "
+                                     "config.json") from None
+    except OSError as exc:
+        raise CredentialsUnavailable(f"credential helper {program} could not be run "
+                                     f"({exc.strerror}); check that it is executable") from None
     except subprocess.TimeoutExpired:
-        raise ConfigError(f"credential helper {program} did not answer within "
-                          f"{HELPER_TIMEOUT:.0f}s") from None
+        raise CredentialsUnavailable(f"credential helper {program} did not answer for {key} "
+                                     f"within {HELPER_TIMEOUT:.0f}s") from None
     if result.returncode != 0:
         log.debug("credential helper %s has no entry for %s", program, key)
         return None
@@ -149,5 +155,7 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
         answer = json.loads(result.stdout)
         return Credentials(str(answer["Username"]), str(answer["Secret"]))
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"credential helper {program} gave an answer that is not "
-                          "{Username, Secret} JSON") from None
+        # Its output is not shown: it may hold the secret itself.
+        raise CredentialsUnavailable(f"credential helper {program} gave an answer for {key} "
+                                     "that is not {Username, Secret} JSON; fix the helper or "
+                                     "its credHelpers entry") from None

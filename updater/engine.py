@@ -183,9 +183,11 @@ class Engine:
         return dict(self._call(f"inspect image {image}", self._api.inspect_image, image))
 
     def pull(self, repository: str, digest: str, auth: dict[str, str] | None) -> str:
-        """Pull `repository@digest` and return the image ID."""
+        """Pull `repository@digest` with `auth` (None: anonymously) and return the image ID."""
+        # Never None to the SDK: it would then run the Docker config's credential helpers
+        # itself, and a broken one would escape as a bare JSON error.
         self._call(f"pull {repository}@{digest}", self._api.pull, repository, tag=digest,
-                   auth_config=auth)
+                   auth_config=auth or {})
         return str(self.inspect_image(f"{repository}@{digest}")["Id"])
 
     def tag(self, image: str, repository: str, tag: str) -> None:

@@ -3,6 +3,7 @@
     UpdaterError                  anything a user or the environment caused; one clear line
     ├── ConfigError               bad settings (file, environment, flags, labels)
     ├── StateError                the state database could not be read or written (disk full)
+    ├── NotWatched                a name asked for matches no watched container or service
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
     │   ├── EngineUnavailable     the engine cannot be reached at all
@@ -10,6 +11,7 @@
     └── RegistryError             a registry could not answer a question about an image
         ├── RegistryUnavailable   connection failed, timed out, or 5xx/429 after retries
         ├── RegistryAuthError     401/403: credentials missing, wrong or insufficient
+        │   └── CredentialsUnavailable  the Docker config or a credential helper failed
         ├── ManifestNotFound      404: no such repository or tag
         └── RegistryProtocolError the answer was unusable or unsafe to follow
 
@@ -30,6 +32,10 @@ class ConfigError(UpdaterError):
 
 class StateError(UpdaterError):
     """The state database in state_dir could not be read or written."""
+
+
+class NotWatched(UpdaterError):
+    """A name asked for matches no watched container or service."""
 
 
 class InvalidReference(UpdaterError, ValueError):
@@ -58,6 +64,11 @@ class RegistryUnavailable(RegistryError):
 
 class RegistryAuthError(RegistryError):
     """The registry refused the credentials (or their absence)."""
+
+
+class CredentialsUnavailable(RegistryAuthError):
+    """The credentials of one registry could not be read (a broken helper or config.json):
+    an error of the images on that registry only."""
 
 
 class ManifestNotFound(RegistryError):

@@ -6,6 +6,10 @@ the registry sends no `Docker-Content-Digest`. Transient failures (connection er
 429, 5xx) are retried with backoff that honours `Retry-After`, bounded in attempts and time.
 Credentials never travel over plain HTTP unless the registry is marked insecure, never to a
 token realm on another host over plain HTTP, and never along a redirect.
+
+Credentials are read only for a registry that challenges, kept for CREDENTIALS_MAX_AGE, and
+read again at once when the registry or its token server refuses them (a helper's short-lived
+token was rotated); one refusal is retried with what was read, so a rotation costs no pass.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import random
 import re
 import ssl
@@ -54,6 +59,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_BODY_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # any response: a manifest, a token, an error
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _MAX_REDIRECTS = 3
+CREDENTIALS_MAX_AGE = 300.0  # helpers hand out tokens that live ~1 h (gcloud) to ~12 h (ECR)
+_REREAD_AFTER_REFUSAL = 10.0  # a wrong password costs one helper run per 10 s, not per image
+_RETRY_FAILED_READ = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +94,11 @@ class _Endpoint:
         self.slots = threading.BoundedSemaphore(slots)
         self.lock = threading.Lock()
         self.challenge: Challenge | None = _UNKNOWN
+        self.credentials_lock = threading.Lock()
         self.credentials: Credentials | None = None
-        self.credentials_known = False
+        self.credentials_error: RegistryError | None = None
+        self.credentials_read_at: float | None = None
+        self.reread_after_refusal_at = -math.inf
 
 
 class RegistryClient:
@@ -103,6 +114,7 @@ class RegistryClient:
         per_registry: int = 8,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
@@ -111,7 +123,8 @@ class RegistryClient:
         self._per_registry = per_registry
         self._transport = transport
         self._sleep = sleep
-        self._tokens = TokenCache()
+        self._clock = clock
+        self._tokens = TokenCache(clock)
         self._endpoints: dict[str, _Endpoint] = {}
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -175,11 +188,39 @@ class RegistryClient:
         )
         return _Endpoint(host, insecure, client, self._per_registry)
 
-    def _credentials_for(self, endpoint: _Endpoint) -> Credentials | None:
-        if not endpoint.credentials_known:
-            endpoint.credentials = self._credentials.lookup(endpoint.host)
-            endpoint.credentials_known = True
-        return endpoint.credentials
+    def lookup(self, host: str) -> Credentials | None:
+        """The credentials to hand the engine for a pull or service update from `host` (a
+        CredentialSource): none for a registry that challenges nobody, so a broken helper
+        entry of an anonymous registry stops nothing."""
+        endpoint = self._endpoint(host)
+        if self._challenge(endpoint) is None:
+            return None
+        return self._credentials_for(endpoint)
+
+    def _credentials_for(self, endpoint: _Endpoint, refused: bool = False) -> Credentials | None:
+        """The registry's credentials, read from the sources when first needed, when older
+        than CREDENTIALS_MAX_AGE, or when the registry has just refused them (at most once
+        per _REREAD_AFTER_REFUSAL: credentials that stay wrong cost no helper run per image)."""
+        with endpoint.credentials_lock:
+            now = self._clock()
+            read_at = endpoint.credentials_read_at
+            age = math.inf if read_at is None else now - read_at
+            max_age = CREDENTIALS_MAX_AGE if endpoint.credentials_error is None else \
+                _RETRY_FAILED_READ
+            due = age > max_age
+            if refused and now - endpoint.reread_after_refusal_at > _REREAD_AFTER_REFUSAL:
+                endpoint.reread_after_refusal_at = now
+                due = True
+            if due:
+                try:
+                    endpoint.credentials = self._credentials.lookup(endpoint.host)
+                    endpoint.credentials_error = None
+                except RegistryError as exc:
+                    endpoint.credentials, endpoint.credentials_error = None, exc
+                endpoint.credentials_read_at = now
+            if endpoint.credentials_error is not None:
+                raise endpoint.credentials_error
+            return endpoint.credentials
 
     def _challenge(self, endpoint: _Endpoint) -> Challenge | None:
         """The registry's auth challenge from `GET /v2/`, asked once per registry."""
@@ -202,41 +243,48 @@ class RegistryClient:
     def _authorized(self, endpoint: _Endpoint, method: str, path: str, scope: str,
                     reference: Reference) -> httpx.Response:
         challenge = self._challenge(endpoint)
-        headers = {"Accept": ACCEPT, **self._authorization(endpoint, challenge, scope, False)}
-        response = self._send(endpoint, method, path, headers)
+        authorization, credentials = self._authorization(endpoint, challenge, scope, False)
+        response = self._send(endpoint, method, path, {"Accept": ACCEPT, **authorization})
         if response.status_code == 401:
             offered = preferred(parse_challenges(response.headers.get("WWW-Authenticate", "")))
             if offered is not None:
                 endpoint.challenge = offered
-                headers.update(self._authorization(endpoint, offered, scope, True))
-                response = self._send(endpoint, method, path, headers)
-        _raise_for_status(response, endpoint, reference, self._credentials_for(endpoint))
+                authorization, credentials = self._authorization(endpoint, offered, scope, True)
+                response = self._send(endpoint, method, path,
+                                      {"Accept": ACCEPT, **authorization})
+        _raise_for_status(response, endpoint, reference, credentials)
         return response
 
     def _authorization(self, endpoint: _Endpoint, challenge: Challenge | None, scope: str,
-                       fresh: bool) -> dict[str, str]:
+                       refused: bool) -> tuple[dict[str, str], Credentials | None]:
+        """The Authorization header for `challenge`, and the credentials behind it; after a
+        refusal (`refused`) with a new token and, unless just read, credentials read anew."""
         if challenge is None:
-            return {}
-        credentials = self._credentials_for(endpoint)
+            return {}, None
+        credentials = self._credentials_for(endpoint, refused)
         if challenge.scheme == "basic":
-            return {"Authorization": credentials.basic_header()} if credentials else {}
+            return ({"Authorization": credentials.basic_header()} if credentials else {},
+                    credentials)
         if challenge.scheme != "bearer" or not challenge.realm:
-            return {}
-        token = self._token(endpoint, challenge, scope, credentials, fresh)
-        return {"Authorization": f"Bearer {token}"}
+            return {}, credentials
+        token, credentials = self._token(endpoint, challenge, scope, credentials, refused)
+        return {"Authorization": f"Bearer {token}"}, credentials
 
     def _token(self, endpoint: _Endpoint, challenge: Challenge, scope: str,
-               credentials: Credentials | None, fresh: bool) -> str:
+               credentials: Credentials | None, fresh: bool) -> tuple[str, Credentials | None]:
         realm = challenge.realm or ""
         service = challenge.params.get("service", "")
         key = (realm, service, scope)
         cached = None if fresh else self._tokens.get(key)
         if cached is not None:
-            return cached
-        _check_realm(realm, endpoint, credentials)
+            return cached, credentials
         params = {"scope": scope, **({"service": service} if service else {})}
-        headers = {"Authorization": credentials.basic_header()} if credentials else {}
-        response = self._send(endpoint, "GET", realm, headers, params)
+        response = self._ask_token(endpoint, realm, params, credentials)
+        if response.status_code in (401, 403):
+            renewed = self._credentials_for(endpoint, refused=True)
+            if renewed != credentials:
+                credentials = renewed
+                response = self._ask_token(endpoint, realm, params, credentials)
         if response.status_code in (401, 403):
             who = f"user {credentials.username!r}" if credentials else "anonymous access"
             raise RegistryAuthError(f"token server of {endpoint.host} refused {who} "
@@ -246,7 +294,13 @@ class RegistryClient:
                                         f"HTTP {response.status_code}")
         token, expires_in = _token_from(response, endpoint.host)
         self._tokens.put(key, token, expires_in)
-        return token
+        return token, credentials
+
+    def _ask_token(self, endpoint: _Endpoint, realm: str, params: dict[str, str],
+                   credentials: Credentials | None) -> httpx.Response:
+        _check_realm(realm, endpoint, credentials)
+        headers = {"Authorization": credentials.basic_header()} if credentials else {}
+        return self._send(endpoint, "GET", realm, headers, params)
 
     # --- sending ------------------------------------------------------------------------------
 

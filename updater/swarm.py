@@ -1,9 +1,16 @@
 """Swarm services: only the leader acts. A service is updated by sending its current spec with
 `ContainerSpec.Image` pinned to `repo:tag@sha256:<new>`, its version index as the optimistic
 lock, and the registry credentials in `X-Registry-Auth`, so the swarm's own rolling update
-(UpdateConfig) does the work; then `UpdateStatus` is followed to `completed`, and a failure is
-rolled back to the previous spec when rollback is on. Nothing is sent when nothing changed:
-a no-op update would erase the service's PreviousSpec.
+(UpdateConfig) does the work; then `UpdateStatus` is followed to `completed` (or, when the swarm
+sets none because no task needs replacing, the tasks are), within a bound built from the
+update's own batches and the per-task health timeout, and a failure is rolled back to the
+previous spec when rollback is on. Jobs are not rolled: their spec is updated once, which runs
+them once on the new image, and never rolled back (that would run them again).
+
+A service whose last change was a rollback (this updater's, the swarm's failure action or a
+user's `docker service rollback`) is held back from the digest it was rolled back from, until
+a newer one is pushed or `updater update NAME` asks for it. Nothing is sent when nothing
+changed: a no-op update would erase the service's PreviousSpec.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +34,8 @@ from updater.report import ItemReport, Outcome
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
-_FAILED_STATES = ("paused", "rollback_started", "rollback_paused", "rollback_completed")
+_ROLLBACK_STATES = ("rollback_started", "rollback_paused", "rollback_completed")
+_FAILED_STATES = ("paused", *_ROLLBACK_STATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,8 @@ class ServiceSnapshot:
     labels: Mapping[str, str] = field(default_factory=dict)
     spec: Mapping[str, Any] = field(default_factory=dict)
     replicas: int | None = None
+    job: bool = False
+    rolled_back: RolledBack | None = None
 
     @classmethod
     def from_inspect(cls, service: Mapping[str, Any]) -> ServiceSnapshot:
@@ -49,7 +59,34 @@ class ServiceSnapshot:
                    version=int(service["Version"]["Index"]),
                    image=str(spec["TaskTemplate"]["ContainerSpec"]["Image"]),
                    labels=dict(spec.get("Labels") or {}), spec=spec,
-                   replicas=int(replicated.get("Replicas", 1)) if replicated else None)
+                   replicas=int(replicated.get("Replicas", 1)) if replicated else None,
+                   job="ReplicatedJob" in mode or "GlobalJob" in mode,
+                   rolled_back=rolled_back_from(service))
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """The digest a service was rolled back from, and when (the swarm's timestamp)."""
+
+    digest: str
+    at: str
+
+
+def rolled_back_from(service: Mapping[str, Any]) -> RolledBack | None:
+    """What the service's last change rolled back from, when that change was a rollback (the
+    swarm then keeps the spec it left as PreviousSpec); None otherwise."""
+    status = service.get("UpdateStatus") or {}
+    if status.get("State") not in _ROLLBACK_STATES:
+        return None
+    template = (service.get("PreviousSpec") or {}).get("TaskTemplate") or {}
+    image = (template.get("ContainerSpec") or {}).get("Image")
+    try:
+        digest = tracked(str(image))[1] if image else None
+    except UpdaterError:
+        return None
+    if digest is None:
+        return None
+    return RolledBack(digest, str(status.get("CompletedAt") or status.get("StartedAt") or "")[:19])
 
 
 def is_leader(engine: Engine) -> bool:
@@ -71,16 +108,38 @@ def tracked(image: str) -> tuple[reference.Reference, str | None]:
     return reference.Reference(ref.domain, ref.path, ref.tag, None), digest
 
 
-def update_timeout(spec: Mapping[str, Any], replicas: int | None, nodes: int) -> float:
-    """How long a rolling update may take: per batch the delay plus the monitor period plus a
-    start allowance, times the number of batches, plus a margin."""
-    config = spec.get("UpdateConfig") or {}
-    parallelism = max(1, int(config.get("Parallelism") or 1))
-    delay = int(config.get("Delay") or 0) / 1e9
-    monitor = int(config.get("Monitor") or 5_000_000_000) / 1e9
-    tasks = replicas if replicas is not None else nodes
-    batches = -(-max(tasks, 1) // parallelism)
-    return 60.0 + batches * (delay + monitor + 30.0)
+def held_back(service: ServiceSnapshot, remote: str) -> str | None:
+    """Why `remote` is not tried on `service` (it was rolled back from it), or None."""
+    rolled_back = service.rolled_back
+    if rolled_back is None or rolled_back.digest != remote:
+        return None
+    return (f"held back: rolled back from this image at {rolled_back.at.replace('T', ' ')} UTC;"
+            f" a newer push, or `updater update {service.name}`, tries again")
+
+
+def update_timeout(spec: Mapping[str, Any], replicas: int | None, nodes: int,
+                   task_timeout: float, config: str = "UpdateConfig") -> float:
+    """How long a rolling update (or, with config="RollbackConfig", a rollback) may take: per
+    batch of `Parallelism` tasks the delay, the monitor period and the time one new task may
+    take to run and be healthy (`task_timeout`), times the number of batches, plus a margin."""
+    settings = spec.get(config) or {}
+    parallelism = int(settings.get("Parallelism", 1))
+    delay = int(settings.get("Delay") or 0) / 1e9
+    monitor = int(settings.get("Monitor") or 5_000_000_000) / 1e9
+    tasks = max(replicas if replicas is not None else nodes, 1)
+    batches = 1 if parallelism <= 0 else -(-tasks // parallelism)  # 0: all at once
+    return 60.0 + batches * (delay + monitor + task_timeout)
+
+
+def rolled_out(tasks: Sequence[Mapping[str, Any]], image: str, replicas: int | None) -> bool:
+    """Nothing left to replace: every task the swarm wants running runs `image` and is
+    running, and (replicated) there are `replicas` of them; true at once for 0 replicas."""
+    wanted = [t for t in tasks if t.get("DesiredState") == "running"]
+    for task in wanted:
+        spec_image = (((task.get("Spec") or {}).get("ContainerSpec")) or {}).get("Image")
+        if spec_image != image or (task.get("Status") or {}).get("State") != "running":
+            return False
+    return replicas is None or len(wanted) == replicas
 
 
 class ServiceUpdater:
@@ -118,7 +177,8 @@ class ServiceUpdater:
                 continue
             if stop_requested():
                 break
-            item = self._one(snapshot, own=snapshot.id == own)
+            # Asked for by name: a digest that was rolled back is tried again.
+            item = self._one(snapshot, own=snapshot.id == own, retry_rolled_back=bool(names))
             if item is not None:
                 items.append(item)
         return items
@@ -144,8 +204,8 @@ class ServiceUpdater:
                   or {}).get("Labels") or {}
         return labels.get("com.docker.swarm.service.id")
 
-    def _one(self, service: ServiceSnapshot, change: bool = True,
-             own: bool = False) -> ItemReport | None:
+    def _one(self, service: ServiceSnapshot, change: bool = True, own: bool = False,
+             retry_rolled_back: bool = False) -> ItemReport | None:
         current = None
         try:
             if not policy.is_watched(service.labels, self._settings):
@@ -159,10 +219,18 @@ class ServiceUpdater:
             return _item(service, Outcome.ERROR, current, None, str(exc))
         if remote == current:
             return _item(service, Outcome.UP_TO_DATE, current, remote)
-        if monitor_only or not change:
+        # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
+        # user's rollback); asked for by name, it is tried again.
+        held = None if retry_rolled_back else held_back(service, remote)
+        if held and change:
+            return _item(service, Outcome.HELD_BACK, current, remote, held)
+        if monitor_only or not change or held:
             return _item(service, Outcome.AVAILABLE, current, remote)
         started = self._clock()
-        outcome, reason = self._update(service, ref, remote, rollback, health, own)
+        try:
+            outcome, reason = self._update(service, ref, remote, rollback, health, own)
+        except UpdaterError as exc:
+            outcome, reason = Outcome.FAILED, str(exc)
         return _item(service, outcome, current, remote, reason, self._clock() - started)
 
     def _options(self, service: ServiceSnapshot) -> tuple[bool, bool, float]:
@@ -171,16 +239,15 @@ class ServiceUpdater:
         monitor_only = (self._settings.monitor_only
                         or policy.bool_label(labels, "monitor-only") is True)
         rollback = policy.bool_label(labels, "rollback")
-        health = policy.duration_label(labels, "health-timeout", 0)
+        health = policy.duration_label(labels, "health-timeout", self._settings.health_timeout)
         return monitor_only, self._settings.rollback if rollback is None else rollback, health
 
     def _update(self, service: ServiceSnapshot, ref: reference.Reference, digest: str,
                 rollback: bool, health_timeout: float,
                 own: bool = False) -> tuple[Outcome, str | None]:
         spec = json.loads(json.dumps(service.spec))
-        spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{ref.repository}:{ref.tag}@{digest}"
-        if ref.domain == "docker.io":
-            spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{ref.path}:{ref.tag}@{digest}"
+        image = f"{ref.repository if ref.domain != 'docker.io' else ref.path}:{ref.tag}@{digest}"
+        spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
         try:
             self._engine.update_service(service.id, service.version, spec,
                                         self._registry_auth(ref.domain))
@@ -196,9 +263,12 @@ class ServiceUpdater:
             # The swarm replaces this task; the new leader task sees the result next pass.
             return Outcome.UPDATED, ("this updater's own service: the swarm's rolling update "
                                      "(with its failure action) replaces this task")
-        timeout = health_timeout or update_timeout(spec, service.replicas,
-                                                   len(self._engine.nodes()))
-        state, message = self._await_update(service.id, timeout)
+        if service.job:
+            return Outcome.UPDATED, ("a job: the swarm runs it once on the new image; jobs are "
+                                     "not rolled, so not followed or rolled back")
+        nodes = len(self._engine.nodes())
+        timeout = update_timeout(spec, service.replicas, nodes, health_timeout)
+        state, message = self._await_update(service.id, timeout, image, service.replicas)
         if state == "completed":
             log.info("%s: updated", service.name)
             return Outcome.UPDATED, None
@@ -208,7 +278,9 @@ class ServiceUpdater:
         if not state.startswith("rollback"):
             current = self._engine.inspect_service(service.id)
             self._engine.rollback_service(service.id, int(current["Version"]["Index"]))
-            self._await_update(service.id, timeout, rollback=True)
+            self._await_update(service.id, update_timeout(
+                spec, service.replicas, nodes, health_timeout, "RollbackConfig"),
+                service.image, service.replicas, rollback=True)
         log.error("%s: %s; rolled back to the previous spec", service.name, problem)
         return Outcome.ROLLED_BACK, f"{problem}; rolled back to the previous spec"
 
@@ -225,8 +297,10 @@ class ServiceUpdater:
             started = self._clock()
             self._engine.update_service(service.id, service.version, spec,
                                         self._registry_auth(ref.domain))
-            state, message = self._await_update(
-                service.id, update_timeout(spec, service.replicas, len(self._engine.nodes())))
+            timeout = update_timeout(spec, service.replicas, len(self._engine.nodes()),
+                                     self._settings.health_timeout)
+            # Same image before and after: only UpdateStatus can tell the forced update is done.
+            state, message = self._await_update(service.id, timeout, None, service.replicas)
             outcome = Outcome.REBALANCED if state == "completed" else Outcome.FAILED
             reason = (f"rebalanced: {dict(plan.before)} -> {dict(plan.after)}"
                       if outcome is Outcome.REBALANCED else f"rebalance ended {state}: {message}")
@@ -234,8 +308,11 @@ class ServiceUpdater:
             items.append(_item(service, outcome, None, None, reason, self._clock() - started))
         return items
 
-    def _await_update(self, service_id: str, timeout: float,
-                      rollback: bool = False) -> tuple[str, str]:
+    def _await_update(self, service_id: str, timeout: float, image: str | None,
+                      replicas: int | None, rollback: bool = False) -> tuple[str, str]:
+        """Follow UpdateStatus to an end state; when the swarm sets none (no task needed
+        replacing, e.g. 0 replicas), or a rollback's stays started, the tasks decide whether
+        all run `image` (None: UpdateStatus alone decides)."""
         deadline = self._clock() + timeout
         while True:
             status = self._engine.inspect_service(service_id).get("UpdateStatus") or {}
@@ -243,6 +320,9 @@ class ServiceUpdater:
             done = ("rollback_completed",) if rollback else ("completed", *_FAILED_STATES)
             if state in done:
                 return state, str(status.get("Message") or "")
+            if image and state == ("rollback_started" if rollback else "") and rolled_out(
+                    self._engine.tasks(service_id), image, replicas):
+                return done[0], "no task left to replace"
             if self._clock() >= deadline:
                 return "timed out", f"not completed within {timeout:.0f}s"
             self._sleep(POLL_SECONDS)

@@ -44,12 +44,14 @@ def run_updater(args: list[str], engine: Dockerd | None, home: Path,
                           text=True, env=environment, timeout=120, check=False)
 
 
-def start_daemon(engine: Dockerd, home: Path,
-                 settings: dict[str, Any]) -> subprocess.Popen[str]:
-    """`updater run` in the background with `settings`; its output (stdout and stderr) piped."""
+def start_daemon(engine: Dockerd, home: Path, settings: dict[str, Any],
+                 env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`updater run` in the background with `settings` (and `env` on top of its environment);
+    its output (stdout and stderr) piped."""
+    environment = updater_env(engine.host, home, settings, "run.yml")
+    environment.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "updater", "run"], text=True,
-                            env=updater_env(engine.host, home, settings, "run.yml"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def check_json(engine: Dockerd, home: Path, settings: dict[str, Any] | None = None,

@@ -355,3 +355,136 @@ def test_rebalance_spreads_by_free_capacity(swarm: Swarm, unique: str, tmp_path:
     assert planned["node1"][0] == 6
     assert planned["node3"][1] < planned["node1"][1]
     assert planned["node3"][1] < planned["node2"][1]
+
+
+def _versions(client: docker.DockerClient, *names: str) -> dict[str, int]:
+    return {name: client.api.inspect_service(name)["Version"]["Index"] for name in names}
+
+
+def _job_tasks(client: docker.DockerClient, name: str) -> list[tuple[str, str]]:
+    """(image, state) of every task the job ever had."""
+    return [(t["Spec"]["ContainerSpec"]["Image"], t["Status"]["State"])
+            for t in client.api.tasks(filters={"service": name})]
+
+
+def test_zero_replicas_and_a_job_are_updated_once_without_rollback(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """A 0-replica service (the swarm sets no UpdateStatus) and a replicated job are updated
+    at once: no rollback, no waiting out a bound, the job run once on the new image; the
+    next pass changes nothing."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/zero/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    zero, job = f"{unique}-zero", f"{unique}-job"
+    labels = {"updater.enable": "true"}
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}")), name=zero,
+        mode=docker.types.ServiceMode("replicated", replicas=0), labels=labels)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(
+            f"{image}@{first}", command=["sh", "-c", "exit 0"])), name=job,
+        mode=docker.types.ServiceMode("replicated-job", concurrency=1, replicas=1),
+        labels=labels)
+    _wait(lambda: _job_tasks(manager, job) == [(f"{image}@{first}", "complete")], 60)
+    second = release(swarm, image, "2", keep_local=False)
+    started = time.monotonic()
+
+    items = report(updater(swarm, 1, ["update", "--json", zero, job], tmp_path))
+
+    took = time.monotonic() - started
+    print(f"0-replica service and job updated in one pass of {took:.1f}s")
+    assert took < 60  # the old bound alone was 95 s
+    assert items[zero]["outcome"] == items[job]["outcome"] == "updated", items
+    inspect = manager.api.inspect_service(zero)
+    assert inspect["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(second)
+    assert inspect["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"].endswith(first)
+    assert not (inspect.get("UpdateStatus") or {}).get("State", "").startswith("rollback")
+    new_run = (f"{image}@{second}", "complete")
+    _wait(lambda: new_run in _job_tasks(manager, job), 60,
+          lambda: (_job_tasks(manager, job), manager.api.inspect_service(job)))
+    time.sleep(2)  # a rollback (or a second update) would start another run by now
+    assert sorted(_job_tasks(manager, job)) == sorted(
+        [(f"{image}@{first}", "complete"), new_run])
+    versions = _versions(manager, zero, job)
+    again = report(updater(swarm, 1, ["update", "--json", zero, job], tmp_path))
+    assert again[zero]["outcome"] == again[job]["outcome"] == "up-to-date"
+    assert _versions(manager, zero, job) == versions
+
+
+def _wait(condition: Any, timeout: float, what: Any = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached: {what()}"
+        time.sleep(0.5)
+
+
+def test_health_timeout_bounds_each_task_not_the_whole_update(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """3 replicas updated one at a time with an 8 s delay take longer than the 15 s of
+    `updater.health-timeout`, yet every new task runs at once: updated, not rolled back."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/slow/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}")), name=unique,
+        mode=docker.types.ServiceMode("replicated", replicas=3),
+        labels={"updater.enable": "true", "updater.health-timeout": "15s"},
+        update_config=docker.types.UpdateConfig(parallelism=1, delay=8_000_000_000,
+                                                monitor=1_000_000_000))
+    wait_running(manager, unique, 3, first)
+    second = release(swarm, image, "2", keep_local=False)
+
+    items = report(updater(swarm, 1, ["update", "--json", unique], tmp_path))
+
+    print(f"3 replicas, 8 s delay, health-timeout 15s: {items[unique]['outcome']} after "
+          f"{items[unique]['seconds']:.1f}s (bound 60 + 3 x (8 + 1 + 15) = 132 s)")
+    assert items[unique]["outcome"] == "updated", items[unique]
+    assert items[unique]["seconds"] > 15
+    wait_running(manager, unique, 3, second)
+
+
+def test_rolled_back_service_is_held_back_until_a_newer_digest(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """A crashing release is rolled back once; the next two passes leave the service alone
+    (version index unchanged); a newer push is tried and applied; a user's own `docker
+    service rollback` is respected by the next pass, and `updater update NAME` tries again."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/hold/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(f"{image}@{first}"),
+                                  restart_policy=docker.types.RestartPolicy("none")),
+        name=unique, mode=docker.types.ServiceMode("replicated", replicas=1),
+        labels={"updater.enable": "true", "updater.scope": unique},
+        update_config=docker.types.UpdateConfig(parallelism=1, failure_action="pause",
+                                                monitor=2_000_000_000))
+    wait_running(manager, unique, 1, first)
+    release(swarm, image, "2", cmd='["sh", "-c", "exit 5"]', keep_local=False)
+    scoped = {"scope": unique}
+
+    def update_pass() -> dict[str, Any]:
+        return report(updater(swarm, 1, ["update", "--json"], tmp_path, scoped))[unique]
+
+    assert update_pass()["outcome"] == "rolled-back"
+    wait_running(manager, unique, 1, first)
+    version = _versions(manager, unique)
+    for _ in range(2):
+        held = update_pass()
+        assert held["outcome"] == "held-back" and "held back" in held["reason"], held
+        assert _versions(manager, unique) == version
+
+    third = release(swarm, image, "3", keep_local=False)
+    assert update_pass()["outcome"] == "updated"
+    wait_running(manager, unique, 1, third)
+    subprocess.run(["docker", "-H", swarm.nodes[0].host, "service", "rollback", "--detach",
+                    unique], check=True, capture_output=True, timeout=60)
+    wait_running(manager, unique, 1, first)
+    version = _versions(manager, unique)
+    held = update_pass()
+    assert held["outcome"] == "held-back" and "held back" in held["reason"], held
+    assert _versions(manager, unique) == version
+    asked = report(updater(swarm, 1, ["update", "--json", unique], tmp_path, scoped))[unique]
+    assert asked["outcome"] == "updated" and asked["new_digest"] == third, asked

@@ -16,7 +16,7 @@ from updater.credentials import (
     DockerConfigCredentials,
     SettingsCredentials,
 )
-from updater.errors import ConfigError
+from updater.errors import CredentialsUnavailable
 
 
 def _config(tmp_path: Path, document: object) -> Path:
@@ -65,7 +65,7 @@ def test_creds_store_then_auths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_missing_helper_is_a_clear_error(tmp_path: Path) -> None:
     """A helper that is not installed is named."""
     path = _config(tmp_path, {"credsStore": "absent-helper-xyz"})
-    with pytest.raises(ConfigError, match="docker-credential-absent-helper-xyz"):
+    with pytest.raises(CredentialsUnavailable, match="docker-credential-absent-helper-xyz"):
         DockerConfigCredentials(path).lookup("reg.example")
 
 
@@ -73,10 +73,10 @@ def test_broken_config_is_a_clear_error(tmp_path: Path) -> None:
     """A config.json that is not JSON, or an auth that is not base64, is named."""
     broken = tmp_path / "config.json"
     broken.write_text("{nope")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(CredentialsUnavailable, match="not valid JSON"):
         DockerConfigCredentials(broken).lookup("x")
     path = _config(tmp_path, {"auths": {"x": {"auth": "!!!"}}})
-    with pytest.raises(ConfigError, match="not base64"):
+    with pytest.raises(CredentialsUnavailable, match="not base64"):
         DockerConfigCredentials(path).lookup("x")
 
 
@@ -87,3 +87,33 @@ def test_settings_first(tmp_path: Path) -> None:
         DockerConfigCredentials(tmp_path / "absent.json"))
     assert chain.lookup("reg.example") == Credentials("s", "p")
     assert chain.lookup("other.example") is None
+
+
+def test_config_is_read_again_at_each_lookup(tmp_path: Path) -> None:
+    """A `docker login` while the daemon runs is seen by the next lookup."""
+    path = _config(tmp_path, {"auths": {"reg.example": {"auth": "dTpw"}}})
+    source = DockerConfigCredentials(path)
+    assert source.lookup("reg.example") == Credentials("u", "p")
+    _config(tmp_path, {"auths": {"reg.example": {"auth": "dTpweA=="}}})
+    assert source.lookup("reg.example") == Credentials("u", "px")
+
+
+def test_helper_that_cannot_run_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper that is not executable is a CredentialsUnavailable naming it, not a crash."""
+    _helper(tmp_path, "noexec", "exit 0", monkeypatch)
+    (tmp_path / "bin" / "docker-credential-noexec").chmod(0o644)
+    path = _config(tmp_path, {"credHelpers": {"reg.example": "noexec"}})
+    with pytest.raises(CredentialsUnavailable, match="docker-credential-noexec"):
+        DockerConfigCredentials(path).lookup("reg.example")
+
+
+def test_garbage_from_a_helper_is_not_repeated(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper printing something that is not JSON: the error names the helper and the
+    registry, never what it printed (it may be the secret)."""
+    _helper(tmp_path, "garbage", "echo s3cret-not-json", monkeypatch)
+    path = _config(tmp_path, {"credHelpers": {"reg.example": "garbage"}})
+    with pytest.raises(CredentialsUnavailable) as caught:
+        DockerConfigCredentials(path).lookup("reg.example")
+    assert "docker-credential-garbage" in str(caught.value)
+    assert "reg.example" in str(caught.value) and "s3cret" not in str(caught.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from updater.auth import Credentials
 from updater.config import RegistrySettings
 from updater.errors import (
+    CredentialsUnavailable,
     ManifestNotFound,
     RegistryAuthError,
     RegistryProtocolError,
@@ -28,12 +30,16 @@ BASIC = "Basic " + base64.b64encode(b"alice:pw-1").decode()
 
 
 class Creds:
-    def __init__(self, credentials: Credentials | None) -> None:
+    def __init__(self, credentials: Credentials | None,
+                 failure: CredentialsUnavailable | None = None) -> None:
         self.credentials = credentials
+        self.failure = failure
         self.lookups = 0
 
     def lookup(self, host: str) -> Credentials | None:
         self.lookups += 1
+        if self.failure is not None:
+            raise self.failure
         return self.credentials
 
 
@@ -48,11 +54,12 @@ class FakeRegistry:
         self.digest_header: str | None = DIGEST
         self.failures: list[httpx.Response] = []
         self.valid_tokens = {"tok-1"}
+        self.basic = BASIC
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
         if request.url.path == "/token":
-            if request.headers.get("Authorization") != BASIC:
+            if request.headers.get("Authorization") != self.basic:
                 return httpx.Response(401)
             return httpx.Response(200, json={"token": "tok-1", "expires_in": 300})
         if self.failures:
@@ -74,7 +81,7 @@ class FakeRegistry:
     def _authorized(self, request: httpx.Request) -> bool:
         header = str(request.headers.get("Authorization", ""))
         if self.mode == "basic":
-            return header == BASIC
+            return header == self.basic
         if self.mode == "bearer":
             return header.removeprefix("Bearer ") in self.valid_tokens
         return True
@@ -83,12 +90,16 @@ class FakeRegistry:
         return [f"{r.method} {r.url.host}{r.url.path}" for r in self.seen]
 
 
-def client(fake: Callable[[httpx.Request], httpx.Response], credentials: Credentials | None = None,
+def client(fake: Callable[[httpx.Request], httpx.Response],
+           credentials: Credentials | Creds | None = None,
            settings: dict[str, RegistrySettings] | None = None,
-           sleeps: list[float] | None = None, attempts: int = 3) -> RegistryClient:
-    return RegistryClient(settings or {}, Creds(credentials), transport=httpx.MockTransport(fake),
+           sleeps: list[float] | None = None, attempts: int = 3,
+           clock: Callable[[], float] = time.monotonic) -> RegistryClient:
+    source = credentials if isinstance(credentials, Creds) else Creds(credentials)
+    return RegistryClient(settings or {}, source, transport=httpx.MockTransport(fake),
                           retry=RetryPolicy(attempts=attempts, backoff=0.01, budget=30),
-                          sleep=(sleeps.append if sleeps is not None else lambda _: None))
+                          sleep=(sleeps.append if sleeps is not None else lambda _: None),
+                          clock=clock)
 
 
 ALICE = Credentials("alice", "pw-1")
@@ -302,3 +313,87 @@ def test_stats_count_requests_and_rate_limit() -> None:
         requests, remaining = registry.stats()
     assert requests == {("docker.io", "GET", 200): 1, ("docker.io", "HEAD", 200): 2}
     assert remaining == {"docker.io": 76.0}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_anonymous_registry_never_reads_credentials() -> None:
+    """A registry that challenges nobody costs no credential lookup, not even a broken one."""
+    source = Creds(None, CredentialsUnavailable("helper broke"))
+    with client(FakeRegistry(), source) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+        assert registry.lookup("reg.example") is None
+    assert source.lookups == 0
+
+
+def test_broken_credentials_fail_that_registry_as_a_registry_error() -> None:
+    """A failing credential source is a RegistryAuthError of the images on that registry,
+    read once, not again for every image in the next 30 s."""
+    source = Creds(None, CredentialsUnavailable("credential helper docker-credential-x broke"))
+    with client(FakeRegistry("basic"), source) as registry:
+        for name in ("a", "b"):
+            with pytest.raises(RegistryAuthError, match="docker-credential-x"):
+                registry.digest(parse(f"reg.example/{name}:1"))
+    assert source.lookups == 1
+
+
+def test_refused_basic_credentials_are_read_again_and_retried() -> None:
+    """A password rotated by a helper: the refused HEAD re-reads the credentials and succeeds
+    with the new ones, in the same call."""
+    fake, source, clock = FakeRegistry("basic"), Creds(ALICE), Clock()
+    with client(fake, source, clock=clock) as registry:
+        registry.digest(parse("reg.example/a:1"))
+        clock.now += 1
+        fake.basic = "Basic " + base64.b64encode(b"alice:pw-2").decode()
+        source.credentials = Credentials("alice", "pw-2")
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert source.lookups == 2
+    assert fake.seen[-1].headers["Authorization"] == fake.basic
+
+
+def test_token_server_refusal_reads_credentials_again() -> None:
+    """An expired token whose renewal the token server refuses (the password rotated):
+    the credentials are read again and the token asked for once more."""
+    fake, source, clock = FakeRegistry("bearer"), Creds(ALICE), Clock()
+    with client(fake, source, clock=clock) as registry:
+        registry.digest(parse("reg.example/a:1"))
+        clock.now += 299  # the token (300 s) expired; the credentials (300 s) not yet
+        fake.basic = "Basic " + base64.b64encode(b"alice:pw-2").decode()
+        source.credentials = Credentials("alice", "pw-2")
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert source.lookups == 2
+    assert [r.headers["Authorization"] == fake.basic for r in fake.seen
+            if r.url.path == "/token"] == [False, False, True]
+
+
+def test_credentials_are_read_again_after_five_minutes() -> None:
+    """Credentials are kept for 300 s, then read anew (a helper's token may have changed)."""
+    source, clock = Creds(ALICE), Clock()
+    with client(FakeRegistry("basic"), source, clock=clock) as registry:
+        registry.digest(parse("reg.example/a:1"))
+        clock.now += 290
+        registry.digest(parse("reg.example/a:1"))
+        assert source.lookups == 1
+        clock.now += 20
+        registry.digest(parse("reg.example/a:1"))
+    assert source.lookups == 2
+
+
+def test_wrong_password_reads_the_helper_once_per_ten_seconds() -> None:
+    """Credentials that stay wrong are read again at most once per 10 s, not per image."""
+    source, clock = Creds(Credentials("alice", "wrong")), Clock()
+    with client(FakeRegistry("basic"), source, clock=clock) as registry:
+        for name in ("a", "b", "c"):
+            with pytest.raises(RegistryAuthError, match="refused user 'alice'"):
+                registry.digest(parse(f"reg.example/{name}:1"))
+        assert source.lookups == 2
+        clock.now += 11
+        with pytest.raises(RegistryAuthError):
+            registry.digest(parse("reg.example/d:1"))
+    assert source.lookups == 3
