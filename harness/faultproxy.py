@@ -37,6 +37,7 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     times: int | None = None
+    method: str | None = None  # only requests with this method (e.g. a registry refusing HEAD)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class FaultProxy:
         with self._lock:
             fault = None
             for part, rule in self.rules.items():
-                if part in path and (rule.times is None or rule.times > 0):
+                if part in path and (rule.times is None or rule.times > 0) and (
+                        rule.method is None or rule.method == method):
                     if rule.times is not None:
                         rule.times -= 1
                     fault = rule

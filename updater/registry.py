@@ -54,6 +54,8 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+# HEAD answers that may only mean "use GET" (Nexus 404, some proxies 403/405).
+HEAD_REFUSALS = frozenset({403, 404, 405})
 ACCEPT = ", ".join(MANIFEST_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_BODY_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # any response: a manifest, a token, an error
@@ -99,6 +101,7 @@ class _Endpoint:
         self.credentials_error: RegistryError | None = None
         self.credentials_read_at: float | None = None
         self.reread_after_refusal_at = -math.inf
+        self.head_refused = False  # answers GET for manifests where it refuses HEAD
 
 
 class RegistryClient:
@@ -155,12 +158,25 @@ class RegistryClient:
         path = f"/v2/{reference.path}/manifests/{reference.tag}"
         scope = f"repository:{reference.path}:pull"
         with endpoint.slots:
-            response = self._authorized(endpoint, "HEAD", path, scope, reference)
-            digest = response.headers.get("Docker-Content-Digest")
-            if digest:
-                return _checked_digest(digest, endpoint.host)
-            log.debug("%s sent no digest on HEAD; fetching the manifest", endpoint.host)
-            response = self._authorized(endpoint, "GET", path, scope, reference)
+            if not endpoint.head_refused:
+                response, credentials = self._answer(endpoint, "HEAD", path, scope)
+                if response.status_code not in HEAD_REFUSALS:
+                    _raise_for_status(response, endpoint, reference, credentials)
+                    digest = response.headers.get("Docker-Content-Digest")
+                    if digest:
+                        return _checked_digest(digest, endpoint.host)
+                    log.debug("%s sent no digest on HEAD; fetching the manifest", endpoint.host)
+                    response = self._authorized(endpoint, "GET", path, scope, reference)
+                    return _verified_body_digest(response, endpoint.host)
+                # Some registries (Nexus, some proxies) refuse HEAD where GET works.
+                response, credentials = self._answer(endpoint, "GET", path, scope)
+                if response.status_code == 200 and not endpoint.head_refused:
+                    endpoint.head_refused = True
+                    log.info("%s refuses HEAD for manifests (HTTP %d) but answers GET: using GET "
+                             "there from now on", endpoint.host, response.status_code)
+            else:
+                response, credentials = self._answer(endpoint, "GET", path, scope)
+            _raise_for_status(response, endpoint, reference, credentials)
             return _verified_body_digest(response, endpoint.host)
 
     # --- endpoints and auth -----------------------------------------------------------------
@@ -242,6 +258,14 @@ class RegistryClient:
 
     def _authorized(self, endpoint: _Endpoint, method: str, path: str, scope: str,
                     reference: Reference) -> httpx.Response:
+        response, credentials = self._answer(endpoint, method, path, scope)
+        _raise_for_status(response, endpoint, reference, credentials)
+        return response
+
+    def _answer(self, endpoint: _Endpoint, method: str, path: str,
+                scope: str) -> tuple[httpx.Response, Credentials | None]:
+        """The registry's answer, authorized as it asks (once more after a 401), and the
+        credentials sent; not checked."""
         challenge = self._challenge(endpoint)
         authorization, credentials = self._authorization(endpoint, challenge, scope, False)
         response = self._send(endpoint, method, path, {"Accept": ACCEPT, **authorization})
@@ -252,8 +276,7 @@ class RegistryClient:
                 authorization, credentials = self._authorization(endpoint, offered, scope, True)
                 response = self._send(endpoint, method, path,
                                       {"Accept": ACCEPT, **authorization})
-        _raise_for_status(response, endpoint, reference, credentials)
-        return response
+        return response, credentials
 
     def _authorization(self, endpoint: _Endpoint, challenge: Challenge | None, scope: str,
                        refused: bool) -> tuple[dict[str, str], Credentials | None]:

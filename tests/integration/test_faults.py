@@ -99,3 +99,35 @@ def test_every_registry_fault_in_one_pass(engine: Dockerd, registry: Registry,
             if h.method == "HEAD" and h.path.endswith(f"/{unique}-429/manifests/latest")]
     assert hits[0].fault == "status" and hits[1].fault is None
     assert hits[1].time - hits[0].time >= 2.0, "Retry-After: 2 was not honoured"
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_registry_refusing_head_is_read_by_get(engine: Dockerd, registry: Registry,
+                                                 unique: str, containers: list[str],
+                                                 tmp_path: Path, status: int) -> None:
+    """A proxy answering HEAD with 404 or 405 (Nexus, some proxies) where GET works: the new
+    release is found by GET and applied; the requests say so."""
+    refusing = FaultProxy(registry.port).start()
+    try:
+        repository = f"nohead/{unique}-{status}"
+        images.release(engine.client, f"{registry.host}/{repository}:latest", "1",
+                       keep_local=False)
+        engine.client.images.pull(f"{refusing.host}/{repository}:latest")
+        name = f"{unique}-{status}"
+        start(engine, f"{refusing.host}/{repository}:latest", name, ENABLED, containers)
+        old = engine.client.containers.get(name).attrs["Image"]
+        images.release(engine.client, f"{registry.host}/{repository}:latest", "2",
+                       keep_local=False)
+        refusing.set_rule("/manifests/", Fault("status", status=status, method="HEAD"))
+        mark = len(refusing.hits)
+        result = run_updater(["update", "--json", name], engine, tmp_path,
+                             {"state_dir": str(tmp_path / "state")})
+        hits = [(h.method, h.fault) for h in refusing.hits[mark:] if "/manifests/" in h.path]
+    finally:
+        refusing.stop()
+    assert result.returncode == 0, result.stderr
+    [item] = json.loads(result.stdout)["items"]
+    assert item["outcome"] == "updated", item
+    assert engine.client.containers.get(name).attrs["Image"] != old
+    assert ("HEAD", "status") in hits and ("GET", None) in hits, hits
+    assert "refuses HEAD for manifests" in result.stderr

@@ -397,3 +397,42 @@ def test_wrong_password_reads_the_helper_once_per_ten_seconds() -> None:
         with pytest.raises(RegistryAuthError):
             registry.digest(parse("reg.example/d:1"))
     assert source.lookups == 3
+
+
+@pytest.mark.parametrize("refusal", [403, 404, 405])
+def test_a_registry_refusing_head_is_asked_by_get_from_then_on(refusal: int) -> None:
+    """Nexus answers 404 (some proxies 403/405) to a manifest HEAD that GET answers: the
+    digest comes by GET, and later lookups on that registry go straight to GET."""
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":
+            fake.seen.append(request)
+            return httpx.Response(refusal)
+        return fake(request)
+
+    fake = FakeRegistry()
+    with client(refusing) as registry:
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+        assert registry.digest(parse("reg.example/b:1")) == DIGEST
+        with pytest.raises(ManifestNotFound):
+            registry.digest(parse("reg.example/missing:1"))
+        counts = registry.stats()[0]
+    assert fake.paths() == ["GET reg.example/v2/", "HEAD reg.example/v2/a/manifests/1",
+                            "GET reg.example/v2/a/manifests/1",
+                            "GET reg.example/v2/b/manifests/1",
+                            "GET reg.example/v2/missing/manifests/1"]
+    assert counts[("reg.example", "HEAD", refusal)] == 1
+
+
+def test_a_missing_tag_on_a_registry_that_takes_head_costs_a_head_and_a_get() -> None:
+    """A 404 to HEAD may be a refusal: GET confirms it; a registry whose GET also says 404
+    keeps being asked by HEAD first."""
+    fake = FakeRegistry()
+    with client(fake) as registry:
+        for _ in range(2):
+            with pytest.raises(ManifestNotFound):
+                registry.digest(parse("reg.example/missing:1"))
+        assert registry.digest(parse("reg.example/a:1")) == DIGEST
+    assert fake.paths()[1:] == ["HEAD reg.example/v2/missing/manifests/1",
+                                "GET reg.example/v2/missing/manifests/1"] * 2 + [
+                                    "HEAD reg.example/v2/a/manifests/1"]
