@@ -222,10 +222,9 @@ class ServiceUpdater:
         # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
         # user's rollback); asked for by name, it is tried again.
         held = None if retry_rolled_back else held_back(service, remote)
-        if held and change:
-            return _item(service, Outcome.HELD_BACK, current, remote, held)
         if monitor_only or not change or held:
-            return _item(service, Outcome.AVAILABLE, current, remote)
+            outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
+            return _item(service, outcome, current, remote, held if change else None)
         started = self._clock()
         try:
             outcome, reason = self._update(service, ref, remote, rollback, health, own)
