@@ -31,6 +31,7 @@ from updater.passes import UpdatePass
 from updater.rebalance import plans
 from updater.registry import RegistryClient
 from updater.report import ItemReport, PassReport
+from updater.state import PlatformDigests
 from updater.swarm import ServiceUpdater, is_leader
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ class Application:
         self.lock = lock
         sources = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
+        self.platforms = PlatformDigests(settings.state_dir)
         self.registry = RegistryClient(settings.registries, sources,
-                                       timeout=settings.registry_timeout)
+                                       timeout=settings.registry_timeout, known=self.platforms)
         # Pulls and service updates get what the registry client uses: nothing for a registry
         # that asks for nothing, and credentials kept fresh like the client's own.
         self.credentials: CredentialSource = self.registry
@@ -63,6 +65,7 @@ class Application:
 
     def close(self) -> None:
         self.registry.close()
+        self.platforms.close()
         self.journal.close()
         self.history.close()
         if self._notifier is not None:

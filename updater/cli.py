@@ -244,7 +244,7 @@ def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Eng
     started = time.monotonic()
     with RegistryClient(settings.registries, credentials,
                         timeout=settings.registry_timeout) as registry:
-        results += check(containers, registry)
+        results += check(containers, registry, platform_of=engine.platform)
         results += _check_services(engine, registry, credentials, settings, arguments.names)
     require_names(arguments.names, [r.name for r in results])
     log.info("check: %s; %d registry requests in %.2fs", _summary(results),
@@ -453,7 +453,7 @@ def _short(digest: str | None) -> str:
 def _table(results: list[CheckResult]) -> str:
     rows = [("NAME", "IMAGE", "LOCAL", "REMOTE", "STATE", "")]
     rows += [(r.name, r.image, _short(r.local_digest), _short(r.remote_digest), r.state.value,
-              r.error or "") for r in results]
+              r.error or r.note or "") for r in results]
     text = _columns(rows)
     if len(rows) == 1:
         text += "\n(no watched containers: label them updater.enable=true)"

@@ -6,11 +6,12 @@ for the containers that use it and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from updater import policy, reference
 from updater.config import Settings
@@ -28,6 +29,17 @@ class DigestSource(Protocol):
         """The registry's current digest for the reference's tag."""
 
 
+@runtime_checkable
+class PlatformSource(Protocol):
+    def platform_digest(self, reference: reference.Reference, digest: str,
+                        platform: str) -> str | None:
+        """The manifest for `platform` that the index `digest` names (RegistryClient's)."""
+
+
+# The platform ("os/arch[/variant]") a container's image is for; None when unknown.
+PlatformOf = Callable[[ContainerSnapshot], "str | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """The outcome of checking one container or service."""
@@ -39,11 +51,12 @@ class CheckResult:
     remote_digest: str | None
     state: State
     error: str | None = None
+    note: str | None = None  # why the state is what it is, when that is not plain
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "image": self.image,
                 "local_digest": self.local_digest, "remote_digest": self.remote_digest,
-                "state": self.state.value, "error": self.error}
+                "state": self.state.value, "error": self.error, "note": self.note}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +91,44 @@ def require_names(names: Iterable[str], found: Iterable[str]) -> None:
 
 
 def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,
-          workers: int = MAX_WORKERS) -> list[CheckResult]:
-    """Check `containers` (already filtered to the watched ones) against their registries."""
+          workers: int = MAX_WORKERS, platform_of: PlatformOf | None = None) -> list[CheckResult]:
+    """Check `containers` (already filtered to the watched ones) against their registries.
+    With `platform_of`, a tag whose index changed is compared for the container's platform."""
     planned = [_plan(container) for container in containers]
     wanted = {str(p.reference): p.reference for p in planned
               if p.result is None and p.reference is not None}
     remote = _lookup_all(wanted, registry, workers)
-    return [p.result or _compare(p, remote[str(p.reference)]) for p in planned]
+    results = [p.result or _compare(p, remote[str(p.reference)]) for p in planned]
+    if platform_of is None or not isinstance(registry, PlatformSource):
+        return results
+    return [_for_platform(p, r, registry, platform_of)
+            if r.state is State.UPDATE_AVAILABLE and p.reference is not None else r
+            for p, r in zip(planned, results, strict=True)]
+
+
+def _for_platform(planned: _Planned, result: CheckResult, registry: PlatformSource,
+                  platform_of: PlatformOf) -> CheckResult:
+    """Up-to-date when the index under the tag changed only for other platforms (or its
+    attestations): the manifest for the container's own platform is the one it runs. At most
+    two manifest GETs, once per new index digest (the registry client keeps the answers)."""
+    assert planned.reference is not None
+    platform = platform_of(planned.container)
+    if platform is None or result.remote_digest is None:
+        return result
+    try:
+        new = registry.platform_digest(planned.reference, result.remote_digest, platform)
+        # What the local image was pulled as: an index, or its platform's manifest itself.
+        same = new is not None and any(
+            registry.platform_digest(planned.reference, local, platform) == new
+            for local in planned.local[:2])
+    except RegistryError as exc:
+        log.debug("%s: could not compare for %s: %s", planned.container.name, platform, exc)
+        return result
+    if not same:
+        return result
+    note = f"the tag's index changed, its {platform} image did not"
+    log.debug("%s: up-to-date: %s", planned.container.name, note)
+    return dataclasses.replace(result, state=State.UP_TO_DATE, note=note)
 
 
 def _plan(container: ContainerSnapshot) -> _Planned:

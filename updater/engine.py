@@ -182,6 +182,19 @@ class Engine:
     def inspect_image(self, image: str) -> dict[str, Any]:
         return dict(self._call(f"inspect image {image}", self._api.inspect_image, image))
 
+    def platform(self, container: ContainerSnapshot) -> str | None:
+        """The platform ("os/arch[/variant]") of the image `container` runs; None if unknown."""
+        try:
+            image = self.inspect_image(container.image_id)
+        except EngineUnavailable:
+            raise
+        except EngineError:
+            return None
+        parts = [str(image.get("Os") or ""), str(image.get("Architecture") or "")]
+        if not all(parts):
+            return None
+        return "/".join(parts + ([str(image["Variant"])] if image.get("Variant") else []))
+
     def pull(self, repository: str, digest: str, auth: dict[str, str] | None) -> str:
         """Pull `repository@digest` with `auth` (None: anonymously) and return the image ID."""
         # Never None to the SDK: it would then run the Docker config's credential helpers

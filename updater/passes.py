@@ -68,7 +68,8 @@ class UpdatePass:
         report.items += [_from_check(result) for result in errors]
         self._hooks(containers, "pre-check")
         candidates = []
-        for container, result in zip(containers, check(containers, self._registry), strict=True):
+        for container, result in zip(containers, check(
+                containers, self._registry, platform_of=self._engine.platform), strict=True):
             # Asked for by name: a digest that was rolled back is tried again.
             item, candidate = self._decide(container, result, retry_rolled_back=bool(names))
             report.items += [item] if item else []
@@ -222,7 +223,8 @@ def _clock(epoch: float) -> str:
 
 
 def _from_check(result: CheckResult) -> ItemReport:
-    return _item(result, _STATE_OUTCOMES.get(result.state, Outcome.ERROR), result.error)
+    return _item(result, _STATE_OUTCOMES.get(result.state, Outcome.ERROR),
+                 result.error or result.note)
 
 
 def _item(result: CheckResult, outcome: Outcome, reason: str | None = None) -> ItemReport:

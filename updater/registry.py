@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import math
 import random
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -58,6 +60,7 @@ MANIFEST_TYPES = (
 HEAD_REFUSALS = frozenset({403, 404, 405})
 ACCEPT = ", ".join(MANIFEST_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_KNOWN_PLATFORMS = 4096  # platform digests kept in memory
 MAX_BODY_BYTES = MAX_MANIFEST_BYTES + 64 * 1024  # any response: a manifest, a token, an error
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 _MAX_REDIRECTS = 3
@@ -104,6 +107,15 @@ class _Endpoint:
         self.head_refused = False  # answers GET for manifests where it refuses HEAD
 
 
+class KnownPlatforms(Protocol):
+    """Platform digests read before, kept across processes (the state database); "" is "the
+    index has no entry for that platform"."""
+
+    def get(self, repository: str, digest: str, platform: str) -> str | None: ...
+
+    def put(self, repository: str, digest: str, platform: str, found: str) -> None: ...
+
+
 class RegistryClient:
     """Asks registries for manifest digests; thread-safe; keeps tokens and connections."""
 
@@ -118,6 +130,7 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        known: KnownPlatforms | None = None,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
@@ -133,6 +146,8 @@ class RegistryClient:
         self._stats_lock = threading.Lock()
         self._requests: Counter[tuple[str, str, int]] = Counter()
         self._ratelimit: dict[str, float] = {}
+        self._known = known
+        self._platform_digests: dict[tuple[str, str, str], str] = {}
 
     def stats(self) -> tuple[dict[tuple[str, str, int], int], dict[str, float]]:
         """Requests sent by (registry, method, status), and the rate-limit remaining per
@@ -178,6 +193,47 @@ class RegistryClient:
                 response, credentials = self._answer(endpoint, "GET", path, scope)
             _raise_for_status(response, endpoint, reference, credentials)
             return _verified_body_digest(response, endpoint.host)
+
+    def platform_digest(self, reference: Reference, digest: str, platform: str) -> str | None:
+        """The digest of the manifest for `platform` ("os/arch[/variant]") that `digest` names:
+        its entry when it is an index (or manifest list), else `digest` itself; None when the
+        index has no entry for it. Read once per (repository, digest, platform): kept in memory
+        and in `known`, where one is given. Raises a RegistryError."""
+        key = (f"{reference.domain}/{reference.path}", digest, platform)
+        with self._lock:
+            if key in self._platform_digests:
+                return self._platform_digests[key]
+        found = self._known.get(*key) if self._known is not None else None
+        if found is None:
+            found = self._read_platform_digest(reference, digest, platform)
+            if self._known is not None:
+                self._known.put(*key, found)
+        with self._lock:
+            if len(self._platform_digests) >= MAX_KNOWN_PLATFORMS:
+                self._platform_digests.pop(next(iter(self._platform_digests)))
+            self._platform_digests[key] = found
+        return found or None
+
+    def _read_platform_digest(self, reference: Reference, digest: str, platform: str) -> str:
+        endpoint = self._endpoint(reference.domain)
+        path = f"/v2/{reference.path}/manifests/{digest}"
+        with endpoint.slots:
+            response = self._authorized(endpoint, "GET", path,
+                                        f"repository:{reference.path}:pull", reference)
+        if _verified_body_digest(response, endpoint.host) != digest:
+            raise RegistryProtocolError(f"{endpoint.host} sent another manifest than {digest}")
+        try:
+            document = json.loads(response.content)
+        except ValueError:
+            raise RegistryProtocolError(f"{endpoint.host} sent a manifest that is not JSON") \
+                from None
+        entries = document.get("manifests") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            return digest  # a single-platform manifest: it is its own
+        for entry in entries:
+            if isinstance(entry, dict) and _platform_matches(entry.get("platform"), platform):
+                return str(entry.get("digest") or "")
+        return ""  # remembered as "no entry"
 
     # --- endpoints and auth -----------------------------------------------------------------
 
@@ -535,6 +591,17 @@ def _checked_digest(digest: str, host: str) -> str:
     if not _DIGEST.fullmatch(digest):
         raise RegistryProtocolError(f"{host} sent a malformed digest {digest[:80]!r}")
     return digest
+
+
+def _platform_matches(found: Any, wanted: str) -> bool:
+    """An index entry's platform against "os/arch[/variant]" (a variant only where both say)."""
+    if not isinstance(found, dict):
+        return False
+    os_name, _, rest = wanted.partition("/")
+    architecture, _, variant = rest.partition("/")
+    if (found.get("os"), found.get("architecture")) != (os_name, architecture):
+        return False
+    return not (variant and found.get("variant") and found.get("variant") != variant)
 
 
 def _verified_body_digest(response: httpx.Response, host: str) -> str:

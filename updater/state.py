@@ -4,6 +4,7 @@ history of outcomes and what notifications still owe. Each user opens its own co
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from updater.errors import ConfigError
@@ -47,7 +48,7 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 # The layout this updater writes (PRAGMA user_version). 0: a database from before versions
 # were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _to_1(db: sqlite3.Connection) -> None:
@@ -62,7 +63,50 @@ def _to_2(db: sqlite3.Connection) -> None:
                "reason TEXT NOT NULL, time REAL NOT NULL)")
 
 
-_UPGRADES = {1: _to_1, 2: _to_2}
+def _to_3(db: sqlite3.Connection) -> None:
+    """Which platform manifest an index names, so an index rebuilt for other platforms only is
+    known equal for this one without reading it again."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS platform_digests (repository TEXT NOT NULL, "
+               "digest TEXT NOT NULL, platform TEXT NOT NULL, found TEXT NOT NULL, "
+               "PRIMARY KEY (repository, digest, platform))")
+
+
+_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3}
+
+
+class PlatformDigests:
+    """The registry client's KnownPlatforms, in the state database; a failing read or write
+    costs only the saving (the registry is asked again)."""
+
+    KEPT = 10_000
+
+    def __init__(self, state_dir: str) -> None:
+        self._db = connect(state_dir)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, repository: str, digest: str, platform: str) -> str | None:
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT found FROM platform_digests WHERE repository = ? "
+                                       "AND digest = ? AND platform = ?",
+                                       (repository, digest, platform)).fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row else None
+
+    def put(self, repository: str, digest: str, platform: str, found: str) -> None:
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO platform_digests VALUES (?, ?, ?, ?)",
+                                 (repository, digest, platform, found))
+                self._db.execute("DELETE FROM platform_digests WHERE rowid <= "
+                                 "(SELECT MAX(rowid) FROM platform_digests) - ?", (self.KEPT,))
+        except sqlite3.Error:
+            pass
 
 
 def upgrade(db: sqlite3.Connection, path: Path) -> None:

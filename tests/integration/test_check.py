@@ -242,3 +242,54 @@ def test_no_secret_in_any_output(engine: Dockerd, token_registry: Registry, uniq
         output = result.stdout + result.stderr
         assert PASSWORD not in output and "eyJ" not in output  # eyJ: how every JWT starts
     assert "up-to-date" in run_updater(["check", unique], engine, tmp_path, settings).stdout
+
+
+@pytest.mark.matrix
+def test_an_index_rebuilt_for_another_platform_changes_nothing(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """An OCI index (amd64 + arm64) pushed anew with only its arm64 image rebuilt: no pull, no
+    restart, up-to-date with the reason; two manifest GETs that once, and the next run one HEAD
+    and no GET. Then the amd64 image changes: updated."""
+    import json
+
+    repository = f"platforms/{unique}"
+
+    def child(arch: str, version: str) -> str:
+        return images.release(engine.client, f"{registry.host}/{repository}:{arch}-{version}",
+                              f"{version}-{arch}")
+
+    amd64 = child("amd64", "1")
+    images.push_index(registry.host, repository, "latest", {"amd64": amd64,
+                                                            "arm64": child("arm64", "1")})
+    image = f"{registry.host}/{repository}:latest"
+    engine.client.images.pull(image)
+    start(engine, image, unique, ENABLED, containers)
+    before = engine.client.containers.get(unique)
+    images.push_index(registry.host, repository, "latest", {"amd64": amd64,
+                                                            "arm64": child("arm64", "2")})
+    settings = {"state_dir": str(tmp_path / "state")}
+
+    def update() -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        mark = registry.mark()
+        result = run_updater(["update", "--json", unique], engine, tmp_path, settings)
+        assert result.returncode == 0, result.stderr
+        [item] = json.loads(result.stdout)["items"]
+        # Every client's manifest requests: a pull by the engine would show as well.
+        return item, [(r.method, r.uri) for r in registry.requests(since=mark)
+                      if "/manifests/" in r.uri]
+
+    item, requests = update()
+    assert item["outcome"] == "up-to-date", item
+    assert item["reason"] == "the tag's index changed, its linux/amd64 image did not"
+    assert sorted(method for method, _ in requests) == ["GET", "GET", "HEAD"], requests
+    after = engine.client.containers.get(unique)
+    assert (after.id, after.attrs["Image"]) == (before.id, before.attrs["Image"])
+    item, requests = update()
+    assert item["outcome"] == "up-to-date" and [m for m, _ in requests] == ["HEAD"], requests
+
+    images.push_index(registry.host, repository, "latest", {"amd64": child("amd64", "2"),
+                                                            "arm64": child("arm64", "2")})
+    item, _ = update()
+    assert item["outcome"] == "updated", item
+    assert engine.client.containers.get(unique).attrs["Image"] != before.attrs["Image"]

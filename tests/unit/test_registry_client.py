@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Callable
 
@@ -436,3 +437,64 @@ def test_a_missing_tag_on_a_registry_that_takes_head_costs_a_head_and_a_get() ->
     assert fake.paths()[1:] == ["HEAD reg.example/v2/missing/manifests/1",
                                 "GET reg.example/v2/missing/manifests/1"] * 2 + [
                                     "HEAD reg.example/v2/a/manifests/1"]
+
+
+INDEX = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [
+                        {"digest": "sha256:" + "1" * 64, "platform": {"os": "linux",
+                                                                    "architecture": "amd64"}},
+                        {"digest": "sha256:" + "2" * 64, "platform": {
+                            "os": "linux", "architecture": "arm64", "variant": "v8"}},
+                        {"digest": "sha256:" + "3" * 64, "platform": {"os": "unknown",
+                                                                    "architecture": "unknown"}},
+                    ]}).encode()
+INDEX_DIGEST = "sha256:" + hashlib.sha256(INDEX).hexdigest()
+
+
+class Known:
+    def __init__(self) -> None:
+        self.kept: dict[tuple[str, str, str], str] = {}
+
+    def get(self, repository: str, digest: str, platform: str) -> str | None:
+        return self.kept.get((repository, digest, platform))
+
+    def put(self, repository: str, digest: str, platform: str, found: str) -> None:
+        self.kept[(repository, digest, platform)] = found
+
+
+def test_platform_digest_reads_an_index_once() -> None:
+    """The entry for the platform (a variant only where both name one); read once per
+    process, and from `known` in the next process."""
+    seen: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        return httpx.Response(200, content=INDEX,
+                              headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+
+    known = Known()
+    ref = parse("reg.example/app:1")
+    with RegistryClient({}, Creds(None), transport=httpx.MockTransport(registry),
+                        known=known) as first:
+        assert first.platform_digest(ref, INDEX_DIGEST, "linux/amd64") == "sha256:" + "1" * 64
+        assert first.platform_digest(ref, INDEX_DIGEST, "linux/amd64") == "sha256:" + "1" * 64
+        assert first.platform_digest(ref, INDEX_DIGEST, "linux/arm64/v8") == "sha256:" + "2" * 64
+        assert first.platform_digest(ref, INDEX_DIGEST, "linux/arm64") == "sha256:" + "2" * 64
+        assert first.platform_digest(ref, INDEX_DIGEST, "linux/s390x") is None
+    assert seen.count(f"GET /v2/app/manifests/{INDEX_DIGEST}") == 4  # one per platform
+    with RegistryClient({}, Creds(None), transport=httpx.MockTransport(registry),
+                        known=known) as second:
+        assert second.platform_digest(ref, INDEX_DIGEST, "linux/amd64") == "sha256:" + "1" * 64
+        assert second.platform_digest(ref, INDEX_DIGEST, "linux/s390x") is None
+    assert seen.count(f"GET /v2/app/manifests/{INDEX_DIGEST}") == 4
+
+
+def test_platform_digest_refuses_a_manifest_that_is_not_the_one_asked_for() -> None:
+    def registry(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=INDEX if request.url.path != "/v2/" else b"{}")
+
+    with client(registry) as registry_client, pytest.raises(RegistryProtocolError):
+        registry_client.platform_digest(parse("reg.example/app:1"), "sha256:" + "9" * 64,
+                                        "linux/amd64")
