@@ -28,6 +28,7 @@ from tests.integration.helpers import (
     updater_env,
     wait_until,
 )
+from tests.integration.test_engine_restart import _step as journal_step
 from tests.integration.test_update import image_of
 
 pytestmark = [pytest.mark.engine]
@@ -228,15 +229,8 @@ def test_engine_lost_mid_update_is_reported_as_it_was(
                                env=updater_env(engine.host, tmp_path, settings),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def step() -> str | None:
-        try:
-            with sqlite3.connect(state / "updater.db") as db:
-                row = db.execute("SELECT step FROM updates ORDER BY id DESC LIMIT 1").fetchone()
-        except sqlite3.Error:
-            return None
-        return str(row[0]) if row else None
-
-    wait_until(lambda: step() == "started", 90, lambda: f"the health wait ({step()})")
+    wait_until(lambda: journal_step(state) == "started", 90,
+               lambda: f"the health wait ({journal_step(state)})")
     restart = threading.Thread(target=engine.restart, kwargs={"down": 8})
     restart.start()
     try:
