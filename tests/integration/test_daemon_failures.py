@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from harness import images
@@ -44,6 +45,14 @@ def _start(engine: Dockerd, image: str, name: str, containers: list[str],
 def _names(engine: Dockerd, prefix: str) -> dict[str, str]:
     return {str(c["Names"][0]).lstrip("/"): str(c["State"])
             for c in engine.client.api.containers(all=True, filters={"name": prefix})}
+
+
+def _image(engine: Dockerd, name: str) -> str | None:
+    """The image ID of the container called `name`; None while there is none (mid-rename)."""
+    try:
+        return image_of(engine, name)[1]
+    except docker.errors.NotFound:
+        return None
 
 
 def _stop(daemon: subprocess.Popen[str], timeout: float = 60) -> tuple[str, float]:
@@ -76,7 +85,7 @@ def test_a_label_no_timer_can_hold_costs_only_its_container(
     daemon = start_daemon(engine, tmp_path, {"state_dir": str(tmp_path / "state"),
                                              "interval": "2s", "update_on_start": True})
     try:
-        wait_until(lambda: image_of(engine, f"{unique}-ok")[1] != good_image, 60,
+        wait_until(lambda: _image(engine, f"{unique}-ok") not in (None, good_image), 60,
                    lambda: "the neighbour updated")
         time.sleep(5)  # two more passes
         assert daemon.poll() is None, "the daemon exited"
@@ -157,7 +166,7 @@ def test_a_full_state_disk_leaves_no_container_stopped(
         assert not stopped_seen, stopped_seen
         assert set(_names(engine, unique)) == {unique}
         _make_room(small_state)
-        wait_until(lambda: image_of(engine, unique)[1] != old_image, 60,
+        wait_until(lambda: _image(engine, unique) not in (None, old_image), 60,
                    lambda: "updated once space was back")
         assert daemon.poll() is None
     finally:
@@ -184,13 +193,13 @@ def test_a_trickling_sink_never_holds_the_loop(engine: Dockerd, registry: Regist
                                              "interval": "2s", "update_on_start": True,
                                              "notify": [sink.url], "log_level": "debug"})
     try:
-        wait_until(lambda: image_of(engine, unique)[1] != old_image, 60, lambda: "updated")
+        wait_until(lambda: _image(engine, unique) not in (None, old_image), 60, lambda: "updated")
         wait_until(lambda: sink.requests >= 1, 30, lambda: "the sink was called")
         time.sleep(20)  # the first send is given up after 10 s; passes then go on every 2 s
         assert daemon.poll() is None
         images.release(engine.client, image, "3", keep_local=False)
         _, second_image, _ = image_of(engine, unique)
-        wait_until(lambda: image_of(engine, unique)[1] != second_image, 30,
+        wait_until(lambda: _image(engine, unique) not in (None, second_image), 30,
                    lambda: "the next release updated while the sink still hangs")
         requests = sink.requests
     finally:
