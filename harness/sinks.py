@@ -88,3 +88,42 @@ class SmtpSink:
             body = part.get_content() if part is not None else ""
             found.append(f"{mail['Subject']}\n{body}")
         return found
+
+
+class TricklingSink(JsonSink):
+    """A json:// endpoint that takes the request, then answers one header byte a second for up
+    to `seconds` (per-read timeouts never fire): a notification sink that hangs its caller."""
+
+    def __init__(self, seconds: float = 120.0) -> None:
+        self.seconds = seconds
+        self.requests = 0
+        self._closing = threading.Event()
+        super().__init__()
+
+    def stop(self) -> None:
+        self._closing.set()
+        super().stop()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                with sink._lock:
+                    sink.requests += 1
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(int(sink.seconds)):
+                    if sink._closing.wait(1.0):
+                        return
+                    try:
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -255,11 +255,14 @@ class ApiServer:
         return 202, {"queued": True, "names": list(names)}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
-        limit_text = (query.get("limit") or ["100"])[0]
-        if not limit_text.isdigit() or not 0 < int(limit_text) <= 10_000:
-            return 400, {"error": "limit must be a whole number from 1 to 10000"}
+        from updater.history import DEFAULT_LIMIT, parse_limit
+
+        try:
+            limit = parse_limit((query.get("limit") or [str(DEFAULT_LIMIT)])[0])
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
         names = query.get("name") or []
-        return 200, self._control.history(names[0] if names else None, int(limit_text))
+        return 200, self._control.history(names[0] if names else None, limit)
 
 
 def _send(request: BaseHTTPRequestHandler, status: int, body: Any,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,6 +34,9 @@ from updater.report import ItemReport, PassReport
 from updater.swarm import ServiceUpdater, is_leader
 
 log = logging.getLogger(__name__)
+# How long a pass may go without reporting an item before the loop counts as stuck (an update
+# in progress declares its own, longer bound).
+PASS_ALLOWANCE = 1800.0
 
 
 class Application:
@@ -52,8 +56,8 @@ class Application:
         self.metrics = Metrics(self.registry.stats)
         self._notifier: Notifier | None = None
         self._host: str | None = None
+        self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
-        self.failed_pass: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.registry.close()
@@ -69,17 +73,29 @@ class Application:
         self.close()
 
     def run_pass(self, names: Iterable[str] = (),
-                 stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
-        """One pass; a pass that fails as a whole is kept in `failed_pass` (for the status)
-        until one succeeds."""
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 progress: Callable[[float], None] = lambda seconds: None) -> PassReport:
+        if self.lock is not None and not self.lock.held:
+            self.lock.acquire()  # given away to a successor that never came: take it back
+        engine = Engine.connect(self.settings.docker_host)
         try:
-            report = self._run_pass(names, stop_requested)
-        except Exception as exc:
-            error = (str(exc) if isinstance(exc, UpdaterError)
-                     else f"unexpected {type(exc).__name__}; see the updater's log")
-            self.failed_pass = {"at": time.time(), "names": list(names), "error": error}
-            raise
-        self.failed_pass = None
+            notifier = self._notifier_for(engine)
+            own = own_container_id()
+            updater = self._updater(engine, own)
+            def on_item(item: ItemReport) -> None:
+                progress(PASS_ALLOWANCE)
+                if notifier is not None:
+                    notifier.immediate(item)
+
+            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings,
+                                      own_container=own)
+            report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
+                                own, services, progress).run(tuple(names), stop_requested)
+            if not names and not stop_requested() and report.error is None:
+                report.items += self._rebalance(engine, services)
+        finally:
+            engine.close()
+        self._record(report, notifier)
         return report
 
     def unwatched(self, names: Iterable[str]) -> list[str]:
@@ -94,28 +110,6 @@ class Application:
             engine.close()
         found = {c.name for c in containers} | {e.name for e in errors} | set(services)
         return sorted(set(names) - found)
-
-    def _run_pass(self, names: Iterable[str],
-                  stop_requested: Callable[[], bool]) -> PassReport:
-        if self.lock is not None and not self.lock.held:
-            self.lock.acquire()  # given away to a successor that never came: take it back
-        engine = Engine.connect(self.settings.docker_host)
-        try:
-            notifier = self._notifier_for(engine)
-            own = own_container_id()
-            updater = self._updater(engine, own)
-            on_item: Callable[[ItemReport], None] = (
-                notifier.immediate if notifier else lambda item: None)
-            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings,
-                                      own_container=own)
-            report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
-                                own, services).run(tuple(names), stop_requested)
-            if not names and not stop_requested():
-                report.items += self._rebalance(engine, services)
-        finally:
-            engine.close()
-        self._record(report, notifier)
-        return report
 
     def recover(self) -> PassReport:
         """Finish or undo what a killed updater (or a predecessor handing over to this one)
@@ -137,10 +131,24 @@ class Application:
                                 cleanup=self.settings.cleanup, own_id=own, lock=self.lock)
 
     def _record(self, report: PassReport, notifier: Notifier | None) -> None:
-        self.history.record(report.finished or report.started, report.items)
-        self.metrics.observe(report)
+        """History, metrics and notifications of a pass; a failure of one (a full or damaged
+        state database) is logged and never changes what the pass did or reports."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("history", lambda: self.history.record(report.finished or report.started,
+                                                    report.items)),
+            ("metrics", lambda: self.metrics.observe(report))]
         if notifier is not None:
-            notifier.after_pass(report)
+            steps.append(("notifications", lambda: notifier.after_pass(report)))
+        for what, step in steps:
+            try:
+                step()
+            except UpdaterError as exc:
+                log.error("%s of this pass not recorded: %s", what, exc)
+            except Exception:
+                log.exception("%s of this pass not recorded", what)
+
+    def notifications_in_flight(self) -> int:
+        return self._notifier.in_flight() if self._notifier is not None else 0
 
     def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
         """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
@@ -159,7 +167,7 @@ class Application:
         if self._notifier is None:
             self._host = engine.host_name() or socket.gethostname()
             self._notifier = Notifier(self.settings, self._host,
-                                      AppriseSender(self.settings.notify))
+                                      AppriseSender(self.settings.notify), self.interrupted)
         return self._notifier
 
 
@@ -181,7 +189,7 @@ class DaemonControl:
         self._trigger(names)
 
     def status(self) -> dict[str, Any]:
-        return {**self._state(), "failed_pass": self._app.failed_pass}
+        return self._state()
 
     def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         return self._app.history.entries(name, limit)

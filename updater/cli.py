@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from updater import __version__, config, logs
 from updater.errors import UpdaterError
+from updater.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
 
 # Each command imports what it needs when it runs: `updater --version` or `updater config`
 # should not pay for the docker SDK, httpx or prometheus_client.
@@ -106,7 +108,8 @@ def _parser() -> _Parser:
     historian = commands.add_parser("history", parents=[common], help="what was done, newest first")
     historian.add_argument("name", nargs="?", metavar="NAME", help="only this container")
     historian.add_argument("--json", action="store_true", help="print a JSON array")
-    historian.add_argument("--limit", type=int, default=50, help="at most this many [50]")
+    historian.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT,
+                           help=f"at most this many, 1 to {MAX_LIMIT} [{DEFAULT_LIMIT}]")
     historian.set_defaults(handler=_history)
     doctor = commands.add_parser("health", parents=[common],
                                  help="exit 0 when `updater run` here is alive (HEALTHCHECK)")
@@ -115,6 +118,13 @@ def _parser() -> _Parser:
                                  help="validate and print the effective configuration")
     shower.set_defaults(handler=_show_config)
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        return parse_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flags(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +222,7 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(_report_table(report))
-    return EXIT_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed or report.error else EXIT_OK
 
 
 def _run(_: argparse.Namespace, settings: Settings) -> int:
@@ -226,7 +236,7 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
     with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
             Application(settings, lock=lock) as app:
         def one_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
-            report = app.run_pass(names, stop_requested)
+            report = app.run_pass(names, stop_requested, daemon.expect)
             for item in report.items:
                 if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                     log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -234,17 +244,29 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
                              f" ({item.reason})" if item.reason else "")
             return report
 
-        daemon = Daemon(settings, one_pass, on_start=app.recover)
-        heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held)
+        daemon = Daemon(settings, one_pass, on_start=app.recover, on_stop=app.interrupted.set)
+        heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held,
+                              deadline=lambda: daemon.deadline)
         heartbeat.start()
         api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
         try:
-            return daemon.run()
+            code = daemon.run()
         finally:
             heartbeat.stop()
             if api is not None:
                 api.stop()
+        in_flight = app.notifications_in_flight()
+    if in_flight:
+        # Apprise's worker threads would hold the exit until a hung destination lets go; what
+        # they carry is kept in the state database and sent by the next start.
+        log.warning("exiting with %d notification(s) still being sent; they are kept and sent "
+                    "again at the next start", in_flight)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
@@ -258,7 +280,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
     def state() -> dict[str, Any]:
         report = daemon.last_report
         return {"version": __version__, "running": daemon.running, "passes": daemon.passes,
-                "last_pass": report.as_dict() if report else None}
+                "last_pass": report.as_dict() if report else None,
+                "last_error": daemon.last_error}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ import yaml
 from updater.durations import format_duration, parse_duration
 from updater.errors import ConfigError
 
+log = logging.getLogger(__name__)
 MASK = "***"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -198,6 +200,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
 }
 FLAG_KEYS = {key: parser is _bool for key, parser in _SCALARS.items()}
 KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries", "rebalance"]))
+_SECTION_KEYS = ("http_api", "rebalance", "registries")
 ENV_PREFIX = "UPDATER_"
 ENV_ONLY = frozenset({"UPDATER_CONFIG"})
 
@@ -213,13 +216,58 @@ def load(
     """Merge file, environment and flags over the defaults, and validate once."""
     environ = os.environ if environ is None else environ
     config_file = config_file or environ.get("UPDATER_CONFIG") or None
+    layers = [_from_file(config_file) if config_file else {}, _from_environment(environ),
+              {key: (value, f"--{key.replace('_', '-')}") for key, value in (flags or {}).items()
+               if value is not None}]
     raw: dict[str, tuple[Any, str]] = {}
-    if config_file:
-        raw.update(_from_file(config_file))
-    raw.update(_from_environment(environ))
-    raw.update({key: (value, f"--{key.replace('_', '-')}") for key, value in (flags or {}).items()
-                if value is not None})
+    for layer in layers:
+        for key, (value, source) in layer.items():
+            if key in _SECTION_KEYS:
+                merged = raw[key][0] if key in raw else {}
+                raw[key] = (_merge_section(key, merged, value, source), source)
+            else:
+                raw[key] = (value, source)
     return _build(raw)
+
+
+# A section's fields, each with the source it came from: later sources win field by field.
+Fields = dict[str, tuple[Any, str]]
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "http_api": ("listen", "token", "token_file"),
+    "rebalance": ("enabled", "threshold", "interval"),
+}
+_REGISTRY_KEYS = ("insecure", "username", "password", "password_file", "ca_file")
+_EITHER = {"token": "token_file", "token_file": "token", "password": "password_file",
+           "password_file": "password"}
+
+
+def _merge_section(key: str, merged: Any, value: Any, source: str) -> Any:
+    """`merged` (from earlier sources) with this source's fields of section `key` over it; a
+    secret given as a value replaces the same secret given as a file, and the other way round."""
+    if key == "registries":
+        if value in (None, ""):
+            return merged
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"bad value for {source}: expected a mapping of registry host to settings")
+        hosts = dict(merged)
+        for host, entry in value.items():
+            name = str(host).lower()
+            where = f"{source} {str(host)!r}"
+            hosts[name] = _merge_fields(hosts.get(name, {}),
+                                        _section(entry or {}, where, _REGISTRY_KEYS), where)
+        return hosts
+    return _merge_fields(merged, _section(value, source, _SECTIONS[key]), source)
+
+
+def _merge_fields(merged: Fields, section: dict[str, Any], source: str) -> Fields:
+    fields = dict(merged)
+    for name, value in section.items():
+        if _EITHER.get(name) in section:
+            raise ConfigError(f"{source} sets both {name} and {_EITHER[name]}; keep one")
+        fields.pop(_EITHER.get(name, ""), None)
+        fields[name] = (value, source)
+    return fields
 
 
 def _from_file(path: str) -> dict[str, tuple[Any, str]]:
@@ -227,6 +275,8 @@ def _from_file(path: str) -> dict[str, tuple[Any, str]]:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -261,7 +311,11 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         if key == "registries":
             raw[key] = (_yaml_value(value, name), name)
             continue
-        _check_known(key, "the environment", shown=name)
+        if not _known(key):
+            # Not an error: links (`--link updater`) and orchestrators (a service named
+            # updater) put UPDATER_* variables into environments on their own.
+            log.warning("ignoring %s: not a setting%s", name, _suggestion(key))
+            continue
         raw.update([_resolve_file_key(key, value, name)])
     if api:
         raw["http_api"] = (api, "UPDATER_HTTP_API_*")
@@ -277,13 +331,18 @@ def _yaml_value(text: str, source: str) -> Any:
         raise ConfigError(f"{source} is not valid YAML/JSON") from None
 
 
-def _check_known(key: str, where: str, shown: str | None = None) -> None:
-    if key in _SCALARS or key in ("http_api", "registries", "rebalance") or key == "notify_file":
-        return
+def _known(key: str) -> bool:
+    return key in _SCALARS or key in _SECTION_KEYS or key == "notify_file"
+
+
+def _suggestion(key: str) -> str:
     hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
-    known = f"; known settings: {', '.join(KNOWN_KEYS)}"
-    suggestion = f"; did you mean {hint[0]!r}?" if hint else known
-    raise ConfigError(f"unknown setting {shown or key!r} in {where}{suggestion}")
+    return f"; did you mean {hint[0]!r}?" if hint else f"; known settings: {', '.join(KNOWN_KEYS)}"
+
+
+def _check_known(key: str, where: str) -> None:
+    if not _known(key):
+        raise ConfigError(f"unknown setting {key!r} in {where}{_suggestion(key)}")
 
 
 def _resolve_file_key(key: str, value: Any, source: str) -> tuple[str, tuple[Any, str]]:
@@ -298,6 +357,9 @@ def _read_secret_file(path: Any, source: str) -> str:
         return Path(str(path)).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read {source} file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} file {path} is not UTF-8 text; write the secret as UTF-8 "
+                          "text") from None
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -307,11 +369,11 @@ def _build(raw: Mapping[str, tuple[Any, str]]) -> Settings:
     values: dict[str, Any] = {}
     for key, (value, source) in raw.items():
         if key == "http_api":
-            values[key] = _http_api(value, source)
+            values[key] = _http_api(value)
         elif key == "rebalance":
-            values[key] = _rebalance(value, source)
+            values[key] = _rebalance(value)
         elif key == "registries":
-            values[key] = _registries(value, source)
+            values[key] = _registries(value)
         else:
             values[key] = _parse(_SCALARS[key], value, source)
     settings = Settings(**values)
@@ -328,58 +390,58 @@ def _parse(parser: Callable[[Any], Any], value: Any, source: str) -> Any:
         raise ConfigError(f"bad value for {source}: {exc}") from None
 
 
-def _http_api(value: Any, source: str) -> HttpApiSettings:
-    section = _section(value, source, ("listen", "token", "token_file"))
-    token = section.get("token")
-    if section.get("token_file"):
-        token = _read_secret_file(section["token_file"], f"{source} token_file")
-    return HttpApiSettings(
-        listen=_parse(_optional_text, section.get("listen"), f"{source} listen"),
-        token=_parse(_optional_text, token, f"{source} token"),
-    )
+def _field(fields: Fields, name: str, parser: Callable[[Any], Any], default: Any = None) -> Any:
+    if name not in fields:
+        return default
+    value, source = fields[name]
+    return _parse(parser, value, f"{source} {name}")
 
 
-def _rebalance(value: Any, source: str) -> RebalanceSettings:
-    section = _section(value, source, ("enabled", "threshold", "interval"))
-    defaults = RebalanceSettings()
-    threshold = section.get("threshold", defaults.threshold)
+def _secret(fields: Fields, name: str) -> str | None:
+    """A secret given as `name` or as `name_file` (the file's text)."""
+    if f"{name}_file" in fields:
+        path, source = fields[f"{name}_file"]
+        if path not in (None, ""):
+            return _read_secret_file(path, f"{source} {name}_file")
+    return _field(fields, name, _optional_text)  # type: ignore[no-any-return]
+
+
+def _http_api(fields: Fields) -> HttpApiSettings:
+    return HttpApiSettings(listen=_field(fields, "listen", _optional_text),
+                           token=_secret(fields, "token"))
+
+
+def _threshold(value: Any) -> float:
     try:
-        threshold = float(threshold)
+        threshold = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"bad value for {source} threshold: {threshold!r} is not a number "
-                          "(a standard deviation of tasks per node, e.g. 1.0)") from None
+        raise ValueError(f"{value!r} is not a number (a standard deviation of tasks per node, "
+                         "e.g. 1.0)") from None
     if not math.isfinite(threshold) or threshold < 0:
-        raise ConfigError(f"bad value for {source} threshold: {threshold!r} must be 0 or more")
+        raise ValueError(f"{value!r} must be 0 or more")
+    return threshold
+
+
+def _rebalance(fields: Fields) -> RebalanceSettings:
+    defaults = RebalanceSettings()
     return RebalanceSettings(
-        enabled=_parse(_bool, section.get("enabled", False), f"{source} enabled"),
-        threshold=threshold,
-        interval=_parse(parse_duration, section.get("interval", defaults.interval),
-                        f"{source} interval"),
+        enabled=_field(fields, "enabled", _bool, defaults.enabled),
+        threshold=_field(fields, "threshold", _threshold, defaults.threshold),
+        interval=_field(fields, "interval", parse_duration, defaults.interval),
     )
 
 
-def _registries(value: Any, source: str) -> dict[str, RegistrySettings]:
-    if value in (None, ""):
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"bad value for {source}: expected a mapping of registry host to settings")
-    result: dict[str, RegistrySettings] = {}
-    for host, entry in value.items():
-        where = f"{source} {str(host)!r}"
-        section = _section(entry or {}, where, ("insecure", "username", "password", "password_file",
-                                                "ca_file"))
-        password = section.get("password")
-        if section.get("password_file"):
-            password = _read_secret_file(section["password_file"], f"{where} password_file")
-        insecure = section.get("insecure")
-        result[str(host).lower()] = RegistrySettings(
-            insecure=None if insecure is None else _parse(_bool, insecure, f"{where} insecure"),
-            username=_parse(_optional_text, section.get("username"), f"{where} username"),
-            password=_parse(_optional_text, password, f"{where} password"),
-            ca_file=_parse(_optional_text, section.get("ca_file"), f"{where} ca_file"),
-        )
-    return result
+def _registries(hosts: dict[str, Fields]) -> dict[str, RegistrySettings]:
+    return {host: RegistrySettings(
+        insecure=_field(fields, "insecure", _optional_bool),
+        username=_field(fields, "username", _optional_text),
+        password=_secret(fields, "password"),
+        ca_file=_field(fields, "ca_file", _optional_text),
+    ) for host, fields in hosts.items()}
+
+
+def _optional_bool(value: Any) -> bool | None:
+    return None if value is None else _bool(value)
 
 
 def _section(value: Any, source: str, known: tuple[str, ...]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from updater import hooks, journal, order, policy, recreate
 from updater.credentials import CredentialSource
 from updater.engine import ContainerSnapshot, Engine
-from updater.errors import EngineError, NotFoundInEngine, UpdaterError
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.journal import Entry, Journal, StateLock
 from updater.policy import ContainerOptions
 from updater.reference import Reference
@@ -125,18 +125,31 @@ class ContainerUpdater:
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
             self._require_free_names([container.name, *(d.name for d in dependants)])
-        except UpdaterError as exc:
+        except EngineUnavailable:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, UpdaterError):
+                log.exception("%s: unexpected error before the update", container.name)
             log.error("%s: update failed before anything was stopped: %s", container.name, exc)
             return [self._item(candidate, Outcome.FAILED,
                                f"{exc}; the old container was not touched", started, versions)]
-        entry = self._journal.begin(container.name, container.id, container.image,
-                                    candidate.new_digest, saved_state(old))
+        try:
+            entry = self._journal.begin(container.name, container.id, container.image,
+                                        candidate.new_digest, saved_state(old))
+        except UpdaterError as exc:
+            log.error("%s: update not started: %s", container.name, exc)
+            return [self._item(candidate, Outcome.FAILED,
+                               f"{exc}; the old container was not touched", started, versions)]
         stopped: list[_Stopped] = []
         try:
             outcome, reason = self._swap(entry, old, plan, str(new_image["Id"]),
                                          candidate.options, dependants, stopped)
         except UpdaterError as exc:
             outcome, reason = self._abort(entry, exc)
+        except Exception as exc:  # a bug, or a library failing in a new way: undo, go on
+            log.exception("%s: unexpected error during the update", container.name)
+            outcome, reason = self._abort(entry, EngineError(
+                f"unexpected {type(exc).__name__}: {exc}"))
         replaced = {container.id: container.name} if outcome is Outcome.UPDATED else {}
         item = self._item(candidate, outcome, reason, started, versions)
         return [item, *self._bring_back(stopped, replaced, container.name)]
@@ -238,40 +251,57 @@ class ContainerUpdater:
         state = self._journal.get(entry)
         assert state is not None
         log.error("%s: %s", state.name, error)
-        self._journal.record(entry, "restoring")
+        self._note(entry, "restoring")
         try:
             self._restore(state)
         except LostContainer as exc:
-            self._journal.finish(entry, Outcome.FAILED)
+            self._close(entry, Outcome.FAILED)
             log.error("%s: %s; %s", state.name, error, exc)
             return Outcome.FAILED, f"{error}; {exc}"
         except UpdaterError as exc:
-            # Left in the journal at `restoring`: the next pass (or start) restores it.
-            log.error("%s: %s; the old container could not be restored yet (%s); it will be "
-                      "when the engine answers again", state.name, error, exc)
-            return Outcome.FAILED, (f"{error}; the old container could not be restored yet "
-                                    f"({exc}); the next pass restores it")
+            # Left in the journal unfinished: the next pass (or start) restores it.
+            where = _what_happened(state)
+            log.error("%s: %s; %s; it could not be restored yet (%s); the next pass restores it",
+                      state.name, error, where, exc)
+            return Outcome.FAILED, (f"{error}; {where}; it could not be restored yet ({exc}); "
+                                    "the next pass restores it")
         if state.step in _UNTOUCHED:
-            self._journal.finish(entry, Outcome.FAILED)
+            self._close(entry, Outcome.FAILED)
             log.error("%s: %s; the old container was not touched", state.name, error)
             return Outcome.FAILED, f"{error}; the old container was not touched"
-        self._journal.finish(entry, Outcome.ROLLED_BACK)
-        log.error("%s: %s; old container restored", state.name, error)
+        self._close(entry, Outcome.ROLLED_BACK)
+        log.error("%s: %s; %s; old container restored", state.name, error,
+                  _what_happened(state))
         return Outcome.ROLLED_BACK, f"{error}; old container restored"
+
+    def _note(self, entry: int, step: str) -> None:
+        """Journal a step of an undo. The undo goes ahead even when the journal cannot be
+        written (a full disk): putting the old container back is the safe act either way, and
+        an entry left unfinished is undone again (harmlessly) by the next start."""
+        try:
+            self._journal.record(entry, step)
+        except UpdaterError as exc:
+            log.error("%s", exc)
+
+    def _close(self, entry: int, outcome: str) -> None:
+        try:
+            self._journal.finish(entry, outcome)
+        except UpdaterError as exc:
+            log.error("%s", exc)
 
     def _failed_start(self, entry: int, name: str, new_id: str, problem: str,
                       options: ContainerOptions) -> tuple[Outcome, str | None]:
         if not options.rollback and self._engine.inspect_container(new_id) is not None:
             log.error("%s: new container %s; kept as it is (rollback off), old one stopped as %s",
                       name, problem, name + OLD_SUFFIX)
-            self._journal.finish(entry, Outcome.FAILED)
+            self._close(entry, Outcome.FAILED)
             return Outcome.FAILED, f"new container {problem}; kept (rollback off)"
         log.error("%s: new container %s; rolling back", name, problem)
-        self._journal.record(entry, "restoring")
+        self._note(entry, "restoring")
         state = self._journal.get(entry)
         assert state is not None
         self._restore(state)
-        self._journal.finish(entry, Outcome.ROLLED_BACK)
+        self._close(entry, Outcome.ROLLED_BACK)
         return Outcome.ROLLED_BACK, f"new container {problem}; old container restored"
 
     def _finish(self, entry: int, new_id: str, options: ContainerOptions, name: str) -> None:
@@ -294,7 +324,7 @@ class ContainerUpdater:
         self._engine.remove(state.old_id)
         if state.backup_id:
             self._engine.remove(state.backup_id)
-        self._journal.finish(state.id, Outcome.UPDATED)
+        self._close(state.id, Outcome.UPDATED)
 
     def _pause(self, container: str, name: str) -> None:
         try:
@@ -335,9 +365,9 @@ class ContainerUpdater:
             assert state is not None
             try:
                 self._bring_back_one(state, replaced, dependant.options, dependant.inspect)
-                self._journal.finish(state.id, Outcome.UP_TO_DATE)
+                self._close(state.id, Outcome.UP_TO_DATE)
             except UpdaterError as exc:
-                self._journal.finish(state.id, Outcome.FAILED)
+                self._close(state.id, Outcome.FAILED)
                 log.error("%s: stopped for the update of %s, could not be started again: %s",
                           state.name, parent, exc)
                 items.append(ItemReport(state.name, state.image, Outcome.FAILED, reason=(
@@ -643,12 +673,12 @@ class ContainerUpdater:
                 self._finish_stop(entry.old_id)
             self._bring_back_one(entry, {}, RECOVERY_OPTIONS)
         except UpdaterError as exc:
-            self._journal.finish(entry.id, Outcome.FAILED)
+            self._close(entry.id, Outcome.FAILED)
             log.error("%s: could not start again the dependant an interrupted update had "
                       "stopped: %s", entry.name, exc)
             return ItemReport(entry.name, entry.image, Outcome.FAILED, reason=(
                 f"stopped by an interrupted update; could not be started again: {exc}"))
-        self._journal.finish(entry.id, Outcome.UP_TO_DATE)
+        self._close(entry.id, Outcome.UP_TO_DATE)
         reason = "started again after an interrupted update of what it depends on"
         log.warning("%s: %s", entry.name, reason)
         return ItemReport(entry.name, entry.image, Outcome.RECOVERED, reason=reason)
@@ -659,12 +689,12 @@ class ContainerUpdater:
         new = self._engine.inspect_container(entry.name)
         if new is not None and new["Id"] == entry.new_id and (new.get("State") or {}).get(
                 "Running"):
-            self._journal.finish(entry.id, Outcome.UPDATED)
+            self._close(entry.id, Outcome.UPDATED)
             reason = "finished an interrupted update: the old container was gone, the new runs"
             log.warning("%s: %s", entry.name, reason)
             return ItemReport(entry.name, entry.image, Outcome.RECOVERED,
                               new_digest=entry.new_digest, reason=reason)
-        self._journal.finish(entry.id, Outcome.FAILED)
+        self._close(entry.id, Outcome.FAILED)
         log.error("%s: could not recover the interrupted update: %s", entry.name, lost)
         return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
                           reason=f"recovery of an interrupted update failed: {lost}")
@@ -673,7 +703,7 @@ class ContainerUpdater:
         try:
             if entry.step == HANDING_OVER or (entry.new_id and entry.new_id == self._own_id):
                 outcome, reason = self._take_over(entry)
-                self._journal.finish(entry.id, outcome)
+                self._close(entry.id, outcome)
                 log.warning("%s: %s", entry.name, reason)
                 return ItemReport(entry.name, entry.image, outcome, new_digest=entry.new_digest,
                                   reason=reason)
@@ -686,14 +716,23 @@ class ContainerUpdater:
                 reason = f"finished an update interrupted after step '{entry.step}'"
             else:
                 self._restore(entry)
-                self._journal.finish(entry.id, Outcome.ROLLED_BACK)
+                self._close(entry.id, Outcome.ROLLED_BACK)
                 reason = f"undid an update interrupted at step '{entry.step}'"
         except LostContainer as exc:
             return self._without_old(entry, exc)
-        except UpdaterError as exc:
-            log.error("%s: could not recover the interrupted update: %s", entry.name, exc)
+        except EngineUnavailable as exc:  # kept: the next pass tries again
+            log.error("%s: could not recover the interrupted update yet: %s", entry.name, exc)
             return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
-                              reason=f"recovery of an interrupted update failed: {exc}")
+                              reason=f"recovery of an interrupted update failed: {exc}; the "
+                                     "next pass tries again")
+        except UpdaterError as exc:
+            # Closed, not tried again every pass: what is there now stays as it is.
+            self._close(entry.id, Outcome.FAILED)
+            log.error("%s: could not recover the interrupted update: %s; left as it is",
+                      entry.name, exc)
+            return ItemReport(entry.name, entry.image, Outcome.ERROR, new_digest=entry.new_digest,
+                              reason=f"recovery of an interrupted update failed: {exc}; left "
+                                     "as it is, check it by hand")
         log.warning("%s: %s", entry.name, reason)
         return ItemReport(entry.name, entry.image, Outcome.RECOVERED, new_digest=entry.new_digest,
                           reason=reason)
@@ -722,6 +761,18 @@ def _removed_on_stop(inspect: dict[str, Any]) -> bool:
     """A running `--rm` container: the engine deletes it as soon as it stops."""
     running = bool((inspect.get("State") or {}).get("Running"))
     return running and bool((inspect.get("HostConfig") or {}).get("AutoRemove"))
+
+
+def _what_happened(state: Entry) -> str:
+    """What an update had done to the old container by the step it reached, for reports."""
+    name = state.name
+    if state.step in _UNTOUCHED:
+        return "the old container was not touched"
+    if state.step == "stopping":
+        return f"the old container {name} was being stopped"
+    if state.step in ("stopped", "renaming"):
+        return f"the old container {name} was stopped"
+    return f"the old container {name} was stopped and renamed {name}{OLD_SUFFIX}"
 
 
 def _limit(stop_timeout: float) -> str:

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable
 
+from updater import health
 from updater.config import Settings
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.report import PassReport
 
 log = logging.getLogger(__name__)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Bounds on the loop's silence: recovery at start, and a pass until its first item (registry
+# checks of every watched item); each item and each update then sets its own.
+STARTUP_SECONDS = 1800.0
+PASS_SECONDS = 1800.0
 # (stop_requested, names) -> the pass report; names empty means every watched item.
 PassRunner = Callable[[Callable[[], bool], tuple[str, ...]], PassReport]
 
@@ -37,15 +44,22 @@ def next_delay(settings: Settings, now: datetime.datetime) -> float:
 
 
 class Daemon:
-    """Owns the schedule and the stop flag; the pass itself comes in as a function."""
+    """Owns the schedule and the stop flag; the pass itself comes in as a function.
+
+    A pass for named items (an API trigger) never moves the next full pass. `deadline` is the
+    wall-clock time by which the loop must show progress again (the next pass due, an item
+    reported, an update's own bound); the heartbeat carries it, so a hung loop turns the health
+    check unhealthy although the heartbeat thread still writes."""
 
     def __init__(self, settings: Settings, run_pass: PassRunner,
                  now: Callable[[], datetime.datetime] | None = None,
                  wait: Callable[[float], object] | None = None,
-                 on_start: Callable[[], object] = lambda: None) -> None:
+                 on_start: Callable[[], object] = lambda: None,
+                 on_stop: Callable[[], object] = lambda: None) -> None:
         self._settings = settings
         self._run_pass = run_pass
         self._on_start = on_start
+        self._on_stop = on_stop
         self._engine_error: str | None = None
         self._now = now or (lambda: datetime.datetime.now().astimezone())
         self._stop = threading.Event()
@@ -54,14 +68,18 @@ class Daemon:
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self.passes = 0
         self.last_report: PassReport | None = None
+        self.last_error: str | None = None  # why the last pass failed outright, if it did
         self.running = False
+        self.deadline = math.inf
         self._engine_failures = 0
         self._wait = wait or self._wake.wait
 
     def request_stop(self, *_: object) -> None:
-        """Signal handler: only sets the flag; the loop finishes what it is doing."""
+        """Signal handler: only sets the flags; the loop finishes what it is doing (slow
+        notifications are let go at once)."""
         self._stop.set()
         self._wake.set()
+        self._on_stop()
 
     def trigger(self, names: tuple[str, ...] = ()) -> None:
         """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
@@ -75,6 +93,10 @@ class Daemon:
                 self._requested |= set(names)
         self._wake.set()
 
+    def expect(self, seconds: float) -> None:
+        """The loop will show progress again within `seconds` (inf: no bound)."""
+        self.deadline = time.time() + seconds
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -84,6 +106,7 @@ class Daemon:
         return self._engine_error
 
     def _start(self) -> None:
+        self.expect(STARTUP_SECONDS)
         try:
             self._on_start()
         except EngineUnavailable as exc:
@@ -91,48 +114,80 @@ class Daemon:
             log.error("%s; the first pass tries again", exc)
         except UpdaterError as exc:
             log.error("recovery at start failed: %s; the first pass tries again", exc)
+        except Exception:
+            log.exception("recovery at start failed unexpectedly; the first pass tries again")
 
     def run(self) -> int:
+        """The loop; with run_once, one pass and its exit code (0 done, 1 an update failed or
+        the pass was cut short, 2 the pass could not run)."""
         if threading.current_thread() is threading.main_thread():  # only it may take signals
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
         self._start()
+        status = EXIT_OK
         if self._settings.run_once or self._settings.update_on_start:
-            self._one_pass()
+            status = self._one_pass()
         if self._settings.run_once:
-            return 0
+            return status
+        delay = self._next_delay()
+        due = time.monotonic() + delay
         while not self._stop.is_set():
-            delay = next_delay(self._settings, self._now())
-            if self._engine_failures:
-                delay = min(delay, retry_delay(self._engine_failures))
             log.info("next pass in %.0fs", delay)
+            self.expect(delay + health.STALE_SECONDS)
             self._wait(delay)
             if self._stop.is_set():
                 break
+            with self._lock:
+                named = bool(self._requested)
             self._one_pass()
+            if named and time.monotonic() < due:
+                delay = due - time.monotonic()  # the full pass stays where it was due
+            else:
+                delay = self._next_delay()
+                due = time.monotonic() + delay
         log.info("stopping: no update in flight")
-        return 0
+        return EXIT_OK
 
-    def _one_pass(self) -> None:
+    def _next_delay(self) -> float:
+        delay = next_delay(self._settings, self._now())
+        if self._engine_failures:
+            delay = min(delay, retry_delay(self._engine_failures))
+        return delay
+
+    def _one_pass(self) -> int:
         with self._lock:
             names = tuple(sorted(self._requested or ()))
             self._requested = None
             self._wake.clear()
         started = time.monotonic()
         self.running = True
+        self.expect(PASS_SECONDS)
+        status = EXIT_FAILED
         try:
-            self.last_report = self._run_pass(self._stop.is_set, names)
-            self._engine_failures = 0
-            self._engine_error = None
+            report = self._run_pass(self._stop.is_set, names)
+            self.last_report = report
+            self.last_error = report.error
+            if report.error:
+                self._engine_failures += 1
+                self._engine_error = report.error
+            else:
+                self._engine_failures = 0
+                self._engine_error = None
+                status = EXIT_FAILED if report.failed else EXIT_OK
         except EngineUnavailable as exc:
             self._engine_failures += 1
-            self._engine_error = str(exc)
+            self._engine_error = self.last_error = str(exc)
+            status = EXIT_USAGE
             log.error("%s; trying again in %.0fs", exc, retry_delay(self._engine_failures))
         except UpdaterError as exc:
+            self.last_error = str(exc)
+            status = EXIT_USAGE
             log.error("pass failed: %s", exc)
-        except Exception:
+        except Exception as exc:
+            self.last_error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("pass failed unexpectedly; the next one will try again")
         finally:
             self.running = False
         self.passes += 1
         log.debug("pass took %.1fs", time.monotonic() - started)
+        return status

@@ -7,15 +7,22 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# No setting or label means more than a year; beyond it timers and socket timeouts overflow.
+MAX_SECONDS = 365 * 86400.0
 
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds in `text`; ValueError (with the bad value in the message) when it is not one."""
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m)")
-    seconds = float(text) if isinstance(text, int | float) else _parse_text(text.strip())
+    try:
+        seconds = float(text) if isinstance(text, int | float) else _parse_text(text.strip())
+    except (ValueError, OverflowError):
+        seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{text!r} is not a duration (write e.g. 30s, 5m, 1h30m)")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{text!r} is longer than a year; write at most 365d")
     return seconds
 
 

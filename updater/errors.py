@@ -3,6 +3,7 @@
     UpdaterError                  anything a user or the environment caused; one clear line
     ├── ConfigError               bad settings (file, environment, flags, labels)
     ├── NotWatched                a name asked for matches no watched container or service
+    ├── StateError                the state database could not be read or written (disk full)
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
     │   ├── EngineUnavailable     the engine cannot be reached at all
@@ -31,6 +32,10 @@ class ConfigError(UpdaterError):
 
 class NotWatched(UpdaterError):
     """A name asked for matches no watched container or service."""
+
+
+class StateError(UpdaterError):
+    """The state database in state_dir could not be read or written."""
 
 
 class InvalidReference(UpdaterError, ValueError):

@@ -1,13 +1,16 @@
 """Liveness for a container HEALTHCHECK. While `updater run` holds the state lock it writes a
-heartbeat into state_dir every few seconds: its PID, that process's start time, the time, and
-what is wrong (the engine unreachable), if anything. `updater health` is healthy when the
-heartbeat is fresh, belongs to a process alive in this PID namespace (a predecessor sharing the
-state volume does not count) and names no problem.
+heartbeat into state_dir every few seconds: its PID, that process's start time, the time, what
+is wrong (the engine unreachable), if anything, and the time by which the update loop must show
+progress again. `updater health` is healthy when the heartbeat is fresh, belongs to a process
+alive in this PID namespace (a predecessor sharing the state volume does not count), names no
+problem, and the loop is not past its deadline (a loop hung in a call turns it unhealthy
+although the heartbeat thread still writes).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -35,9 +38,11 @@ class Heartbeat:
 
     def __init__(self, state_dir: str, problem: Callable[[], str | None],
                  interval: float = BEAT_SECONDS,
-                 active: Callable[[], bool] = lambda: True) -> None:
+                 active: Callable[[], bool] = lambda: True,
+                 deadline: Callable[[], float] = lambda: math.inf) -> None:
         self._path = Path(state_dir) / FILENAME
         self._problem = problem
+        self._deadline = deadline
         self._active = active
         self._interval = interval
         self._stop = threading.Event()
@@ -64,8 +69,10 @@ class Heartbeat:
         if not self._active():
             return
         pid = os.getpid()
+        deadline = self._deadline()
         record = {"pid": pid, "start": process_start(pid), "time": time.time(),
-                  "problem": self._problem()}
+                  "problem": self._problem(),
+                  "deadline": deadline if math.isfinite(deadline) else None}
         temporary = self._path.with_suffix(".tmp")
         try:
             temporary.write_text(json.dumps(record))
@@ -84,8 +91,13 @@ def check(state_dir: str, now: float | None = None) -> str | None:
         return f"no heartbeat in {path}: is `updater run` running with this state_dir?"
     if process_start(pid) != start:
         return f"the heartbeat in {path} is from another process: this updater has not started"
-    age = (time.time() if now is None else now) - beat
+    now = time.time() if now is None else now
+    age = now - beat
     if age > STALE_SECONDS:
         return f"last heartbeat {age:.0f}s ago: the updater is stuck"
+    deadline = record.get("deadline")
+    if isinstance(deadline, int | float) and now > deadline:
+        return (f"the update loop is {now - deadline:.0f}s past the time it was due to make "
+                "progress: it is stuck (its log says where)")
     problem = record.get("problem")
     return str(problem) if problem else None

@@ -4,14 +4,19 @@ results are not stored (they would only repeat every pass); the newest 10,000 ro
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from updater import state
+from updater.errors import StateError
 from updater.report import ItemReport, Outcome
 
 KEPT_ROWS = 10_000
+# How many entries `updater history` and `GET /v1/history` show: by default, and at most.
+DEFAULT_LIMIT = 50
+MAX_LIMIT = KEPT_ROWS
 _QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value)
 _COLUMNS = ("time", "name", "kind", "image", "outcome", "old_digest", "new_digest",
             "old_version", "new_version", "reason", "seconds")
@@ -21,8 +26,16 @@ _SELECT = ("SELECT time, name, kind, image, outcome, old_digest, new_digest, old
            "new_version, reason, seconds FROM history")
 
 
+def parse_limit(text: str) -> int:
+    """A `limit` as the CLI and the API take it; ValueError naming the bad value."""
+    if not text.strip().isdigit() or not 0 < int(text) <= MAX_LIMIT:
+        raise ValueError(f"limit {text!r} must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
 class History:
     def __init__(self, state_dir: str) -> None:
+        self._state_dir = state_dir
         self._db = state.connect(state_dir)
         self._lock = threading.Lock()
 
@@ -34,14 +47,25 @@ class History:
         rows = [(when, i.name, i.kind, i.image, i.outcome.value, i.old_digest, i.new_digest,
                  i.versions.old, i.versions.new, i.reason, i.seconds)
                 for i in items if i.outcome.value not in _QUIET]
-        with self._lock:
-            self._db.executemany(_INSERT, rows)
-            self._db.execute("DELETE FROM history WHERE id <= "
-                             "(SELECT MAX(id) FROM history) - ?", (KEPT_ROWS,))
+        try:
+            with self._lock:
+                self._db.executemany(_INSERT, rows)
+                self._db.execute("DELETE FROM history WHERE id <= "
+                                 "(SELECT MAX(id) FROM history) - ?", (KEPT_ROWS,))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the history in {self._state_dir} ({exc})") from None
         return len(rows)
 
-    def entries(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def entries(self, name: str | None = None, limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
         """The newest entries first, optionally for one container or service."""
+        try:
+            rows = self._select(name, limit)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the history in {self._state_dir} ({exc}); if the "
+                             "disk is fine, move updater.db aside to start a new one") from None
+        return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+
+    def _select(self, name: str | None, limit: int) -> list[Any]:
         with self._lock:
             if name:
                 rows = self._db.execute(_SELECT + " WHERE name = ? ORDER BY id DESC LIMIT ?",
@@ -49,4 +73,4 @@ class History:
             else:
                 rows = self._db.execute(_SELECT + " ORDER BY id DESC LIMIT ?",
                                         (limit,)).fetchall()
-        return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        return rows

@@ -9,6 +9,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from updater import state
-from updater.errors import ConfigError
+from updater.errors import ConfigError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,26 @@ class Entry:
 
 
 class Journal:
-    """Durable record of updates in flight."""
+    """Durable record of updates in flight. A write that fails (a full disk) raises StateError,
+    so the step it was to record is not taken."""
 
     def __init__(self, state_dir: str) -> None:
+        self._state_dir = state_dir
         self._db = state.connect(state_dir)
+
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        try:
+            return int(self._db.execute(sql, parameters).lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the update journal in {self._state_dir} ({exc}); "
+                             "free space there") from None
+
+    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the update journal in {self._state_dir} "
+                             f"({exc})") from None
 
     def close(self) -> None:
         self._db.close()
@@ -63,49 +80,46 @@ class Journal:
               saved: Mapping[str, Any] | None = None, kind: str = UPDATE) -> int:
         """A new entry; `saved` is what to put back on the old container if it is restored."""
         now = time.time()
-        cursor = self._db.execute(
+        return self._write(
             "INSERT INTO updates (name, old_id, image, new_digest, step, started, changed, "
             "kind, saved) VALUES (?, ?, ?, ?, 'begin', ?, ?, ?, ?)",
             (name, old_id, image, new_digest, now, now, kind, json.dumps(dict(saved or {}))))
-        return int(cursor.lastrowid or 0)
 
     def record_backup(self, entry: int, backup_id: str) -> None:
-        self._db.execute("UPDATE updates SET step = 'backed-up', backup_id = ?, changed = ? "
-                         "WHERE id = ?", (backup_id, time.time(), entry))
+        self._write("UPDATE updates SET step = 'backed-up', backup_id = ?, changed = ? "
+                    "WHERE id = ?", (backup_id, time.time(), entry))
 
     def name_of(self, old_id: str) -> str | None:
         """The name of a container an update replaced, by its old ID."""
-        row = self._db.execute("SELECT name FROM updates WHERE old_id = ? ORDER BY id DESC "
-                               "LIMIT 1", (old_id,)).fetchone()
-        return str(row[0]) if row else None
+        rows = self._read("SELECT name FROM updates WHERE old_id = ? ORDER BY id DESC LIMIT 1",
+                          (old_id,))
+        return str(rows[0][0]) if rows else None
 
     def record(self, entry: int, step: str, new_id: str | None = None) -> None:
         if new_id is not None:
-            self._db.execute("UPDATE updates SET step = ?, new_id = ?, changed = ? WHERE id = ?",
-                             (step, new_id, time.time(), entry))
+            self._write("UPDATE updates SET step = ?, new_id = ?, changed = ? WHERE id = ?",
+                        (step, new_id, time.time(), entry))
         else:
-            self._db.execute("UPDATE updates SET step = ?, changed = ? WHERE id = ?",
-                             (step, time.time(), entry))
+            self._write("UPDATE updates SET step = ?, changed = ? WHERE id = ?",
+                        (step, time.time(), entry))
 
     def finish(self, entry: int, outcome: str) -> None:
-        self._db.execute("UPDATE updates SET step = 'finished', outcome = ?, changed = ? "
-                         "WHERE id = ?", (outcome, time.time(), entry))
+        self._write("UPDATE updates SET step = 'finished', outcome = ?, changed = ? "
+                    "WHERE id = ?", (outcome, time.time(), entry))
 
     def get(self, entry: int) -> Entry | None:
-        row = self._db.execute(_SELECT + " WHERE id = ?",
-                               (entry,)).fetchone()
-        return Entry.from_row(row) if row else None
+        rows = self._read(_SELECT + " WHERE id = ?", (entry,))
+        return Entry.from_row(rows[0]) if rows else None
 
     def rolled_back(self, name: str, digest: str) -> float | None:
         """When an update of `name` to `digest` was last rolled back, if it was."""
-        row = self._db.execute("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
-                               "AND step = 'finished' AND outcome = 'rolled-back' "
-                               "AND kind = 'update' "
-                               "ORDER BY id DESC LIMIT 1", (name, digest)).fetchone()
-        return float(row[0]) if row else None
+        rows = self._read("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
+                          "AND step = 'finished' AND outcome = 'rolled-back' AND kind = 'update' "
+                          "ORDER BY id DESC LIMIT 1", (name, digest))
+        return float(rows[0][0]) if rows else None
 
     def unfinished(self) -> list[Entry]:
-        rows = self._db.execute(_SELECT + " WHERE step != 'finished' ORDER BY id").fetchall()
+        rows = self._read(_SELECT + " WHERE step != 'finished' ORDER BY id")
         return [Entry.from_row(row) for row in rows]
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import string
+import threading
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from updater import state
@@ -20,6 +23,9 @@ log = logging.getLogger(__name__)
 TEMPLATE_FIELDS = ("host", "summary", "entries", "count")
 DEFAULT_TEMPLATE = "{entries}"
 MAX_ATTEMPTS = 48
+# How long the loop waits for one destination to take one message.
+SEND_SECONDS = 10.0
+POLL_SECONDS = 0.1
 _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
              Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
@@ -78,6 +84,11 @@ def check_template(template: str) -> str:
         if name not in TEMPLATE_FIELDS:
             raise ValueError(f"notify_template uses {{{name}}}; available fields are "
                              + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS))
+    try:  # a format spec that does not fit a field's type, e.g. {summary:d}
+        template.format(host="host", summary="1 updated", entries="- entry", count=1)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"notify_template cannot be filled in ({exc}); {{host}}, {{summary}} "
+                         "and {entries} are text, {count} a number") from None
     return template
 
 
@@ -112,8 +123,14 @@ def render(host: str, items: list[ItemReport], template: str | None) -> tuple[st
     summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
     title = f"updater on {host}: {summary}"
     entries = "\n".join(f"- {render_entry(item)}" for item in items)
-    body = (template or DEFAULT_TEMPLATE).format(host=host, summary=summary, entries=entries,
-                                                 count=len(items))
+    try:
+        body = (template or DEFAULT_TEMPLATE).format(host=host, summary=summary,
+                                                     entries=entries, count=len(items))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # Checked when the settings were read; should a value still not fit, the message goes
+        # out with the default body rather than not at all.
+        log.error("notify_template could not be filled in (%s); sent the default body", exc)
+        body = entries
     return title, body
 
 
@@ -129,13 +146,31 @@ def passes_level(item: ItemReport, minimum: str) -> bool:
 # --- delivery ---------------------------------------------------------------------------
 
 
-class Notifier:
-    """Decides what to send, sends it, and keeps what could not be delivered."""
+@dataclass
+class _InFlight:
+    """A message still being sent to a slow destination, in its own thread."""
 
-    def __init__(self, settings: Settings, host: str, sender: Sender) -> None:
+    thread: threading.Thread
+    delivered: list[bool]  # set by the thread when the send returns
+    row: int | None = None  # its pending row, deleted if it arrives after all
+
+
+class Notifier:
+    """Decides what to send, sends it, and keeps what could not be delivered.
+
+    A destination never holds the update loop: each message waits at most SEND_SECONDS for it
+    (less once `interrupted` is set, e.g. by SIGTERM). A send still running then is left to
+    finish in the background, at most one per destination; its message is kept to retry, and
+    dropped from the retries if it arrives after all. Nothing here raises: a notification that
+    cannot be made or kept is logged, never a failed update or pass."""
+
+    def __init__(self, settings: Settings, host: str, sender: Sender,
+                 interrupted: threading.Event | None = None) -> None:
         self._settings = settings
         self._host = host
         self._sender = sender
+        self._interrupted = interrupted or threading.Event()
+        self._inflight: dict[str, _InFlight] = {}
         self._db = state.connect(settings.state_dir)
 
     def close(self) -> None:
@@ -143,20 +178,26 @@ class Notifier:
 
     def immediate(self, item: ItemReport) -> None:
         """A failed or rolled-back update is told at once."""
-        if item.outcome in FAILURES and passes_level(item, self._settings.notify_level):
-            self._deliver([item])
+        try:
+            if item.outcome in FAILURES and passes_level(item, self._settings.notify_level):
+                self._deliver([item])
+        except Exception:
+            log.exception("notification about %s not sent", item.name)
 
     def after_pass(self, report: PassReport) -> None:
         """Retry what is owed, then one message for everything worth telling in this pass."""
-        self._retry_pending()
-        items = [i for i in report.items if passes_level(i, self._settings.notify_level)
-                 and not self._already_told(i)]
-        if items:
-            self._deliver(items)
-        for item in items:
-            if item.outcome is Outcome.AVAILABLE and item.new_digest:
-                self._db.execute("INSERT OR IGNORE INTO notified VALUES (?, ?)",
-                                 (item.name, item.new_digest))
+        try:
+            self._retry_pending()
+            items = [i for i in report.items if passes_level(i, self._settings.notify_level)
+                     and not self._already_told(i)]
+            if items:
+                self._deliver(items)
+            for item in items:
+                if item.outcome is Outcome.AVAILABLE and item.new_digest:
+                    self._db.execute("INSERT OR IGNORE INTO notified VALUES (?, ?)",
+                                     (item.name, item.new_digest))
+        except Exception:
+            log.exception("notifications of this pass not sent")
 
     def _already_told(self, item: ItemReport) -> bool:
         if item.outcome is not Outcome.AVAILABLE:
@@ -170,34 +211,84 @@ class Notifier:
         level = max((level_of(i) or "info" for i in items), key=LOG_LEVELS.index)
         for target in self._sender.targets():
             if not self._send(target, title, body, level):
-                self._db.execute("INSERT INTO pending_notifications (target, title, body, level) "
-                                 "VALUES (?, ?, ?, ?)", (target, title, body, level))
+                cursor = self._db.execute(
+                    "INSERT INTO pending_notifications (target, title, body, level) "
+                    "VALUES (?, ?, ?, ?)", (target, title, body, level))
+                self._keep_row(target, cursor.lastrowid)
+
+    def _keep_row(self, target: str, row: int | None) -> None:
+        flight = self._inflight.get(target)
+        if flight is not None and flight.row is None:
+            flight.row = row
 
     def _send(self, target: str, title: str, body: str, level: str) -> bool:
-        try:
-            delivered = self._sender.send(target, title, body, level)
-        except Exception as exc:  # a broken notifier plugin must never fail an update
-            log.warning("notification to %s failed (%s); will retry at the next pass",
-                        self._sender.describe(target), type(exc).__name__)
+        if self._busy(target):
             return False
-        if not delivered:
-            log.warning("notification to %s was not delivered; will retry at the next pass",
-                        self._sender.describe(target))
-        return delivered
+        delivered: list[bool] = []
+
+        def send() -> None:
+            try:
+                delivered.append(bool(self._sender.send(target, title, body, level)))
+            except Exception as exc:  # a broken notifier plugin must never fail an update
+                log.warning("notification to %s failed (%s); will retry at the next pass",
+                            self._sender.describe(target), type(exc).__name__)
+                delivered.append(False)
+
+        thread = threading.Thread(target=send, name="notify", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + SEND_SECONDS
+        while thread.is_alive() and time.monotonic() < deadline:
+            if self._interrupted.is_set():
+                break
+            thread.join(POLL_SECONDS)
+        if thread.is_alive():
+            log.warning("notification to %s is taking more than %.0fs; kept to retry at the next "
+                        "pass", self._sender.describe(target), SEND_SECONDS)
+            self._inflight[target] = _InFlight(thread, delivered)
+            return False
+        if not delivered or not delivered[0]:
+            if delivered:
+                log.warning("notification to %s was not delivered; will retry at the next pass",
+                            self._sender.describe(target))
+            return False
+        return True
+
+    def _busy(self, target: str) -> bool:
+        """A send to `target` is still running from before: nothing more is piled on it. One
+        that ended delivered its message after all: that message is no longer owed."""
+        flight = self._inflight.get(target)
+        if flight is None:
+            return False
+        if flight.thread.is_alive():
+            return True
+        del self._inflight[target]
+        if flight.delivered and flight.delivered[0] and flight.row is not None:
+            self._db.execute("DELETE FROM pending_notifications WHERE id = ?", (flight.row,))
+        return False
 
     def _retry_pending(self) -> None:
+        for target in list(self._inflight):
+            self._busy(target)
         rows = self._db.execute("SELECT id, target, title, body, level, attempts "
                                 "FROM pending_notifications ORDER BY id").fetchall()
         for row_id, target, title, body, level, attempts in rows:
+            if self._busy(target):
+                continue
             if self._send(target, title, body, level):
                 self._db.execute("DELETE FROM pending_notifications WHERE id = ?", (row_id,))
-            elif attempts + 1 >= MAX_ATTEMPTS:
+                continue
+            self._keep_row(target, row_id)
+            if attempts + 1 >= MAX_ATTEMPTS:
                 log.error("notification to %s dropped after %d attempts: %s",
                           self._sender.describe(target), attempts + 1, title)
                 self._db.execute("DELETE FROM pending_notifications WHERE id = ?", (row_id,))
             else:
                 self._db.execute("UPDATE pending_notifications SET attempts = ? WHERE id = ?",
                                  (attempts + 1, row_id))
+
+    def in_flight(self) -> int:
+        """Sends still running in the background (to destinations that did not answer)."""
+        return sum(1 for flight in self._inflight.values() if flight.thread.is_alive())
 
     def pending(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM pending_notifications").fetchone()[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,7 +16,7 @@ from updater.config import Settings
 from updater.containers import Candidate, ContainerUpdater, Dependant
 from updater.detect import CheckResult, DigestSource, check, require_names, watched
 from updater.engine import ContainerSnapshot, Engine
-from updater.errors import UpdaterError
+from updater.errors import EngineUnavailable, UpdaterError
 from updater.policy import State
 from updater.reference import parse
 from updater.report import ItemReport, Outcome, PassReport
@@ -32,8 +33,10 @@ class UpdatePass:
     def __init__(self, engine: Engine, registry: DigestSource, updater: ContainerUpdater,
                  settings: Settings,
                  on_item: Callable[[ItemReport], None] = lambda item: None,
-                 own_id: str | None = None, services: ServiceUpdater | None = None) -> None:
+                 own_id: str | None = None, services: ServiceUpdater | None = None,
+                 progress: Callable[[float], None] = lambda seconds: None) -> None:
         self._engine = engine
+        self._progress = progress
         self._own_id = own_id
         self._services = services
         self._registry = registry
@@ -44,8 +47,20 @@ class UpdatePass:
     def run(self, names: Iterable[str] = (),
             stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
         report = PassReport()
+        try:
+            self._run(report, tuple(names), stop_requested)
+        except EngineUnavailable as exc:
+            if not report.items:
+                raise  # nothing done: the pass did not happen (the daemon backs off)
+            report.error = str(exc)
+            log.error("pass cut short after %d items: %s", len(report.items), exc)
+        report.finished = time.time()
+        log.info("pass: %s", report.summary())
+        return report
+
+    def _run(self, report: PassReport, names: tuple[str, ...],
+             stop_requested: Callable[[], bool]) -> None:
         report.items += self._updater.recover()
-        names = tuple(names)
         containers, errors = watched(self._engine.containers(), self._settings, names)
         service_names = self._services.names() if self._services and names else []
         require_names(names, [c.name for c in containers] + [e.name for e in errors]
@@ -73,9 +88,6 @@ class UpdatePass:
             item = self._updater.hand_over(candidate, stop_requested)
             self._on_item(item)
             report.items.append(item)
-        report.finished = time.time()
-        log.info("pass: %s", report.summary())
-        return report
 
     def _decide(self, container: ContainerSnapshot, result: CheckResult,
                 retry_rolled_back: bool) -> tuple[ItemReport | None, Candidate | None]:
@@ -113,7 +125,16 @@ class UpdatePass:
             if stop_requested():
                 items.append(_candidate_item(by_name[name], Outcome.SKIPPED, "shutting down"))
                 continue
-            items += self._update_with_dependants(by_name[name], edges, inspects)
+            self._progress(_budget(by_name[name]))
+            try:
+                items += self._update_with_dependants(by_name[name], edges, inspects)
+            except EngineUnavailable:
+                raise
+            except Exception as exc:  # one container's trouble never ends the pass
+                log.exception("%s: update failed", name)
+                items.append(_candidate_item(by_name[name], Outcome.FAILED, (
+                    f"unexpected {type(exc).__name__}: {exc}; the old container was not "
+                    "touched")))
         return items
 
     def _update_with_dependants(self, candidate: Candidate, edges: dict[str, set[str]],
@@ -172,6 +193,16 @@ class UpdatePass:
             except UpdaterError:
                 timeout = policy.DEFAULT_HOOK_TIMEOUT
             hooks.run(self._engine, container.id, container.name, hook, command, timeout)
+
+
+def _budget(candidate: Candidate) -> float:
+    """How long one update may take before the loop counts as stuck: its stop and health
+    timeouts and two hooks, plus the pull and five minutes to spare; no limit when the stop
+    timeout is "wait as long as it takes"."""
+    options = candidate.options
+    if options.stop_timeout < 0:
+        return math.inf
+    return options.stop_timeout + options.health_timeout + 2 * options.hook_timeout + 600
 
 
 def _clock(epoch: float) -> str:

@@ -136,9 +136,8 @@ def duration_label(labels: Mapping[str, str], name: str, default: float) -> floa
         return default
     try:
         return parse_duration(value)
-    except ValueError:
-        raise ConfigError(f"label {PREFIX}{name}={value!r} is not a duration; "
-                          "write e.g. 30s, 5m, 1h30m") from None
+    except ValueError as exc:
+        raise ConfigError(f"label {PREFIX}{name}={exc}") from None
 
 
 def depends_on(labels: Mapping[str, str]) -> tuple[str, ...]:

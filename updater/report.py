@@ -78,6 +78,8 @@ class PassReport:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     items: list[ItemReport] = field(default_factory=list)
+    # Why the pass stopped before its end (the engine lost): its items are what was decided.
+    error: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -87,9 +89,10 @@ class PassReport:
         counts = Counter(item.outcome for item in self.items)
         parts = [f"{counts[o]} {o.value}" for o in Outcome if counts[o]]
         seconds = (self.finished or time.time()) - self.started
+        cut = f"; cut short: {self.error}" if self.error else ""
         return f"{len(self.items)} watched" + (": " + ", ".join(parts) if parts else "") + \
-            f" in {seconds:.1f}s"
+            f" in {seconds:.1f}s{cut}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"started": self.started, "finished": self.finished,
+        return {"started": self.started, "finished": self.finished, "error": self.error,
                 "items": [item.as_dict() for item in self.items]}

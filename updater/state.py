@@ -45,8 +45,40 @@ def _add_columns(db: sqlite3.Connection, table: str,
             db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
+# The layout this updater writes (PRAGMA user_version). 0: a database from before versions
+# were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
+SCHEMA_VERSION = 1
+
+
+def _to_1(db: sqlite3.Connection) -> None:
+    db.executescript("BEGIN IMMEDIATE;" + _SCHEMA)
+    _add_columns(db, "updates", _UPDATES_ADDED)
+
+
+_UPGRADES = {1: _to_1}
+
+
+def upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the database up to SCHEMA_VERSION, one committed step at a time; ConfigError when
+    a newer updater wrote it (its layout is unknown here: nothing is touched)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ConfigError(f"the state database {path} has schema version {version}, newer than "
+                          f"this updater knows ({SCHEMA_VERSION}); run a newer updater or "
+                          "point state_dir elsewhere")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        try:
+            _UPGRADES[target](db)  # opens the transaction
+            db.execute(f"PRAGMA user_version = {target}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
 def connect(state_dir: str) -> sqlite3.Connection:
-    """An autocommit connection to the state database, created on first use."""
+    """An autocommit connection to the state database, created or upgraded on first use."""
     directory = Path(state_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -54,8 +86,7 @@ def connect(state_dir: str) -> sqlite3.Connection:
                              check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        _add_columns(db, "updates", _UPDATES_ADDED)
+        upgrade(db, directory / FILENAME)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"cannot use state_dir {state_dir} ({exc}); set state_dir to a "
                           "writable directory") from None

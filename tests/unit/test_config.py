@@ -71,12 +71,6 @@ def test_bad_file_values(tmp_path: Path, text: str, message: str) -> None:
     assert "\n" not in str(caught.value)
 
 
-def test_unknown_environment_variable() -> None:
-    """A misspelt UPDATER_ variable is an error, not silently ignored."""
-    with pytest.raises(ConfigError, match=r"UPDATER_INTREVAL.*'interval'"):
-        config.load(environ={"UPDATER_INTREVAL": "5m"})
-
-
 def test_missing_config_file(tmp_path: Path) -> None:
     """A config file that is not there is named."""
     with pytest.raises(ConfigError, match=r"cannot read config file .*nope.yml"):
@@ -124,3 +118,67 @@ def test_rendered_config_reads_back(tmp_path: Path) -> None:
     settings = config.load(_file(tmp_path, "interval: 90m\nstop_timeout: 45s\n"), {})
     again = config.load(_file(tmp_path, config.render(settings)), {})
     assert again == settings
+
+
+def test_sections_merge_field_by_field(tmp_path: Path) -> None:
+    """`listen` from the file and the token file from the environment make one API section;
+    a later source's secret replaces the earlier one whether given as value or as file."""
+    (tmp_path / "tok").write_text("api-token-2\n")
+    path = _file(tmp_path, "http_api: {listen: '127.0.0.1:8080', token: file-token}\n"
+                           "registries: {r.io: {username: u, password: pw}}\n"
+                           "rebalance: {enabled: true}\n")
+    settings = config.load(path, {"UPDATER_HTTP_API_TOKEN_FILE": str(tmp_path / "tok"),
+                                  "UPDATER_REBALANCE_THRESHOLD": "2.5",
+                                  "UPDATER_REGISTRIES": "{r.io: {insecure: true}}"})
+    assert settings.http_api.listen == "127.0.0.1:8080"
+    assert settings.http_api.token == "api-token-2"
+    assert settings.rebalance.enabled and settings.rebalance.threshold == 2.5
+    assert settings.registries["r.io"].username == "u"
+    assert settings.registries["r.io"].password == "pw"
+    assert settings.registries["r.io"].insecure is True
+
+
+def test_listen_from_environment_token_from_file(tmp_path: Path) -> None:
+    """The reverse: no false "token is empty" when the token is in the file."""
+    path = _file(tmp_path, "http_api: {token: file-token}\n")
+    settings = config.load(path, {"UPDATER_HTTP_API_LISTEN": "127.0.0.1:9"})
+    assert (settings.http_api.listen, settings.http_api.token) == ("127.0.0.1:9", "file-token")
+
+
+def test_token_and_token_file_in_one_source(tmp_path: Path) -> None:
+    path = _file(tmp_path, "http_api: {listen: ':1', token: a, token_file: /x}\n")
+    with pytest.raises(ConfigError, match="sets both token and token_file; keep one"):
+        config.load(path, {})
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("interval: 120000d", "interval.*'120000d' is longer than a year; write at most 365d"),
+    ("health_timeout: 1e12", "health_timeout.*longer than a year"),
+    ("rebalance: {interval: 9999999d}", "rebalance interval.*longer than a year"),
+])
+def test_durations_are_bounded(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        config.load(_file(tmp_path, text + "\n"), {})
+
+
+def test_non_utf8_files_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_bytes(b"interval: \xff\xfe1h\n")
+    with pytest.raises(ConfigError, match=r"config file .*bad.yml is not UTF-8 text"):
+        config.load(str(tmp_path / "bad.yml"), {})
+    (tmp_path / "tok").write_bytes(b"\xff\xfe\xfd")
+    with pytest.raises(ConfigError, match=r"token_file file .*tok is not UTF-8 text"):
+        config.load(None, {"UPDATER_HTTP_API_LISTEN": ":1",
+                           "UPDATER_HTTP_API_TOKEN_FILE": str(tmp_path / "tok")})
+
+
+def test_unknown_environment_variables_are_ignored_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`--link updater` and a service named updater put UPDATER_* variables into environments
+    (UPDATER_PORT, UPDATER_NAME...); the README's stack example sets UPDATER_IMAGE. They are not
+    settings, and must not stop the CLI; a typo is still pointed out."""
+    settings = config.load(None, {"UPDATER_IMAGE": "r/u:1", "UPDATER_PORT": "tcp://10.0.0.2:80",
+                                  "UPDATER_INTERVL": "5m"})
+    assert settings.interval == 3600
+    warned = caplog.text
+    assert "ignoring UPDATER_IMAGE: not a setting" in warned
+    assert "ignoring UPDATER_INTERVL: not a setting; did you mean 'interval'?" in warned

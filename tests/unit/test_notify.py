@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from updater import notify
 from updater.config import Settings
 from updater.notify import Notifier, render, render_entry
 from updater.report import ItemReport, Outcome, PassReport, Versions
@@ -114,3 +119,72 @@ def test_a_crashing_sender_never_raises(tmp_path: Path) -> None:
     told = notifier(tmp_path, Exploding())
     told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))
     assert told.pending() == 2
+
+
+class Stuck(Recorder):
+    """A destination that takes a message only when released (a sink trickling its answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def targets(self) -> list[str]:
+        return ["t1"]
+
+    def send(self, target: str, title: str, body: str, level: str) -> bool:
+        self.calls += 1
+        self.release.wait(30)
+        return super().send(target, title, body, level)
+
+
+def test_a_stuck_destination_never_holds_the_pass(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message waits at most SEND_SECONDS; no second send is piled on a destination still
+    busy; a message that arrives late is not sent again."""
+    monkeypatch.setattr(notify, "SEND_SECONDS", 0.3)
+    sender = Stuck()
+    told = notifier(tmp_path, sender)
+    started = time.monotonic()
+    told.immediate(item("a", Outcome.ROLLED_BACK))
+    told.after_pass(PassReport(items=[item("a", Outcome.ROLLED_BACK),
+                                      item("b", Outcome.UPDATED)]))
+    assert time.monotonic() - started < 2
+    assert sender.calls == 1 and told.pending() == 2
+    sender.release.set()
+    for _ in range(50):
+        if not told._inflight["t1"].thread.is_alive():
+            break
+        time.sleep(0.05)
+    told.after_pass(PassReport())
+    assert told.pending() == 0
+    assert sender.calls == 2  # the late one is not sent again; the second one is
+    assert len(sender.sent) == 2
+
+
+def test_interrupted_sends_do_not_wait(tmp_path: Path) -> None:
+    """After SIGTERM (the event set), a slow destination is not waited for at all."""
+    sender = Stuck()
+    stop = threading.Event()
+    stop.set()
+    told = Notifier(Settings(state_dir=str(tmp_path)), "h", sender, stop)
+    started = time.monotonic()
+    told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))
+    assert time.monotonic() - started < 1 and told.pending() == 1
+    sender.release.set()
+
+
+def test_a_template_that_does_not_fit_is_refused_when_read() -> None:
+    with pytest.raises(ValueError, match=r"notify_template cannot be filled in"):
+        notify.check_template("{summary:d}")
+    with pytest.raises(ValueError, match=r"cannot be filled in"):
+        notify.check_template("{count:s}")
+    assert notify.check_template("{count:>3} {summary:>20}") == "{count:>3} {summary:>20}"
+
+
+def test_a_broken_state_database_costs_the_notification_only(tmp_path: Path) -> None:
+    """A failing write of what is owed (a full disk) is logged; nothing raises into a pass."""
+    told = notifier(tmp_path, Recorder(working=False))
+    told._db.close()
+    told.immediate(item("a", Outcome.ROLLED_BACK))
+    told.after_pass(PassReport(items=[item("a", Outcome.UPDATED)]))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import math
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +134,66 @@ def test_unreachable_engine_is_retried_with_backoff() -> None:
                     wait=waits.append)
     assert daemon.run() == 0 and len(calls) == 3
     assert waits == [retry_delay(1), retry_delay(2)] == [5.0, 10.0]
+
+
+def test_named_triggers_never_move_the_full_pass() -> None:
+    """A named trigger is served at once; the full pass stays due when it was due, so a trigger
+    every few seconds cannot postpone everything else forever."""
+    seen: list[tuple[str, ...]] = []
+    waits: list[float] = []
+
+    def run_pass(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        seen.append(names)
+        if len(seen) == 4:
+            daemon.request_stop()
+        return PassReport()
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) <= 2:
+            daemon.trigger(("a",))
+
+    daemon = Daemon(Settings(interval=3600), run_pass, now=lambda: NOW, wait=wait)
+    assert daemon.run() == 0
+    assert seen == [("a",), ("a",), (), ()]
+    # After each named pass the wait is for what is left of the hour, not a new hour.
+    assert waits[0] == 3600 and 3599 < waits[1] <= 3600 and 3599 < waits[2] <= 3600
+    assert waits[1] < waits[0] and waits[2] < waits[1]
+
+
+def test_run_once_exit_codes() -> None:
+    """run_once: 2 when the engine cannot be reached, 1 when an update failed or the pass was
+    cut short, 0 otherwise."""
+    from updater.errors import EngineUnavailable
+    from updater.report import ItemReport, Outcome
+
+    def unreachable(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        raise EngineUnavailable("cannot reach the Docker engine")
+
+    def failed(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        return PassReport(items=[ItemReport("a", "r/a:1", Outcome.ROLLED_BACK)])
+
+    def cut(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
+        return PassReport(items=[ItemReport("a", "r/a:1", Outcome.UPDATED)], error="engine gone")
+
+    assert Daemon(Settings(run_once=True), unreachable).run() == 2
+    assert Daemon(Settings(run_once=True), failed).run() == 1
+    assert Daemon(Settings(run_once=True), cut).run() == 1
+
+
+def test_health_turns_unhealthy_when_the_loop_is_past_its_deadline(tmp_path: Path) -> None:
+    """The heartbeat thread keeps writing, but a loop past the time it was due to make
+    progress is reported stuck."""
+    from updater import health
+
+    deadline = [time.time() + 100]
+    beat = health.Heartbeat(str(tmp_path), lambda: None, deadline=lambda: deadline[0])
+    beat.beat()
+    assert health.check(str(tmp_path)) is None
+    deadline[0] = time.time() - 5
+    beat.beat()
+    problem = health.check(str(tmp_path))
+    assert problem is not None and "past the time it was due to make progress" in problem
+    deadline[0] = math.inf  # e.g. an update whose stop timeout is "as long as it takes"
+    beat.beat()
+    assert health.check(str(tmp_path)) is None

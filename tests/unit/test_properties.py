@@ -5,7 +5,6 @@ Whatever comes in, the result is a value or the project's own clear error, never
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import string
 from typing import Any
@@ -158,9 +157,10 @@ def test_any_duration_is_seconds_or_a_clear_error(value: str | int | float) -> N
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
-        assert "duration" in str(exc)
+        assert "duration" in str(exc) or "at most 365d" in str(exc)
+        assert repr(value) in str(exc)
         return
-    assert seconds >= 0 and math.isfinite(seconds)
+    assert 0 <= seconds <= 365 * 86400
 
 
 _cron_field = st.one_of(st.just("*"), st.integers(0, 70).map(str),
@@ -191,8 +191,18 @@ _label_names = st.sampled_from([
     "com.centurylinklabs.watchtower.stop-signal", "other.label"])
 
 
+# Odd values a user may write: huge, negative, exponent and non-finite numbers, units.
+_odd = st.one_of(st.text(max_size=20),
+                 st.sampled_from(["1e12", "-1", "1e309", "nan", "inf", "99999999999d", "0",
+                                  "1e-9", "365d", "366d", "8760h", "0x10", "1_000", "  5s "]),
+                 st.integers(-10 ** 20, 10 ** 20).map(str),
+                 st.floats(allow_nan=True, allow_infinity=True).map(str),
+                 st.tuples(st.integers(0, 10 ** 9), st.sampled_from(["ms", "s", "m", "h", "d"]))
+                 .map(lambda p: f"{p[0]}{p[1]}"))
+
+
 @MANY
-@given(st.dictionaries(_label_names, st.text(max_size=20), max_size=8), st.booleans())
+@given(st.dictionaries(_label_names, _odd, max_size=8), st.booleans())
 def test_any_labels_give_options_or_a_clear_error(labels: dict[str, str],
                                                   label_enable: bool) -> None:
     settings_ = Settings(label_enable=label_enable)
@@ -202,7 +212,24 @@ def test_any_labels_give_options_or_a_clear_error(labels: dict[str, str],
     except ConfigError as exc:
         assert "label" in str(exc) and "\n" not in str(exc)
         return
-    assert found.stop_timeout >= 0 and found.health_timeout >= 0
+    for seconds in (found.stop_timeout, found.health_timeout, found.hook_timeout):
+        assert 0 <= seconds <= 365 * 86400
+
+
+@MANY
+@given(st.sampled_from(sorted(config.FLAG_KEYS)), _odd)
+def test_any_setting_value_gives_a_value_or_a_clear_error(key: str, value: str) -> None:
+    """Every setting, from the environment, with odd values: a bounded value or one line that
+    names the variable."""
+    name = "UPDATER_" + key.upper()
+    try:
+        loaded = config.load(environ={name: value})
+    except ConfigError as exc:
+        assert name in str(exc) and "\n" not in str(exc)
+        return
+    for seconds in (loaded.interval, loaded.jitter, loaded.health_timeout,
+                    loaded.registry_timeout, loaded.stop_timeout or 0.0):
+        assert 0 <= seconds <= 365 * 86400
 
 
 # --- YAML configuration -----------------------------------------------------------------------

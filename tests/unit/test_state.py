@@ -1,0 +1,90 @@
+"""The state database's schema version and its upgrade from the layouts earlier releases wrote."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from updater import state
+from updater.errors import ConfigError
+from updater.journal import Journal
+
+# The layout of the first release: `updates` without kind, backup_id and saved; no version.
+FIRST_RELEASE = """
+CREATE TABLE updates (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT,
+    image TEXT NOT NULL, new_digest TEXT NOT NULL, step TEXT NOT NULL, outcome TEXT,
+    started REAL NOT NULL, changed REAL NOT NULL);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+    image TEXT NOT NULL, outcome TEXT NOT NULL, old_digest TEXT, new_digest TEXT,
+    old_version TEXT, new_version TEXT, reason TEXT, seconds REAL NOT NULL);
+INSERT INTO updates (name, old_id, image, new_digest, step, started, changed)
+    VALUES ('web', 'abc', 'r/web:1', 'sha256:1', 'stopped', 1, 1);
+INSERT INTO history (time, name, kind, image, outcome, seconds)
+    VALUES (1, 'web', 'container', 'r/web:1', 'updated', 2);
+"""
+
+
+def test_new_database_has_the_current_version(tmp_path: Path) -> None:
+    db = state.connect(str(tmp_path))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    db.close()
+
+
+@pytest.mark.parametrize("layout", ["first release", "before versions"])
+def test_upgrade_keeps_what_was_there(tmp_path: Path, layout: str) -> None:
+    """An unfinished update journalled by an earlier release survives the upgrade (it is what
+    recovery needs), and history rows stay."""
+    old = sqlite3.connect(tmp_path / state.FILENAME)
+    if layout == "first release":
+        old.executescript(FIRST_RELEASE)
+    else:  # the layout of the last release: current tables, user_version still 0
+        old.executescript(state._SCHEMA)
+        old.execute("INSERT INTO updates (name, old_id, image, new_digest, step, started, "
+                    "changed) VALUES ('web', 'abc', 'r/web:1', 'sha256:1', 'stopped', 1, 1)")
+    old.commit()
+    old.close()
+    journal = Journal(str(tmp_path))
+    [entry] = journal.unfinished()
+    assert (entry.name, entry.step, entry.kind, entry.backup_id) == ("web", "stopped", "update",
+                                                                     None)
+    journal.close()
+    db = state.connect(str(tmp_path))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION
+    db.close()
+
+
+def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / state.FILENAME)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(ConfigError, match=r"schema version 99, newer than this updater knows"):
+        state.connect(str(tmp_path))
+    db = sqlite3.connect(tmp_path / state.FILENAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+    assert db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+    db.close()
+
+
+def test_a_failed_upgrade_leaves_the_old_layout(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that fails half way is rolled back whole: no half-upgraded database."""
+    old = sqlite3.connect(tmp_path / state.FILENAME)
+    old.executescript(FIRST_RELEASE)
+    old.close()
+
+    def broken(db: sqlite3.Connection) -> None:
+        state._to_1(db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setitem(state._UPGRADES, 1, broken)
+    with pytest.raises(ConfigError, match="disk I/O error"):
+        state.connect(str(tmp_path))
+    db = sqlite3.connect(tmp_path / state.FILENAME)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(updates)")}
+    assert "kind" not in columns
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
