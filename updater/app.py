@@ -61,7 +61,6 @@ class Application:
         self._failing = 0  # passes failed in a row
         self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
-        self.failed_pass: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.registry.close()
@@ -80,18 +79,14 @@ class Application:
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False,
                  progress: Callable[[float], None] = lambda seconds: None) -> PassReport:
-        """One pass; a pass that fails as a whole is kept in `failed_pass` (for the status)
-        until one succeeds, counted, and told once while passes keep failing."""
+        """One pass; a pass that fails as a whole is counted and told once while passes keep
+        failing (the daemon's status shows it as `last_error`)."""
         try:
-            report = self._run_pass(names, stop_requested, progress)
+            return self._run_pass(names, stop_requested, progress)
         except Exception as exc:
-            error = (str(exc) if isinstance(exc, UpdaterError)
-                     else f"unexpected {type(exc).__name__}; see the updater's log")
-            self.failed_pass = {"at": time.time(), "names": list(names), "error": error}
-            self.pass_failed(error)
+            self.pass_failed(str(exc) if isinstance(exc, UpdaterError)
+                             else f"unexpected {type(exc).__name__}; see the updater's log")
             raise
-        self.failed_pass = None
-        return report
 
     def unwatched(self, names: Iterable[str]) -> list[str]:
         """Those of `names` that match no watched container and no service: what a pass
@@ -236,7 +231,7 @@ class DaemonControl:
         self._trigger(names)
 
     def status(self) -> dict[str, Any]:
-        return {**self._state(), "failed_pass": self._app.failed_pass}
+        return self._state()
 
     def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         return self._app.history.entries(name, limit)

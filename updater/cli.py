@@ -348,7 +348,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
     def state() -> dict[str, Any]:
         report = daemon.last_report
         return {"version": __version__, "running": daemon.running, "passes": daemon.passes,
-                "last_pass": report.as_dict() if report else None}
+                "last_pass": report.as_dict() if report else None,
+                "last_error": daemon.last_error}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
 

@@ -68,6 +68,7 @@ class Daemon:
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self.passes = 0
         self.last_report: PassReport | None = None
+        self.last_error: str | None = None  # why the last pass failed outright, if it did
         self.running = False
         self.deadline = math.inf
         self._engine_failures = 0
@@ -165,6 +166,7 @@ class Daemon:
         try:
             report = self._run_pass(self._stop.is_set, names)
             self.last_report = report
+            self.last_error = report.error
             if report.error:
                 self._engine_failures += 1
                 self._engine_error = report.error
@@ -174,13 +176,15 @@ class Daemon:
                 status = EXIT_FAILED if report.failed else EXIT_OK
         except EngineUnavailable as exc:
             self._engine_failures += 1
-            self._engine_error = str(exc)
+            self._engine_error = self.last_error = str(exc)
             status = EXIT_USAGE
             log.error("%s; trying again in %.0fs", exc, retry_delay(self._engine_failures))
         except UpdaterError as exc:
+            self.last_error = str(exc)
             status = EXIT_USAGE
             log.error("pass failed: %s", exc)
-        except Exception:
+        except Exception as exc:
+            self.last_error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("pass failed unexpectedly; the next one will try again")
         finally:
             self.running = False

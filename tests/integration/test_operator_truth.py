@@ -118,14 +118,14 @@ def test_what_the_sink_and_metrics_say(engine: Dockerd, registry: Registry, uniq
         outage = threading.Thread(target=engine.restart, kwargs={"down": 15})
         outage.start()
         try:
-            wait_until(lambda: api.one_pass().get("failed_pass"), 40, lambda: "a failed pass")
+            wait_until(lambda: api.one_pass().get("last_error"), 40, lambda: "a failed pass")
             api.one_pass()  # fails again: not told again
             failed = [m for m in messages() if "passes are failing" in m["title"]]
             assert api.metrics()[("updater_pass_failures_total", ())] >= 2
         finally:
             outage.join()
         status = api.one_pass()
-        assert status["failed_pass"] is None, status
+        assert status["last_error"] is None, status
         back = wait_until(lambda: [m for m in messages() if "passes work again" in m["title"]],
                           30, lambda: f"the recovery message: {messages()}")
         assert len(failed) == 1 and len(back) == 1
