@@ -33,6 +33,8 @@ MAX_NAMES = 100
 REQUEST_DEADLINE = 10.0
 MAX_REQUEST_BYTES = 16 * 1024  # request line and headers; no route reads a body
 MAX_CONNECTIONS = 64
+# After an early answer (431), how long the rest of the request is read and dropped.
+LINGER_SECONDS = 2.0
 
 
 class _RequestTooLarge(Exception):
@@ -62,6 +64,22 @@ class _DeadlineReader(io.RawIOBase):
         count = self._connection.recv_into(memoryview(buffer)[:self._left])
         self._left -= count
         return count
+
+
+def _linger(connection: socket.socket) -> None:
+    """Close after an answer given before the request was read whole: end the sending side,
+    then read (and drop) what the client still sends, bounded, so the close does not reset
+    the connection and lose the answer on the client's side."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        left = MAX_REQUEST_BYTES * 64
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            connection.settimeout(remaining)
+            chunk = connection.recv(min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
 
 
 class _Server(ThreadingHTTPServer):
@@ -185,6 +203,8 @@ class ApiServer:
                     self.wfile.write(b"HTTP/1.0 431 Request Header Fields Too Large\r\n"
                                      b"Content-Type: application/json\r\nContent-Length: "
                                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    self.wfile.flush()
+                    _linger(self.connection)
 
             def parse_request(self) -> bool:
                 parsed = super().parse_request()  # reads the headers

@@ -4,6 +4,7 @@ triggers that never start overlapping passes of the real daemon loop."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import statistics
 import threading
@@ -88,8 +89,10 @@ MALFORMED = [
 def _status_of(port: int, raw: bytes) -> int | None:
     """Send raw bytes; the status code answered, or None if the server just closed."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(raw)
-        connection.shutdown(socket.SHUT_WR)
+        # The server may answer (431) and stop reading before all is sent: read the answer.
+        with contextlib.suppress(OSError):
+            connection.sendall(raw)
+            connection.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := connection.recv(65536):
             answer += chunk
