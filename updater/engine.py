@@ -21,7 +21,7 @@ import docker.errors
 import docker.utils
 import requests.exceptions
 
-from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine
+from updater.errors import AlreadyExists, EngineError, EngineUnavailable, NotFoundInEngine
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
@@ -168,6 +168,24 @@ class Engine:
     def rollback_service(self, service: str, version: int) -> None:
         spec = self.inspect_service(service)["Spec"]
         self.update_service(service, version, spec, None, rollback=True)
+
+    def configs(self, label: str) -> list[dict[str, Any]]:
+        """The swarm configs that carry `label`."""
+        return list(self._call("list configs", self._api.configs, filters={"label": label}))
+
+    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> bool:
+        """Create a swarm config; False when one of that name exists (the swarm refuses a
+        second one atomically, so this is a claim only one caller wins)."""
+        try:
+            self._call(f"create config {name}", self._api.create_config, name, data,
+                       labels=labels)
+        except AlreadyExists:
+            return False
+        return True
+
+    def remove_config(self, config: str) -> None:
+        with contextlib.suppress(NotFoundInEngine):
+            self._call(f"remove config {config}", self._api.remove_config, config)
 
     # --- single containers and images -------------------------------------------------------
 
@@ -355,8 +373,9 @@ class Engine:
             raise NotFoundInEngine(f"Docker engine at {self.host} failed to {what}: "
                             f"{exc.explanation or exc}") from None
         except docker.errors.APIError as exc:
-            raise EngineError(f"Docker engine at {self.host} failed to {what}: "
-                              f"{exc.explanation or exc}") from None
+            kind = AlreadyExists if exc.status_code == 409 else EngineError
+            raise kind(f"Docker engine at {self.host} failed to {what}: "
+                       f"{exc.explanation or exc}") from None
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise EngineUnavailable(f"lost the Docker engine at {self.host} while trying to "
                                     f"{what} ({_reason(exc)})") from None

@@ -7,7 +7,8 @@
     ├── InvalidReference          an image reference Docker would reject (also a ValueError)
     ├── EngineError               the Docker engine refused or failed a call
     │   ├── EngineUnavailable     the engine cannot be reached at all
-    │   └── NotFoundInEngine      no such container, image or network (404)
+    │   ├── NotFoundInEngine      no such container, image or network (404)
+    │   └── AlreadyExists         an object of that name exists (409)
     └── RegistryError             a registry could not answer a question about an image
         ├── RegistryUnavailable   connection failed, timed out, or 5xx/429 after retries
         ├── RegistryAuthError     401/403: credentials missing, wrong or insufficient
@@ -52,6 +53,10 @@ class EngineUnavailable(EngineError):
 
 class NotFoundInEngine(EngineError):
     """The engine has no object by that name or ID."""
+
+
+class AlreadyExists(EngineError):
+    """The engine has an object of that name already (409)."""
 
 
 class RegistryError(UpdaterError):
