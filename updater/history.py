@@ -20,7 +20,8 @@ MAX_LIMIT = KEPT_ROWS
 # Not stored: they would only repeat every pass (a held-back image's rollback is stored once).
 _QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value, Outcome.HELD_BACK.value)
 # Stored once while they stay the same.
-_ONCE = (Outcome.AVAILABLE.value, Outcome.ERROR.value)
+_ONCE = (Outcome.AVAILABLE.value, Outcome.ERROR.value, Outcome.ROLLING.value,
+         Outcome.PAUSED.value)
 _COLUMNS = ("time", "name", "kind", "image", "outcome", "old_digest", "new_digest",
             "old_version", "new_version", "reason", "seconds")
 _INSERT = ("INSERT INTO history (time, name, kind, image, outcome, old_digest, new_digest, "

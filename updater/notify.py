@@ -31,7 +31,9 @@ POLL_SECONDS = 0.1
 _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
              Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
-             Outcome.REBALANCED: "info"}
+             Outcome.REBALANCED: "info", Outcome.PAUSED: "warning"}
+# Told once, and again only when they change or after a day (not every pass).
+_REMINDED = frozenset({Outcome.ERROR, Outcome.PAUSED})
 
 
 # Outcomes that moved (or tried to move) a container to another image.
@@ -209,11 +211,11 @@ class Notifier:
                 if item.outcome is Outcome.AVAILABLE and item.new_digest:
                     self._db.execute("INSERT OR IGNORE INTO notified VALUES (?, ?)",
                                      (item.name, item.new_digest))
-                elif item.outcome is Outcome.ERROR:
+                elif item.outcome in _REMINDED:
                     self._db.execute("INSERT OR REPLACE INTO notified_errors VALUES (?, ?, ?)",
                                      (f"{item.kind}:{item.name}", item.reason or "", now))
             for item in report.items:  # an error that went away is told again if it comes back
-                if item.outcome is not Outcome.ERROR:
+                if item.outcome not in _REMINDED:
                     self._db.execute("DELETE FROM notified_errors WHERE name = ?",
                                      (f"{item.kind}:{item.name}",))
         except Exception:
@@ -234,7 +236,7 @@ class Notifier:
             row = self._db.execute("SELECT 1 FROM notified WHERE name = ? AND digest = ?",
                                    (item.name, item.new_digest)).fetchone()
             return row is not None
-        if item.outcome is Outcome.ERROR:
+        if item.outcome in _REMINDED:
             row = self._db.execute("SELECT reason, time FROM notified_errors WHERE name = ?",
                                    (f"{item.kind}:{item.name}",)).fetchone()
             return (row is not None and row[0] == (item.reason or "")

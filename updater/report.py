@@ -23,6 +23,10 @@ class Outcome(StrEnum):
     ERROR = "error"
     RECOVERED = "recovered"
     REBALANCED = "rebalanced"
+    # A swarm service whose rolling update is in progress (not followed by this pass), or was
+    # paused by the swarm (not this updater's, or this updater's with rollback off): left alone.
+    ROLLING = "rolling"
+    PAUSED = "paused"
 
 
 FAILURES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})
