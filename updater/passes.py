@@ -80,7 +80,9 @@ class UpdatePass:
             report.items += self._apply(others, stop_requested)
         self._hooks(containers, "post-check")
         if self._services is not None:
-            report.items += self._services.run(names, stop_requested)
+            # Item by item: a manager lost mid-pass costs the item in flight, not the others.
+            for item in self._services.run(names, stop_requested):
+                report.items.append(item)
         for candidate in own:
             # Last of all: this updater starts its successor and stops.
             if stop_requested():

@@ -19,23 +19,36 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from updater import policy, reference
+from updater import policy, reference, rollout
 from updater.config import Settings
 from updater.credentials import CredentialSource
 from updater.detect import DigestSource
 from updater.engine import Engine
-from updater.errors import EngineError, UpdaterError
+from updater.errors import EngineError, EngineUnavailable, UpdaterError
 from updater.rebalance import ServicePlan
 from updater.report import ItemReport, Outcome
+from updater.rollout import Marker, Phase
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 _ROLLBACK_STATES = ("rollback_started", "rollback_paused", "rollback_completed")
 _FAILED_STATES = ("paused", *_ROLLBACK_STATES)
+# The ends of a rollout's story, each told once (swarm-wide) per rollout.
+_ENDS = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED)
+# The end a phase tells: when it was told, the phase is quiet (a paused one says so).
+_TOLD_BY_PHASE = {Phase.DONE: Outcome.UPDATED, Phase.ROLLED_BACK: Outcome.ROLLED_BACK,
+                  Phase.PAUSED: Outcome.FAILED, Phase.ROLLBACK_PAUSED: Outcome.FAILED}
+TOLD_LABEL = "updater.told"
+# Phases whose end is there to be told, as it was when the updater that started it was lost.
+_ENDED = {Phase.DONE: (Outcome.UPDATED, "the rolling update this updater started completed"
+                                        " ({}); its end was not told yet"),
+          Phase.ROLLED_BACK: (Outcome.ROLLED_BACK, "rolled back to the previous spec ({})"),
+          Phase.ROLLBACK_PAUSED: (Outcome.FAILED, "the rollback to the previous spec paused"
+                                                  " ({})")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,7 @@ class ServiceSnapshot:
     replicas: int | None = None
     job: bool = False
     rolled_back: RolledBack | None = None
+    inspect: Mapping[str, Any] = field(default_factory=dict)  # the whole service, as read
 
     @classmethod
     def from_inspect(cls, service: Mapping[str, Any]) -> ServiceSnapshot:
@@ -61,7 +75,7 @@ class ServiceSnapshot:
                    labels=dict(spec.get("Labels") or {}), spec=spec,
                    replicas=int(replicated.get("Replicas", 1)) if replicated else None,
                    job="ReplicatedJob" in mode or "GlobalJob" in mode,
-                   rolled_back=rolled_back_from(service))
+                   rolled_back=rolled_back_from(service), inspect=service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +156,79 @@ def rolled_out(tasks: Sequence[Mapping[str, Any]], image: str, replicas: int | N
     return replicas is None or len(wanted) == replicas
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    monitor_only: bool
+    rollback: bool
+    health_timeout: float
+
+
+class ConfigStore(Protocol):
+    """The swarm's configs, as far as ToldStories uses them (the Engine is one)."""
+
+    def configs(self, label: str) -> list[dict[str, Any]]: ...
+
+    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> bool: ...
+
+    def remove_config(self, config: str) -> None: ...
+
+
+class ToldStories:
+    """Which ends of rollouts were told, kept by the swarm itself so that every manager sees
+    the same: one config per rollout and outcome, named after both (`rollout.told_key`). The
+    swarm refuses a second config of a name, so of two updaters telling one end, one does.
+    Configs of rollouts no longer in any service's Spec or PreviousSpec are removed."""
+
+    def __init__(self, engine: ConfigStore, services: Sequence[Mapping[str, Any]]) -> None:
+        self._engine = engine
+        self._services = services
+        self._names: set[str] | None = None
+
+    def told(self, service: ServiceSnapshot, marker: Marker, outcome: Outcome) -> bool:
+        return rollout.told_key(service.id, marker, outcome.value) in self._known()
+
+    def claim(self, service: ServiceSnapshot, marker: Marker, outcome: Outcome) -> bool:
+        """True when this updater is the one to tell that end (or the swarm cannot say)."""
+        name = rollout.told_key(service.id, marker, outcome.value)
+        known = self._known()
+        if name in known:
+            return False
+        data = json.dumps({"service": service.name, "outcome": outcome.value,
+                           "rollout": marker.raw, "told": int(time.time())}).encode()
+        try:
+            created = self._engine.create_config(name, data, {
+                TOLD_LABEL: service.id, rollout.LABEL: marker.raw})
+        except EngineError as exc:
+            log.warning("%s: could not record in the swarm that this end was told (%s); "
+                        "another updater may tell it again", service.name, exc)
+            return True
+        known.add(name)
+        return created
+
+    def _known(self) -> set[str]:
+        if self._names is None:
+            try:
+                found = self._engine.configs(TOLD_LABEL)
+            except EngineError as exc:
+                log.warning("cannot list which rollouts were told (%s)", exc)
+                return set()
+            self._names = {str(c["Spec"]["Name"]) for c in found}
+            self._forget(found)
+        return self._names
+
+    def _forget(self, configs: Sequence[Mapping[str, Any]]) -> None:
+        live = {str(s["ID"]): {(m.raw if m else None) for m in (
+            Marker.read(s.get("Spec")), Marker.read(s.get("PreviousSpec")))}
+            for s in self._services}
+        for config in configs:
+            labels = config["Spec"].get("Labels") or {}
+            if labels.get(rollout.LABEL) not in live.get(str(labels.get(TOLD_LABEL)), set()):
+                try:
+                    self._engine.remove_config(str(config["ID"]))
+                except EngineError as exc:
+                    log.debug("told-config %s kept: %s", config["ID"], exc)
+
+
 class ServiceUpdater:
     def __init__(self, engine: Engine, registry: DigestSource, credentials: CredentialSource,
                  settings: Settings, sleep: Callable[[float], None] = time.sleep,
@@ -154,6 +241,8 @@ class ServiceUpdater:
         self._settings = settings
         self._sleep = sleep
         self._clock = clock
+        self._told = ToldStories(engine, [])
+        self._lost: str | None = None  # why the swarm manager was lost during this run
 
     def names(self) -> list[str]:
         """Names of the services this engine can see (none unless it is a swarm manager)."""
@@ -163,15 +252,19 @@ class ServiceUpdater:
         return [str(s["Spec"]["Name"]) for s in self._engine.services()]
 
     def run(self, names: tuple[str, ...] = (),
-            stop_requested: Callable[[], bool] = lambda: False) -> list[ItemReport]:
-        """Check and update every watched service; nothing at all when not the leader."""
+            stop_requested: Callable[[], bool] = lambda: False) -> Iterator[ItemReport]:
+        """Check and update every watched service, an item at a time as each is decided;
+        nothing at all when not the leader. EngineUnavailable after the item whose update lost
+        the swarm manager (its engine stopped, or the node is no longer the leader)."""
         if not is_leader(self._engine):
             log.debug("not the swarm leader: services are left to the leader")
-            return []
-        items = []
+            return
         own = self._own_service()
+        services = self._engine.services()
+        self._told = ToldStories(self._engine, services)
+        self._lost = None
         # This updater's own service last: its rolling update replaces this very task.
-        for service in sorted(self._engine.services(), key=lambda s: s["ID"] == own):
+        for service in sorted(services, key=lambda s: s["ID"] == own):
             snapshot = ServiceSnapshot.from_inspect(service)
             if names and snapshot.name not in names:
                 continue
@@ -180,8 +273,9 @@ class ServiceUpdater:
             # Asked for by name: a digest that was rolled back is tried again.
             item = self._one(snapshot, own=snapshot.id == own, retry_rolled_back=bool(names))
             if item is not None:
-                items.append(item)
-        return items
+                yield item
+            if self._lost is not None:
+                raise EngineUnavailable(self._lost)
 
     def check(self, names: tuple[str, ...] = ()) -> list[ItemReport]:
         """What `run` would find, changing nothing (any manager may look)."""
@@ -213,8 +307,24 @@ class ServiceUpdater:
             ref, current = tracked(service.image)
             if ref.tag is None:
                 return _item(service, Outcome.PINNED, current, None)
+            options = self._options(service)
+        except UpdaterError as exc:
+            return _item(service, Outcome.ERROR, current, None, str(exc))
+        if change and not options.monitor_only:
+            # A rolling update still going, or one whose end was not told yet, comes first:
+            # the spec naming the registry's digest says nothing about how it went.
+            found = self._story(service, current, options)
+            if found is not None:
+                return found
+        return self._against_registry(service, ref, current, options, change, own,
+                                      retry_rolled_back)
+
+    def _against_registry(self, service: ServiceSnapshot, ref: reference.Reference,
+                          current: str | None, options: ServiceOptions, change: bool,
+                          own: bool, retry_rolled_back: bool) -> ItemReport | None:
+        """Compare with the registry's digest; update (and follow) when they differ."""
+        try:
             remote = self._registry.digest(ref)
-            monitor_only, rollback, health = self._options(service)
         except UpdaterError as exc:
             return _item(service, Outcome.ERROR, current, None, str(exc))
         if remote == current:
@@ -222,34 +332,114 @@ class ServiceUpdater:
         # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
         # user's rollback); asked for by name, it is tried again.
         held = None if retry_rolled_back else held_back(service, remote)
-        if monitor_only or not change or held:
+        if options.monitor_only or not change or held:
             outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
             return _item(service, outcome, current, remote, held if change else None)
+        marker = Marker.new(remote, current, time.time())
+        spec = _new_spec(service, ref, marker)
         started = self._clock()
         try:
-            outcome, reason = self._update(service, ref, remote, rollback, health, own)
+            refused = self._send(service, spec, ref.domain)
         except UpdaterError as exc:
-            outcome, reason = Outcome.FAILED, str(exc)
-        return _item(service, outcome, current, remote, reason, self._clock() - started)
+            refused = Outcome.FAILED, str(exc)
+        if refused is not None:
+            return _item(service, *refused, current, remote, self._clock() - started)
+        log.info("%s: rolling update to %s started", service.name, remote[:19])
+        return self._followed(service, marker, lambda: self._after_send(
+            service, spec, options, own), started)
 
-    def _options(self, service: ServiceSnapshot) -> tuple[bool, bool, float]:
+    def _followed(self, service: ServiceSnapshot, marker: Marker,
+                  action: Callable[[], tuple[Outcome, str | None]],
+                  started: float | None = None) -> ItemReport | None:
+        """The item of a rollout that `action` follows (and rolls back) to its end; the end
+        claimed as told, so no other updater tells it again. When the engine fails meanwhile
+        the rollout goes on in the swarm: the item says so, and a later pass follows it again
+        (when the swarm manager is lost, the pass ends after this item)."""
+        started = self._clock() if started is None else started
+        try:
+            outcome, reason = action()
+        except EngineError as exc:
+            outcome, reason = Outcome.ROLLING, (
+                f"following the rolling update failed ({exc}); it goes on in the swarm, and "
+                "the next pass of the leader's updater follows it and tells how it ended")
+            if self._manager_lost():
+                self._lost = f"lost the swarm manager while following {service.name}: {exc}"
+                log.error("%s", self._lost)
+        if outcome in _ENDS and not self._told.claim(service, marker, outcome):
+            return None  # told by another updater already
+        return _item(service, outcome, marker.source, marker.to, reason,
+                     self._clock() - started)
+
+    def _manager_lost(self) -> bool:
+        """True when this engine no longer answers as the swarm's leader."""
+        try:
+            return not is_leader(self._engine)
+        except UpdaterError:
+            return True
+
+    def _story(self, service: ServiceSnapshot, current: str | None,
+               options: ServiceOptions) -> ItemReport | None:
+        """The item for a service whose rolling update is not settled, or whose end (of a
+        rollout this updater started) was not told yet; None: the digest decides."""
+        found = rollout.story(service.inspect, current)
+        status = service.inspect.get("UpdateStatus") or {}
+        said = f"{status.get('State')}" + (f": {status['Message']}" if status.get("Message")
+                                           else "")
+        if found.phase is Phase.OTHERS_ROLLING:
+            return _item(service, Outcome.ROLLING, current, None, (
+                f"a rolling update this updater did not start is in progress ({said}); "
+                "left to the swarm"))
+        if found.phase is Phase.OTHERS_PAUSED:
+            return _item(service, Outcome.PAUSED, current, None, (
+                f"its rolling update is {said}; not started by this updater, so left as it is"))
+        marker = found.marker
+        if marker is None:
+            return None
+        phase = found.phase
+        if phase in _TOLD_BY_PHASE and self._told.told(service, marker, _TOLD_BY_PHASE[phase]):
+            if phase in (Phase.PAUSED, Phase.ROLLBACK_PAUSED):
+                return _item(service, Outcome.PAUSED, marker.source, marker.to, (
+                    f"its rolling update is {said}; told before, left as it is"))
+            return None
+        return self._followed(service, marker, lambda: self._rest(
+            service, phase, said, options.rollback, options.health_timeout))
+
+    def _rest(self, service: ServiceSnapshot, phase: Phase, said: str, rollback: bool,
+              health: float) -> tuple[Outcome, str | None]:
+        """The rest of a rollout this updater started (a pass ago, or on another node)."""
+        spec = service.inspect.get("Spec") or {}
+        previous = _image_of(service.inspect.get("PreviousSpec"))
+        if phase in _ENDED:
+            outcome, text = _ENDED[phase]
+            return outcome, text.format(said)
+        if phase is Phase.ROLLING and service.job:
+            return Outcome.UPDATED, "a job: the swarm ran it on the new image"
+        if phase is Phase.ROLLING:
+            log.info("%s: following the rolling update an earlier pass started", service.name)
+            outcome, reason = self._follow(service, spec, previous, rollback, health)
+            return outcome, reason or "the rolling update an earlier pass started completed"
+        if phase is Phase.PAUSED:
+            return self._undo(service, spec, previous, f"rolling update ended {said}", "paused",
+                              rollback, health)
+        self._await_rollback(service, spec, _image_of(spec), health)  # ROLLING_BACK
+        return Outcome.ROLLED_BACK, f"rolled back to the previous spec ({said})"
+
+    def _options(self, service: ServiceSnapshot) -> ServiceOptions:
         """monitor-only, rollback and health-timeout from the service's labels and settings."""
         labels = service.labels
         monitor_only = (self._settings.monitor_only
                         or policy.bool_label(labels, "monitor-only") is True)
         rollback = policy.bool_label(labels, "rollback")
         health = policy.duration_label(labels, "health-timeout", self._settings.health_timeout)
-        return monitor_only, self._settings.rollback if rollback is None else rollback, health
+        return ServiceOptions(monitor_only, self._settings.rollback if rollback is None
+                              else rollback, health)
 
-    def _update(self, service: ServiceSnapshot, ref: reference.Reference, digest: str,
-                rollback: bool, health_timeout: float,
-                own: bool = False) -> tuple[Outcome, str | None]:
-        spec = json.loads(json.dumps(service.spec))
-        image = f"{ref.repository if ref.domain != 'docker.io' else ref.path}:{ref.tag}@{digest}"
-        spec["TaskTemplate"]["ContainerSpec"]["Image"] = image
+    def _send(self, service: ServiceSnapshot, spec: dict[str, Any],
+              domain: str) -> tuple[Outcome, str] | None:
+        """Send the new spec; None when the swarm took it, else the outcome and why not."""
         try:
             self._engine.update_service(service.id, service.version, spec,
-                                        self._registry_auth(ref.domain))
+                                        self._registry_auth(domain))
         except EngineError:
             now = self._engine.inspect_service(service.id)
             if int(now["Version"]["Index"]) != service.version:
@@ -257,7 +447,10 @@ class ServiceUpdater:
                 return Outcome.SKIPPED, ("the service changed before this update reached it; "
                                          "it is decided again at the next pass")
             raise
-        log.info("%s: rolling update to %s started", service.name, digest[:19])
+        return None
+
+    def _after_send(self, service: ServiceSnapshot, spec: dict[str, Any],
+                    options: ServiceOptions, own: bool) -> tuple[Outcome, str | None]:
         if own:
             # The swarm replaces this task; the new leader task sees the result next pass.
             return Outcome.UPDATED, ("this updater's own service: the swarm's rolling update "
@@ -265,23 +458,42 @@ class ServiceUpdater:
         if service.job:
             return Outcome.UPDATED, ("a job: the swarm runs it once on the new image; jobs are "
                                      "not rolled, so not followed or rolled back")
+        return self._follow(service, spec, service.image, options.rollback,
+                            options.health_timeout)
+
+    def _follow(self, service: ServiceSnapshot, spec: Mapping[str, Any], previous: str,
+                rollback: bool, health_timeout: float) -> tuple[Outcome, str | None]:
+        """Follow the rolling update to `spec` to its end; roll back a failed one."""
         nodes = len(self._engine.nodes())
         timeout = update_timeout(spec, service.replicas, nodes, health_timeout)
-        state, message = self._await_update(service.id, timeout, image, service.replicas)
+        state, message = self._await_update(service.id, timeout, _image_of(spec),
+                                            service.replicas)
         if state == "completed":
             log.info("%s: updated", service.name)
             return Outcome.UPDATED, None
         problem = f"rolling update ended {state}" + (f": {message}" if message else "")
+        return self._undo(service, spec, previous, problem, state, rollback, health_timeout)
+
+    def _undo(self, service: ServiceSnapshot, spec: Mapping[str, Any], previous: str,
+              problem: str, state: str, rollback: bool,
+              health_timeout: float) -> tuple[Outcome, str | None]:
+        """A failed rolling update: back to the previous spec (unless rollback is off, or the
+        swarm's own failure action already rolls back)."""
         if not rollback:
             return Outcome.FAILED, problem
         if not state.startswith("rollback"):
             current = self._engine.inspect_service(service.id)
             self._engine.rollback_service(service.id, int(current["Version"]["Index"]))
-            self._await_update(service.id, update_timeout(
-                spec, service.replicas, nodes, health_timeout, "RollbackConfig"),
-                service.image, service.replicas, rollback=True)
+            self._await_rollback(service, spec, previous, health_timeout)
         log.error("%s: %s; rolled back to the previous spec", service.name, problem)
         return Outcome.ROLLED_BACK, f"{problem}; rolled back to the previous spec"
+
+    def _await_rollback(self, service: ServiceSnapshot, spec: Mapping[str, Any],
+                        previous: str, health_timeout: float) -> None:
+        nodes = len(self._engine.nodes())
+        self._await_update(service.id, update_timeout(
+            spec, service.replicas, nodes, health_timeout, "RollbackConfig"),
+            previous, service.replicas, rollback=True)
 
     def rebalance(self, plans: list[ServicePlan]) -> list[ItemReport]:
         """Carry out plans one service at a time: a forced rolling update each, waiting for
@@ -333,6 +545,22 @@ class ServiceUpdater:
         payload = {"username": credentials.username, "password": credentials.password,
                    "serveraddress": host}
         return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def _new_spec(service: ServiceSnapshot, ref: reference.Reference,
+              marker: Marker) -> dict[str, Any]:
+    """The service's spec with the image pinned to the marker's digest, and the marker."""
+    spec: dict[str, Any] = json.loads(json.dumps(service.spec))
+    repository = ref.repository if ref.domain != "docker.io" else ref.path
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = f"{repository}:{ref.tag}@{marker.to}"
+    # In the same spec update: a label of the service starts no rollout of its own.
+    spec["Labels"] = {**(spec.get("Labels") or {}), rollout.LABEL: marker.raw}
+    return spec
+
+
+def _image_of(spec: Mapping[str, Any] | None) -> str:
+    return str((((spec or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {})
+               .get("Image") or "")
 
 
 def _item(service: ServiceSnapshot, outcome: Outcome, old: str | None, new: str | None,
