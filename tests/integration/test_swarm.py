@@ -449,7 +449,8 @@ def test_rolled_back_service_is_held_back_until_a_newer_digest(
         swarm: Swarm, unique: str, tmp_path: Path) -> None:
     """A crashing release is rolled back once; the next two passes leave the service alone
     (version index unchanged); a newer push is tried and applied; a user's own `docker
-    service rollback` is respected by the next pass, and `updater update NAME` tries again."""
+    service rollback` of it is told once (`rolled-back`), then respected, and `updater update
+    NAME` tries again."""
     manager = swarm.nodes[0].client()
     image = f"{swarm.registry_host}/hold/{unique}:latest"
     first = release(swarm, image, "1")
@@ -483,6 +484,9 @@ def test_rolled_back_service_is_held_back_until_a_newer_digest(
                     unique], check=True, capture_output=True, timeout=60)
     wait_running(manager, unique, 1, first)
     version = _versions(manager, unique)
+    # The rollout this updater started was undone: told once, then respected.
+    told = update_pass()
+    assert told["outcome"] == "rolled-back" and told["new_digest"] == third, told
     held = update_pass()
     assert held["outcome"] == "held-back" and "held back" in held["reason"], held
     assert _versions(manager, unique) == version
