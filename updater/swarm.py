@@ -40,8 +40,10 @@ _FAILED_STATES = ("paused", *_ROLLBACK_STATES)
 # The ends of a rollout's story, each told once (swarm-wide) per rollout.
 _ENDS = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED)
 # The end a phase tells: when it was told, the phase is quiet (a paused one says so).
+# (A rollback the swarm's failure action started was told when it started: not followed again.)
 _TOLD_BY_PHASE = {Phase.DONE: Outcome.UPDATED, Phase.ROLLED_BACK: Outcome.ROLLED_BACK,
-                  Phase.PAUSED: Outcome.FAILED, Phase.ROLLBACK_PAUSED: Outcome.FAILED}
+                  Phase.ROLLING_BACK: Outcome.ROLLED_BACK, Phase.PAUSED: Outcome.FAILED,
+                  Phase.ROLLBACK_PAUSED: Outcome.FAILED}
 TOLD_LABEL = "updater.told"
 # Phases whose end is there to be told, as it was when the updater that started it was lost.
 _ENDED = {Phase.DONE: (Outcome.UPDATED, "the rolling update this updater started completed"

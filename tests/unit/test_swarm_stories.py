@@ -1,0 +1,186 @@
+"""How a pass finishes the story of a rollout it finds (issue 23), against a hand-written
+fake of the swarm's API: an end is told once, a paused rollout of ours is rolled back once, one
+that is not ours is left alone, and a manager lost mid-follow costs that item only."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from updater.auth import Credentials
+from updater.config import Settings
+from updater.errors import EngineError, EngineUnavailable
+from updater.reference import Reference
+from updater.report import ItemReport, Outcome
+from updater.rollout import LABEL, Marker
+from updater.swarm import ServiceUpdater
+
+D1, D2 = ("sha256:" + c * 64 for c in "12")
+OURS = Marker.new(D2, D1, 1_800_000_000)
+
+
+def _spec(digest: str, marker: Marker | None = None) -> dict[str, Any]:
+    labels = {"updater.enable": "true"} | ({LABEL: marker.raw} if marker else {})
+    return {"Name": "web", "Labels": labels, "Mode": {"Replicated": {"Replicas": 2}},
+            "TaskTemplate": {"ContainerSpec": {"Image": f"reg.example/app:1@{digest}"}}}
+
+
+class FakeSwarm:
+    """One service, its configs, and what was asked of it; `lost` makes the next service
+    inspect fail as a stopping engine's does, and the node no longer the leader."""
+
+    def __init__(self, spec: dict[str, Any], previous: dict[str, Any] | None,
+                 state: str | None) -> None:
+        self.service: dict[str, Any] = {"ID": "s1", "Version": {"Index": 10}, "Spec": spec}
+        if previous is not None:
+            self.service["PreviousSpec"] = previous
+        self.set_state(state)
+        self.configs_made: dict[str, dict[str, Any]] = {}
+        self.sent: list[dict[str, Any]] = []
+        self.rollbacks = 0
+        self.leader = True
+        self.lost = False
+
+    def set_state(self, state: str | None) -> None:
+        self.service.pop("UpdateStatus", None)
+        if state is not None:
+            self.service["UpdateStatus"] = {"State": state, "Message": f"{state} for a test"}
+
+    def info(self) -> dict[str, Any]:
+        return {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeID": "n1"}}
+
+    def inspect_node(self, node: str) -> dict[str, Any]:
+        return {"ManagerStatus": {"Leader": self.leader}}
+
+    def services(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(self.service)]
+
+    def inspect_service(self, service: str) -> dict[str, Any]:
+        if self.lost:
+            self.leader = False
+            raise EngineError("failed to inspect service s1: This node is not a swarm manager")
+        return copy.deepcopy(self.service)
+
+    def update_service(self, service: str, version: int, spec: dict[str, Any],
+                       registry_auth: str | None, rollback: bool = False) -> None:
+        self.sent.append(spec)
+
+    def rollback_service(self, service: str, version: int) -> None:
+        self.rollbacks += 1
+        spec, previous = self.service["Spec"], self.service["PreviousSpec"]
+        self.service.update(Spec=previous, PreviousSpec=spec)
+        self.set_state("rollback_completed")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{}]
+
+    def tasks(self, service: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def configs(self, label: str) -> list[dict[str, Any]]:
+        return [c for c in self.configs_made.values() if label in c["Spec"]["Labels"]]
+
+    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> bool:
+        if name in self.configs_made:
+            return False
+        self.configs_made[name] = {"ID": name, "Spec": {"Name": name, "Labels": labels}}
+        return True
+
+    def remove_config(self, config: str) -> None:
+        self.configs_made.pop(config, None)
+
+
+class Registry:
+    def digest(self, reference: Reference) -> str:
+        return D2
+
+
+class NoCredentials:
+    def lookup(self, host: str) -> Credentials | None:
+        return None
+
+
+def _pass(swarm: FakeSwarm, **settings: Any) -> list[ItemReport]:
+    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+                             Settings(**settings), sleep=lambda seconds: None)
+    return list(updater.run())
+
+
+def _outcomes(swarm: FakeSwarm, **settings: Any) -> list[Outcome]:
+    return [item.outcome for item in _pass(swarm, **settings)]
+
+
+def test_a_completed_rollout_of_ours_is_told_once_by_any_updater() -> None:
+    """Found completed (its updater killed before telling): `updated` once; every later pass,
+    whichever updater runs it, says up-to-date and sends nothing."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "completed")
+    [item] = _pass(swarm)
+    assert (item.outcome, item.old_digest, item.new_digest) == (Outcome.UPDATED, D1, D2)
+    assert _outcomes(swarm) == _outcomes(swarm) == [Outcome.UP_TO_DATE]
+    assert swarm.sent == [] and swarm.rollbacks == 0
+
+
+def test_a_paused_rollout_of_ours_is_rolled_back_once() -> None:
+    """Paused after our update: rolled back to the previous spec and reported; the next
+    passes hold the digest back and roll back nothing more."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "paused")
+    assert _outcomes(swarm) == [Outcome.ROLLED_BACK]
+    assert swarm.rollbacks == 1
+    assert _outcomes(swarm) == _outcomes(swarm) == [Outcome.HELD_BACK]
+    assert swarm.rollbacks == 1 and swarm.sent == []
+
+
+def test_with_rollback_off_a_paused_rollout_is_failed_once_then_paused() -> None:
+    """rollback off: `failed` once, then `paused` every pass; never rolled back."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "paused")
+    assert _outcomes(swarm, rollback=False) == [Outcome.FAILED]
+    assert _outcomes(swarm, rollback=False) == [Outcome.PAUSED]
+    assert swarm.rollbacks == 0
+
+
+def test_a_rollout_someone_else_started_is_reported_and_left() -> None:
+    """No marker of ours (or the operator's update kept it, so PreviousSpec has it too):
+    `rolling` while it runs, `paused` when paused; nothing sent, nothing rolled back."""
+    for spec, previous in ((_spec(D2), _spec(D1)), (_spec(D2, OURS), _spec(D2, OURS))):
+        swarm = FakeSwarm(spec, previous, "updating")
+        assert _outcomes(swarm) == [Outcome.ROLLING]
+        swarm.set_state("paused")
+        assert _outcomes(swarm) == _outcomes(swarm) == [Outcome.PAUSED]
+        assert swarm.sent == [] and swarm.rollbacks == 0
+
+
+def test_an_operators_rollback_of_our_rollout_is_told_once() -> None:
+    """`docker service rollback` after our completed update: `rolled-back` once, then the
+    digest is held back."""
+    swarm = FakeSwarm(_spec(D1), _spec(D2, OURS), "rollback_completed")
+    assert _outcomes(swarm) == [Outcome.ROLLED_BACK]
+    assert _outcomes(swarm) == [Outcome.HELD_BACK]
+
+
+def test_the_update_sent_carries_the_marker_in_the_same_spec() -> None:
+    """One spec update: the new digest and the updater.rollout label naming it together."""
+    swarm = FakeSwarm(_spec(D1), None, None)
+    swarm.lost = True  # the engine goes away once the update is sent
+    with pytest.raises(EngineUnavailable):
+        list(ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+                            Settings(), sleep=lambda seconds: None).run())
+    [spec] = swarm.sent
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith(f":1@{D2}")
+    marker = Marker.read(spec)
+    assert marker is not None and (marker.to, marker.source) == (D2, D1)
+
+
+def test_a_manager_lost_mid_follow_costs_only_that_item() -> None:
+    """The engine stops answering as the leader while a rollout is followed: the item says
+    `rolling` (the swarm goes on), then the pass ends with EngineUnavailable."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "updating")
+    swarm.lost = True
+    items: list[ItemReport] = []
+    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+                             Settings(), sleep=lambda seconds: None)
+    with pytest.raises(EngineUnavailable, match="lost the swarm manager"):
+        items.extend(updater.run())
+    assert [item.outcome for item in items] == [Outcome.ROLLING]
+    assert swarm.configs_made == {}  # nothing told: the new leader tells it
