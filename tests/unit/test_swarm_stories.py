@@ -42,6 +42,7 @@ class FakeSwarm:
         self.rollbacks = 0
         self.leader = True
         self.lost = False
+        self.script: list[str] = []  # states the next inspects show, one each
 
     def set_state(self, state: str | None) -> None:
         self.service.pop("UpdateStatus", None)
@@ -61,6 +62,12 @@ class FakeSwarm:
         if self.lost:
             self.leader = False
             raise EngineError("failed to inspect service s1: This node is not a swarm manager")
+        if self.script:
+            state = self.script.pop(0)
+            if state.startswith("rollback"):  # the swarm's failure action swaps the specs
+                self.service.update(Spec=self.service["PreviousSpec"],
+                                    PreviousSpec=self.service["Spec"])
+            self.set_state(state)
         return copy.deepcopy(self.service)
 
     def update_service(self, service: str, version: int, spec: dict[str, Any],
@@ -184,3 +191,23 @@ def test_a_manager_lost_mid_follow_costs_only_that_item() -> None:
         items.extend(updater.run())
     assert [item.outcome for item in items] == [Outcome.ROLLING]
     assert swarm.configs_made == {}  # nothing told: the new leader tells it
+
+
+def test_the_swarms_own_rollback_is_told_once_and_not_followed_again() -> None:
+    """FailureAction rollback: the pass following our rollout sees the swarm roll back and
+    reports `rolled-back` without a rollback of its own; a pass that finds the rollback still
+    going holds the digest back instead of following it again."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "updating")
+    swarm.script = ["updating", "rollback_started"]
+    assert _outcomes(swarm) == [Outcome.ROLLED_BACK]
+    assert swarm.rollbacks == 0 and swarm.service["UpdateStatus"]["State"] == "rollback_started"
+    assert _outcomes(swarm) == [Outcome.HELD_BACK]
+
+
+def test_failure_action_continue_ends_completed_and_updated() -> None:
+    """FailureAction continue: the swarm completes the update whatever its tasks do; the
+    pass that follows it reports `updated`, and nothing is rolled back."""
+    swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), None)
+    swarm.script = ["updating", "updating", "completed"]
+    assert _outcomes(swarm) == [Outcome.UPDATED]
+    assert _outcomes(swarm) == [Outcome.UP_TO_DATE] and swarm.rollbacks == 0
