@@ -21,6 +21,7 @@ import yaml
 
 from updater.durations import format_duration, parse_duration
 from updater.errors import ConfigError
+from updater.reference import registry_host, registry_key_path
 
 log = logging.getLogger(__name__)
 MASK = "***"
@@ -252,12 +253,24 @@ def _merge_section(key: str, merged: Any, value: Any, source: str) -> Any:
                 f"bad value for {source}: expected a mapping of registry host to settings")
         hosts = dict(merged)
         for host, entry in value.items():
-            name = str(host).lower()
+            name = _registry_key(str(host), source)
             where = f"{source} {str(host)!r}"
             hosts[name] = _merge_fields(hosts.get(name, {}),
                                         _section(entry or {}, where, _REGISTRY_KEYS), where)
         return hosts
     return _merge_fields(merged, _section(value, source, _SECTIONS[key]), source)
+
+
+def _registry_key(key: str, source: str) -> str:
+    """A `registries` key as the registry host it names (`https://host:5000/` is `host:5000`,
+    `index.docker.io` is `docker.io`), as Docker reads its own config keys; a key with a path
+    is refused: what is set here applies to the whole registry."""
+    host = registry_host(key)
+    if not host or registry_key_path(key) not in ("", "/", "/v1", "/v1/", "/v2", "/v2/"):
+        raise ConfigError(f"bad registry key {key!r} in {source}: name the registry host only, "
+                          f"as in {host or 'registry.example.com:5000'!r}; settings apply to "
+                          "the whole registry")
+    return host
 
 
 def _merge_fields(merged: Fields, section: dict[str, Any], source: str) -> Fields:

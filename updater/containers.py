@@ -556,8 +556,7 @@ class ContainerUpdater:
 
     def _pull(self, ref: Reference, digest: str) -> dict[str, Any]:
         credentials = self._credentials.lookup(ref.domain)
-        auth = ({"username": credentials.username, "password": credentials.password}
-                if credentials else None)
+        auth = credentials.engine_auth(ref.domain) if credentials else None
         repository = ref.repository if ref.domain != "docker.io" else ref.path
         image_id = self._engine.pull(repository, digest, auth)
         if ref.tag is not None:

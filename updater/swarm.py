@@ -330,8 +330,7 @@ class ServiceUpdater:
         credentials = self._credentials.lookup(host)
         if credentials is None:
             return None
-        payload = {"username": credentials.username, "password": credentials.password,
-                   "serveraddress": host}
+        payload = credentials.engine_auth(host)
         return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
