@@ -142,5 +142,13 @@ class TokenCache:
 
     def put(self, key: TokenKey, value: str, expires_in: float | None) -> None:
         lifetime = expires_in if expires_in and expires_in > 0 else DEFAULT_TOKEN_LIFETIME
+        now = self._clock()
         with self._lock:
-            self._tokens[key] = Token(value, self._clock() + lifetime)
+            # Tokens of credentials since rotated are never asked for again: dropped here.
+            for stale in [k for k, token in self._tokens.items() if token.expires_at <= now]:
+                del self._tokens[stale]
+            self._tokens[key] = Token(value, now + lifetime)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)
