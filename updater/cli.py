@@ -312,18 +312,27 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
                              f" ({item.reason})" if item.reason else "")
             return report
 
-        daemon = Daemon(settings, one_pass, on_start=app.recover, on_stop=app.interrupted.set)
+        api: list[ApiServer] = []
+
+        def listen() -> None:
+            # Only after recovery: a predecessor handing over to this updater (on the host
+            # network) holds the port until the recovery has stopped it.
+            server = _start_api(settings, app, daemon)
+            if server is not None:
+                api.append(server)
+
+        daemon = Daemon(settings, one_pass, on_start=app.recover, on_started=listen,
+                        on_stop=app.interrupted.set)
         heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held,
                               deadline=lambda: daemon.deadline)
         heartbeat.start()
-        api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
         try:
             code = daemon.run()
         finally:
             heartbeat.stop()
-            if api is not None:
-                api.stop()
+            for server in api:
+                server.stop()
         in_flight = app.notifications_in_flight()
     if in_flight:
         # Apprise's worker threads would hold the exit until a hung destination lets go; what

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -459,6 +459,14 @@ class ContainerUpdater:
             if self._lock is None:
                 raise EngineError("no state lock to hand over; run it with `updater run`")
             old = self._require(container.id)
+            held = _host_ports(old)
+            if held:
+                log.error("%s: cannot update itself: it publishes host port(s) %s", container.name,
+                          ", ".join(held))
+                return self._item(candidate, Outcome.ERROR, (
+                    f"publishes host port(s) {', '.join(held)}, which its successor cannot bind "
+                    "while this updater runs; run it on the host network (as stack.yml does) "
+                    "or replace it by hand"), started, versions)
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
@@ -784,6 +792,19 @@ def _being_removed(inspect: dict[str, Any]) -> bool:
     status = (inspect.get("State") or {}).get("Status")
     return bool((inspect.get("HostConfig") or {}).get("AutoRemove")) and status in (
         "exited", "dead", "removing")
+
+
+def _host_ports(container: Mapping[str, Any]) -> list[str]:
+    """The host ports `container` publishes by number (`-p 8080:8080`): the engine will not
+    start another container binding them while it runs. (Ports the engine picks are free.)"""
+    bindings = (container.get("HostConfig") or {}).get("PortBindings") or {}
+    held = []
+    for port, binds in bindings.items():
+        for bind in binds or ():
+            host_port = str((bind or {}).get("HostPort") or "")
+            if host_port not in ("", "0"):
+                held.append(f"{host_port}->{port}")
+    return sorted(set(held))
 
 
 def _own_stop_timeout(inspect: dict[str, Any]) -> float:
