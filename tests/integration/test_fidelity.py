@@ -145,3 +145,51 @@ def test_a_mac_address_the_user_set_survives_and_a_generated_one_is_not_copied(
             assert networks[net or "bridge"]["MacAddress"] == mac, (name, networks)
         else:
             assert not after["Config"].get("MacAddress"), after["Config"]
+
+
+@pytest.mark.matrix
+def test_a_container_run_for_another_platform_stays_on_it(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`docker run --platform linux/386` of a tag whose index has amd64 and 386 images (an
+    emulated architecture, as arm64 under QEMU): the update pulls the 386 image again, not
+    the engine's own platform."""
+    repository = f"platform/{unique}"
+
+    def release(version: str) -> str:
+        native = images.release(engine.client, f"{registry.host}/{repository}:amd64-{version}",
+                                version)
+        foreign = images.for_platform(registry.host, repository, native, "386", f"386-{version}")
+        images.push_index(registry.host, repository, "latest", {"amd64": native, "386": foreign})
+        return foreign
+
+    release("1")
+    image = f"{registry.host}/{repository}:latest"
+    engine.client.images.pull(image, platform="linux/386")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, platform="linux/386",
+                                 labels={"updater.enable": "true"})
+
+    def running() -> tuple[str, str]:
+        container = engine.client.containers.get(unique)
+        output = container.exec_run(["cat", "/version"]).output
+        assert isinstance(output, bytes)
+        version = output.decode().strip()
+        return _architecture(engine, container.attrs), version
+
+    assert running() == ("386", "1")
+    release("2")
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert code == 0 and items[unique]["outcome"] == "updated", items
+    assert running() == ("386", "2")
+
+
+def _architecture(engine: Dockerd, container: dict[str, Any]) -> str:
+    """The architecture of the image the container runs (the manifest it was created from,
+    where the engine says: the containerd image store keeps every platform under one ID)."""
+    descriptor = container.get("ImageManifestDescriptor") or {}
+    if descriptor.get("platform"):
+        return str(descriptor["platform"]["architecture"])
+    return str(engine.client.images.get(container["Image"]).attrs["Architecture"])
