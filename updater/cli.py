@@ -25,13 +25,13 @@ from updater.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
 if TYPE_CHECKING:
     from updater.api import ApiServer
     from updater.app import Application
-    from updater.config import Settings
     from updater.credentials import CredentialSource
     from updater.daemon import Daemon
     from updater.detect import CheckResult
     from updater.engine import ContainerSnapshot, Engine
     from updater.registry import RegistryClient
     from updater.report import PassReport
+    from updater.settings import Settings
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

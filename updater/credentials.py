@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.errors import CredentialsUnavailable
 from updater.reference import DEFAULT_DOMAIN, registry_host
+from updater.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 HELPER_TIMEOUT = 10.0

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 
 from updater import health
-from updater.config import Settings
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.report import PassReport
+from updater.settings import Settings
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

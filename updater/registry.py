@@ -44,7 +44,6 @@ from updater.auth import (
     preferred,
     token_key,
 )
-from updater.config import RegistrySettings
 from updater.credentials import CredentialSource
 from updater.errors import (
     ManifestNotFound,
@@ -54,6 +53,7 @@ from updater.errors import (
     RegistryUnavailable,
 )
 from updater.reference import Reference, registry_host
+from updater.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 

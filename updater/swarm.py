@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from updater import policy, reference
-from updater.config import Settings
 from updater.credentials import CredentialSource
 from updater.detect import DigestSource
 from updater.engine import Engine
 from updater.errors import EngineError, UpdaterError
 from updater.rebalance import ServicePlan
 from updater.report import ItemReport, Outcome
+from updater.settings import Settings
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5

@@ -9,6 +9,7 @@ import yaml
 
 from updater import config
 from updater.errors import ConfigError
+from updater.settings import RegistrySettings
 
 
 def _file(tmp_path: Path, text: str) -> str:
@@ -106,7 +107,7 @@ def test_registries_keys_in_url_form_name_their_host(tmp_path: Path, key: str) -
     """A `registries` key written as Docker accepts its config keys is filed under the host
     the registry client and the credentials look up (before, such keys were never used)."""
     settings = config.load(_file(tmp_path, f"registries: {{'{key}': {{username: u}}}}\n"), {})
-    assert dict(settings.registries) == {"reg.io:5000": config.RegistrySettings(username="u")}
+    assert dict(settings.registries) == {"reg.io:5000": RegistrySettings(username="u")}
 
 
 def test_docker_hub_spellings_are_one_registry(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_docker_hub_spellings_are_one_registry(tmp_path: Path) -> None:
                                            "  https://index.docker.io/v1/: {username: a}\n"
                                            "  index.docker.io: {password: p}\n"), {})
     assert dict(settings.registries) == {
-        "docker.io": config.RegistrySettings(username="a", password="p")}
+        "docker.io": RegistrySettings(username="a", password="p")}
 
 
 def test_render_masks_every_secret(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.credentials import (
     ChainedCredentials,
     DockerConfigCredentials,
     SettingsCredentials,
 )
 from updater.errors import CredentialsUnavailable
+from updater.settings import RegistrySettings
 
 
 def _config(tmp_path: Path, document: object) -> Path:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.errors import (
     CredentialsUnavailable,
     ManifestNotFound,
@@ -25,6 +24,7 @@ from updater.errors import (
 )
 from updater.reference import parse
 from updater.registry import ACCEPT, RegistryClient, RetryPolicy, is_loopback
+from updater.settings import RegistrySettings
 
 MANIFEST = b'{"schemaVersion": 2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
