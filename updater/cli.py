@@ -28,10 +28,11 @@ if TYPE_CHECKING:
     from updater.credentials import CredentialSource
     from updater.daemon import Daemon
     from updater.detect import CheckResult
-    from updater.engine import ContainerSnapshot, Engine
+    from updater.engine import Engine
     from updater.registry import RegistryClient
     from updater.report import PassReport
     from updater.settings import Settings
+    from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -23,12 +23,13 @@ from typing import Any
 
 from updater import hooks, journal, order, policy, recreate
 from updater.credentials import CredentialSource
-from updater.engine import ContainerSnapshot, Engine, image_platform
+from updater.engine import Engine, image_platform
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.journal import Entry, Journal, StateLock
 from updater.policy import ContainerOptions
 from updater.reference import Reference
 from updater.report import ItemReport, Outcome, Versions
+from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"

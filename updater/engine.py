@@ -12,7 +12,6 @@ import re
 import signal
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,13 @@ import requests.exceptions
 
 from updater import recreate
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine
+from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
 # Beyond this a stop timeout means "wait" (a socket timeout cannot be that long anyway).
 MAX_STOP_SECONDS = 10 * 365 * 86400
 WATCHED_STATES = ("running", "restarting", "paused")
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSnapshot:
-    """What the updater needs to know about one container, as the engine listed it."""
-
-    id: str
-    name: str
-    image: str
-    image_id: str
-    state: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    repo_digests: tuple[str, ...] = ()
-    # On the containerd image store an image's ID is the manifest (or index) digest it was
-    # pulled as; an image whose tag moved to another has no names left to say so. Then: its ID.
-    content_digest: str | None = None
 
 
 class Engine:
