@@ -152,6 +152,36 @@ def push_index(registry: str, repository: str, tag: str, children: dict[str, str
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def for_platform(registry: str, repository: str, digest: str, architecture: str,
+                 tag: str) -> str:
+    """The image `repository@digest` again as an image for linux/`architecture` (its config
+    names that architecture; the busybox in it still runs here, as an emulated one would), put
+    under `tag` through the registry's API; returns its manifest digest."""
+    with httpx.Client(base_url=f"http://{registry}", timeout=30) as http:
+        response = http.get(f"/v2/{repository}/manifests/{digest}",
+                            headers={"Accept": f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"})
+        response.raise_for_status()
+        media_type = response.headers["Content-Type"]
+        manifest = response.json()
+        blob = http.get(f"/v2/{repository}/blobs/{manifest['config']['digest']}",
+                        follow_redirects=True)
+        blob.raise_for_status()
+        config = {**blob.json(), "architecture": architecture, "os": "linux"}
+        body = json.dumps(config).encode()
+        config_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        upload = http.post(f"/v2/{repository}/blobs/uploads/")
+        upload.raise_for_status()
+        location = upload.headers["Location"]  # keeps its own query (the upload's state)
+        separator = "&" if "?" in location else "?"
+        http.put(f"{location}{separator}digest={config_digest}", content=body,
+                 headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+        manifest["config"] = {**manifest["config"], "digest": config_digest, "size": len(body)}
+        encoded = json.dumps(manifest).encode()
+        http.put(f"/v2/{repository}/manifests/{tag}", content=encoded,
+                 headers={"Content-Type": media_type}).raise_for_status()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
 def retag_in_registry(registry: str, repository: str, source: str, target: str,
                       auth: tuple[str, str] | None = None) -> str:
     """Put the manifest under `repository:source` under `repository:target` too, through the

@@ -4,7 +4,11 @@ It checks Basic credentials on `GET /token?service=..&scope=repository:NAME:ACTI
 what the user may have (users may pull and push everything here), and counts what it served so
 tests can prove token reuse. It also answers the OAuth2 form of the same request, `POST /token`
 with `grant_type=password` (username, password) or `grant_type=refresh_token`, which containerd
-(the containerd image store of Docker 28/29) uses when it has credentials.
+(the containerd image store of Docker 28/29) uses when it has credentials. Like the token
+servers of OAuth2 registries, it hands out a refresh token to a `GET` with
+`offline_token=true` (what `docker login` asks for), which Docker then keeps as the identity
+token. `realm_query` puts a query into the realm URL and requires it on every request;
+`get_allowed=False` makes it a POST-only server (405 to GET).
 """
 
 from __future__ import annotations
@@ -41,11 +45,16 @@ def _key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 class TokenServer:
-    def __init__(self, root: Path, users: dict[str, str], lifetime: int = 300) -> None:
+    def __init__(self, root: Path, users: dict[str, str], lifetime: int = 300,
+                 realm_query: str = "", get_allowed: bool = True) -> None:
         self.root = root
         self.users = users
         self.lifetime = lifetime
+        self.realm_query = realm_query
+        self.get_allowed = get_allowed
         self.issued: list[tuple[str, tuple[str, ...]]] = []
+        # Every request: (method, grant or "basic"/"anonymous", client_id, its URL query).
+        self.requests: list[tuple[str, str, str, dict[str, list[str]]]] = []
         self.tokens: list[str] = []  # every token handed out (tests grep outputs for them)
         self.refused = 0
         self._refresh: dict[str, str] = {}  # refresh token -> user (OAuth2 access_type=offline)
@@ -54,7 +63,8 @@ class TokenServer:
         self._kid = _key_id(self._key.public_key())
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
-        self.realm = f"http://127.0.0.1:{self.port}/token"
+        self.realm = f"http://127.0.0.1:{self.port}/token" + (
+            f"?{realm_query}" if realm_query else "")
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> TokenServer:
@@ -108,6 +118,12 @@ class TokenServer:
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 user = server._authenticate(self.headers.get("Authorization"))
+                kind = "basic" if self.headers.get("Authorization") else "anonymous"
+                if not self._note("GET", kind, (query.get("client_id") or [""])[0], query):
+                    return
+                if not server.get_allowed:
+                    self._answer(405, {"error": "use POST"})
+                    return
                 if user is None and self.headers.get("Authorization"):
                     with server._lock:
                         server.refused += 1
@@ -115,12 +131,16 @@ class TokenServer:
                     return
                 scopes = query.get("scope", []) if user else []
                 token = server.token(user or "", scopes)
+                body: dict[str, Any] = {
+                    "token": token, "access_token": token, "expires_in": server.lifetime,
+                    "issued_at": datetime.datetime.now(datetime.UTC).isoformat()}
                 with server._lock:
                     server.issued.append((user or "", tuple(scopes)))
                     server.tokens.append(token)
-                self._answer(200, {"token": token, "access_token": token,
-                                   "expires_in": server.lifetime,
-                                   "issued_at": datetime.datetime.now(datetime.UTC).isoformat()})
+                    if user and query.get("offline_token") == ["true"]:
+                        body["refresh_token"] = uuid.uuid4().hex
+                        server._refresh[body["refresh_token"]] = user
+                self._answer(200, body)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -130,6 +150,9 @@ class TokenServer:
                     return (form.get(name) or [""])[0]
 
                 grant = field("grant_type")
+                if not self._note("POST", grant, field("client_id"),
+                                  parse_qs(urlsplit(self.path).query)):
+                    return
                 if grant == "password":
                     user: str | None = field("username")
                     if server.users.get(user or "") != field("password"):
@@ -158,6 +181,17 @@ class TokenServer:
                         body["refresh_token"] = uuid.uuid4().hex
                         server._refresh[body["refresh_token"]] = user
                 self._answer(200, body)
+
+            def _note(self, method: str, grant: str, client: str,
+                      query: dict[str, list[str]]) -> bool:
+                """Record the request; False (and 400 sent) without the realm's own query."""
+                with server._lock:
+                    server.requests.append((method, grant, client, query))
+                wanted = parse_qs(server.realm_query)
+                if any(query.get(name) != value for name, value in wanted.items()):
+                    self._answer(400, {"error": "invalid_request", "details": "no tenant"})
+                    return False
+                return True
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

@@ -40,6 +40,8 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== import contracts (the layering in pyproject.toml)"
+.venv/bin/lint-imports
 
 # pytest exits 5 when it ran no test: with `set -e` that fails the run, as it should.
 echo "== the whole suite on dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,)"

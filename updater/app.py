@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from updater.config import Settings
 from updater.containers import ContainerUpdater
 from updater.credentials import (
     ChainedCredentials,
@@ -31,6 +30,7 @@ from updater.passes import UpdatePass
 from updater.rebalance import plans
 from updater.registry import RegistryClient
 from updater.report import ItemReport, PassReport
+from updater.settings import Settings
 from updater.state import PlatformDigests
 from updater.swarm import ServiceUpdater, is_leader
 

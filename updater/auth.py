@@ -6,6 +6,7 @@ Pure: no I/O here, so the parsing and expiry rules are tested directly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import threading
 import time
@@ -32,14 +33,37 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A username and password (or identity token) for one registry; never printed."""
+    """A username and password for one registry, or the identity token `docker login` keeps
+    for a registry whose token server speaks OAuth2 (a refresh token); never printed."""
 
     username: str
     password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic_header(self) -> str:
         pair = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
+
+    @property
+    def who(self) -> str:
+        """How errors name these credentials: the user, or the identity token's owner."""
+        if self.identity_token:
+            return f"the identity token of {self.username!r}" if self.username else \
+                "the identity token from docker login"
+        return f"user {self.username!r}"
+
+    def identity(self) -> str:
+        """A fingerprint of these credentials (not reversible), so that what was obtained with
+        them is never used with others."""
+        material = "\0".join([self.username, self.password, self.identity_token or ""])
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    def engine_auth(self, server: str) -> dict[str, str]:
+        """The engine's AuthConfig (sent as X-Registry-Auth) for a pull from `server`."""
+        if self.identity_token:
+            auth = {"identitytoken": self.identity_token, "serveraddress": server}
+            return {"username": self.username, **auth} if self.username else auth
+        return {"username": self.username, "password": self.password, "serveraddress": server}
 
 
 def parse_challenges(header: str) -> list[Challenge]:
@@ -88,16 +112,27 @@ class Token:
     expires_at: float
 
 
+TokenKey = tuple[str, ...]
+
+
+def token_key(host: str, credentials: Credentials | None, realm: str, service: str,
+              scope: str) -> TokenKey:
+    """What a token is filed under: the registry it was obtained for and with which
+    credentials, besides what it grants, so a token reaches no other registry and serves no
+    other user (two registries may name the same realm and service)."""
+    return (host, credentials.identity() if credentials else "", realm, service, scope)
+
+
 class TokenCache:
-    """Bearer tokens keyed by (realm, service, scope), kept until shortly before they expire."""
+    """Bearer tokens by `token_key`, kept until shortly before they expire."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, margin: float = 5.0) -> None:
         self._clock = clock
         self._margin = margin
-        self._tokens: dict[tuple[str, str, str], Token] = {}
+        self._tokens: dict[TokenKey, Token] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def get(self, key: TokenKey) -> str | None:
         with self._lock:
             token = self._tokens.get(key)
             if token is None or token.expires_at - self._margin <= self._clock():
@@ -105,7 +140,15 @@ class TokenCache:
                 return None
             return token.value
 
-    def put(self, key: tuple[str, str, str], value: str, expires_in: float | None) -> None:
+    def put(self, key: TokenKey, value: str, expires_in: float | None) -> None:
         lifetime = expires_in if expires_in and expires_in > 0 else DEFAULT_TOKEN_LIFETIME
+        now = self._clock()
         with self._lock:
-            self._tokens[key] = Token(value, self._clock() + lifetime)
+            # Tokens of credentials since rotated are never asked for again: dropped here.
+            for stale in [k for k, token in self._tokens.items() if token.expires_at <= now]:
+                del self._tokens[stale]
+            self._tokens[key] = Token(value, now + lifetime)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tokens)

@@ -25,13 +25,14 @@ from updater.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
 if TYPE_CHECKING:
     from updater.api import ApiServer
     from updater.app import Application
-    from updater.config import Settings
     from updater.credentials import CredentialSource
     from updater.daemon import Daemon
     from updater.detect import CheckResult
-    from updater.engine import ContainerSnapshot, Engine
+    from updater.engine import Engine
     from updater.registry import RegistryClient
     from updater.report import PassReport
+    from updater.settings import Settings
+    from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -312,18 +313,27 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
                              f" ({item.reason})" if item.reason else "")
             return report
 
-        daemon = Daemon(settings, one_pass, on_start=app.recover, on_stop=app.interrupted.set)
+        api: list[ApiServer] = []
+
+        def listen() -> None:
+            # Only after recovery: a predecessor handing over to this updater (on the host
+            # network) holds the port until the recovery has stopped it.
+            server = _start_api(settings, app, daemon)
+            if server is not None:
+                api.append(server)
+
+        daemon = Daemon(settings, one_pass, on_start=app.recover, on_started=listen,
+                        on_stop=app.interrupted.set)
         heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held,
                               deadline=lambda: daemon.deadline)
         heartbeat.start()
-        api = _start_api(settings, app, daemon)
         log.info("updater %s running against %s", __version__, settings.docker_host)
         try:
             code = daemon.run()
         finally:
             heartbeat.stop()
-            if api is not None:
-                api.stop()
+            for server in api:
+                server.stop()
         in_flight = app.notifications_in_flight()
     if in_flight:
         # Apprise's worker threads would hold the exit until a hung destination lets go; what

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,74 +20,19 @@ import yaml
 
 from updater.durations import format_duration, parse_duration
 from updater.errors import ConfigError
+from updater.messages import check_template
+from updater.reference import registry_host, registry_key_path
+from updater.settings import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    HttpApiSettings,
+    RebalanceSettings,
+    RegistrySettings,
+    Settings,
+)
 
 log = logging.getLogger(__name__)
 MASK = "***"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySettings:
-    """Per-registry settings, keyed by the registry's host[:port]."""
-
-    insecure: bool | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HttpApiSettings:
-    """The HTTP API: off unless `listen` is set; then a token is required."""
-
-    listen: str | None = None
-    token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class RebalanceSettings:
-    """Swarm: spread the tasks of replicated services every `interval` (leader only)."""
-
-    enabled: bool = False
-    threshold: float = 1.0
-    interval: float = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The whole validated configuration."""
-
-    docker_host: str = "unix:///var/run/docker.sock"
-    interval: float = 3600.0
-    schedule: str | None = None
-    jitter: float = 0.0
-    update_on_start: bool = False
-    run_once: bool = False
-    label_enable: bool = True
-    scope: str | None = None
-    monitor_only: bool = False
-    cleanup: bool = False
-    stop_timeout: float | None = None
-    health_timeout: float = 60.0
-    rollback: bool = True
-    rolling_restart: bool = False
-    notify: tuple[str, ...] = field(default=(), repr=False)
-    notify_level: str = "info"
-    notify_template: str | None = None
-    http_api: HttpApiSettings = HttpApiSettings()
-    rebalance: RebalanceSettings = RebalanceSettings()
-    registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
-    registry_timeout: float = 10.0
-    state_dir: str = "/var/lib/updater"
-    log_level: str = "info"
-    log_format: str = "text"
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every secret value in these settings, for log redaction."""
-        values = [*self.notify, self.http_api.token or ""]
-        values += [r.password or "" for r in self.registries.values()]
-        return tuple(v for v in values if v)
 
 
 # --- parsers for one value; each raises ValueError with a message naming the value ----------
@@ -168,8 +112,6 @@ def _template(value: Any) -> str | None:
     text = _optional_text(value)
     if text is None:
         return None
-    from updater.notify import check_template
-
     return check_template(text)
 
 
@@ -252,12 +194,24 @@ def _merge_section(key: str, merged: Any, value: Any, source: str) -> Any:
                 f"bad value for {source}: expected a mapping of registry host to settings")
         hosts = dict(merged)
         for host, entry in value.items():
-            name = str(host).lower()
+            name = _registry_key(str(host), source)
             where = f"{source} {str(host)!r}"
             hosts[name] = _merge_fields(hosts.get(name, {}),
                                         _section(entry or {}, where, _REGISTRY_KEYS), where)
         return hosts
     return _merge_fields(merged, _section(value, source, _SECTIONS[key]), source)
+
+
+def _registry_key(key: str, source: str) -> str:
+    """A `registries` key as the registry host it names (`https://host:5000/` is `host:5000`,
+    `index.docker.io` is `docker.io`), as Docker reads its own config keys; a key with a path
+    is refused: what is set here applies to the whole registry."""
+    host = registry_host(key)
+    if not host or registry_key_path(key) not in ("", "/", "/v1", "/v1/", "/v2", "/v2/"):
+        raise ConfigError(f"bad registry key {key!r} in {source}: name the registry host only, "
+                          f"as in {host or 'registry.example.com:5000'!r}; settings apply to "
+                          "the whole registry")
+    return host
 
 
 def _merge_fields(merged: Fields, section: dict[str, Any], source: str) -> Fields:

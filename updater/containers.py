@@ -17,18 +17,19 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from updater import hooks, journal, order, policy, recreate
 from updater.credentials import CredentialSource
-from updater.engine import ContainerSnapshot, Engine
+from updater.engine import Engine, image_platform
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.journal import Entry, Journal, StateLock
 from updater.policy import ContainerOptions
 from updater.reference import Reference
 from updater.report import ItemReport, Outcome, Versions
+from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"
@@ -121,7 +122,7 @@ class ContainerUpdater:
         try:
             old = self._require(container.id)
             old_image = self._engine.inspect_image(str(old["Image"]))
-            new_image = self._pull(candidate.reference, candidate.new_digest)
+            new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
             self._require_free_names([container.name, *(d.name for d in dependants)])
@@ -177,7 +178,7 @@ class ContainerUpdater:
               stopped: list[_Stopped] | None = None) -> tuple[Outcome, str | None]:
         name, old_id = _name(old), str(old["Id"])
         self._journal.record(entry, "creating")
-        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id)
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
         self._journal.record(entry, "created", new_id)
         self._connect(new_id, plan)
         if "pre-update" in options.hooks:
@@ -218,7 +219,7 @@ class ContainerUpdater:
         image it runs, to restore it from if the update fails."""
         image = self._engine.inspect_image(str(old["Image"]))
         copy = recreate.plan(old, image, image, str(old["Config"]["Image"]))
-        backup_id = self._engine.create(copy.body, name, str(old["Image"]))
+        backup_id = self._engine.create(copy.body, name, str(old["Image"]), copy.platform)
         self._journal.record_backup(entry, backup_id)
         self._connect(backup_id, copy)
         log.info("%s: it is removed when it stops (--rm); kept a copy as %s to restore from",
@@ -459,8 +460,16 @@ class ContainerUpdater:
             if self._lock is None:
                 raise EngineError("no state lock to hand over; run it with `updater run`")
             old = self._require(container.id)
+            held = _host_ports(old)
+            if held:
+                log.error("%s: cannot update itself: it publishes host port(s) %s", container.name,
+                          ", ".join(held))
+                return self._item(candidate, Outcome.ERROR, (
+                    f"publishes host port(s) {', '.join(held)}, which its successor cannot bind "
+                    "while this updater runs; run it on the host network (as stack.yml does) "
+                    "or replace it by hand"), started, versions)
             old_image = self._engine.inspect_image(str(old["Image"]))
-            new_image = self._pull(candidate.reference, candidate.new_digest)
+            new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
             self._require_free_names([container.name])
@@ -484,7 +493,7 @@ class ContainerUpdater:
                          stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
         assert self._lock is not None
         self._journal.record(entry, "creating")
-        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id)
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
         self._journal.record(entry, "created", new_id)
         self._connect(new_id, plan)
         self._journal.record(entry, "renaming")
@@ -554,12 +563,15 @@ class ContainerUpdater:
             raise NotFoundInEngine(f"container {container[:12]} disappeared before its update")
         return found
 
-    def _pull(self, ref: Reference, digest: str) -> dict[str, Any]:
+    def _pull(self, ref: Reference, digest: str, old: Mapping[str, Any],
+              old_image: Mapping[str, Any]) -> dict[str, Any]:
+        """The new image, for the platform the old container runs: one run with `--platform`
+        (an emulated architecture) keeps its platform."""
+        platform = recreate.manifest_platform(old) or image_platform(old_image)
         credentials = self._credentials.lookup(ref.domain)
-        auth = ({"username": credentials.username, "password": credentials.password}
-                if credentials else None)
+        auth = credentials.engine_auth(ref.domain) if credentials else None
         repository = ref.repository if ref.domain != "docker.io" else ref.path
-        image_id = self._engine.pull(repository, digest, auth)
+        image_id = self._engine.pull(repository, digest, auth, platform)
         if ref.tag is not None:
             self._engine.tag(image_id, repository, ref.tag)
         return self._engine.inspect_image(image_id)
@@ -785,6 +797,19 @@ def _being_removed(inspect: dict[str, Any]) -> bool:
     status = (inspect.get("State") or {}).get("Status")
     return bool((inspect.get("HostConfig") or {}).get("AutoRemove")) and status in (
         "exited", "dead", "removing")
+
+
+def _host_ports(container: Mapping[str, Any]) -> list[str]:
+    """The host ports `container` publishes by number (`-p 8080:8080`): the engine will not
+    start another container binding them while it runs. (Ports the engine picks are free.)"""
+    bindings = (container.get("HostConfig") or {}).get("PortBindings") or {}
+    held = []
+    for port, binds in bindings.items():
+        for bind in binds or ():
+            host_port = str((bind or {}).get("HostPort") or "")
+            if host_port not in ("", "0"):
+                held.append(f"{host_port}->{port}")
+    return sorted(set(held))
 
 
 def _own_stop_timeout(inspect: dict[str, Any]) -> float:

@@ -15,16 +15,20 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.errors import CredentialsUnavailable
+from updater.reference import DEFAULT_DOMAIN, registry_host
+from updater.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 HELPER_TIMEOUT = 10.0
+DOCKER_HUB_ADDRESS = "https://index.docker.io/v1/"
+# A helper's Username for an identity token (`docker login`), not a secret itself.
+IDENTITY_TOKEN_USER = "<token>"  # noqa: S105
 
 
 class CredentialSource(Protocol):
@@ -32,12 +36,22 @@ class CredentialSource(Protocol):
         """Credentials for the registry at `host` (host[:port]), or None."""
 
 
-def config_keys(host: str) -> list[str]:
-    """The keys a Docker config may file `host` under."""
-    keys = [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"http://{host}/v1/"]
-    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        keys = ["https://index.docker.io/v1/", "index.docker.io", "docker.io", *keys]
-    return keys
+def server_address(host: str) -> str:
+    """The name `docker login` files `host` under (and asks a credential store for)."""
+    host = registry_host(host)
+    return DOCKER_HUB_ADDRESS if host == DEFAULT_DOMAIN else host
+
+
+def matching_key(keys: Iterable[str], host: str) -> str | None:
+    """The key of a Docker config section that names the registry `host`: the key `docker
+    login` writes, else the first key naming the same host in any spelling Docker accepts
+    (`https://host:5000/`, `http://host:5000`, `index.docker.io` for docker.io)."""
+    keys = list(keys)
+    wanted = server_address(host)
+    if wanted in keys:
+        return wanted
+    host = registry_host(host)
+    return next((key for key in keys if registry_host(key) == host), None)
 
 
 class SettingsCredentials:
@@ -47,7 +61,7 @@ class SettingsCredentials:
         self._registries = registries
 
     def lookup(self, host: str) -> Credentials | None:
-        entry = self._registries.get(host.lower())
+        entry = self._registries.get(registry_host(host))
         if entry is None or entry.username is None:
             return None
         return Credentials(entry.username, entry.password or "")
@@ -61,20 +75,17 @@ class DockerConfigCredentials:
 
     def lookup(self, host: str) -> Credentials | None:
         document = _read_config(self._path)
-        keys = config_keys(host)
-        helpers = document.get("credHelpers") or {}
-        for key in keys:
-            if key in helpers:
-                return _from_helper(str(helpers[key]), key)
+        helpers = _section(document, "credHelpers", self._path)
+        key = matching_key(helpers, host)
+        if key is not None:  # asked for the name docker login filed it under, as Docker does
+            return _from_helper(str(helpers[key]), server_address(host))
         if document.get("credsStore"):
-            found = _from_helper(str(document["credsStore"]), keys[0])
+            found = _from_helper(str(document["credsStore"]), server_address(host))
             if found is not None:
                 return found
-        auths = document.get("auths") or {}
-        for key in keys:
-            if key in auths:
-                return _from_auth_entry(auths[key], key, self._path)
-        return None
+        auths = _section(document, "auths", self._path)
+        key = matching_key(auths, host)
+        return None if key is None else _from_auth_entry(auths[key], key, self._path)
 
 
 class ChainedCredentials:
@@ -113,23 +124,42 @@ def _read_config(path: Path) -> dict[str, Any]:
     return document
 
 
+def _section(document: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    section = document.get(name) or {}
+    if not isinstance(section, dict):
+        raise CredentialsUnavailable(f"{name!r} in Docker config {path} is not a JSON object; "
+                                     "fix or remove it")
+    return section
+
+
 def _from_auth_entry(entry: Any, key: str, path: Path) -> Credentials | None:
+    """An `auths` entry: `auth` (base64 of user:password) or username/password, or the
+    `identitytoken` that `docker login` keeps instead of a password for OAuth2 registries."""
     if not isinstance(entry, dict):
         return None
+    if entry.get("identitytoken"):
+        username = str(entry.get("username") or "")
+        if entry.get("auth"):
+            username = _decoded_auth(entry["auth"], key, path)[0]
+        return Credentials(username, "", identity_token=str(entry["identitytoken"]))
     if entry.get("auth"):
-        try:
-            decoded = base64.b64decode(str(entry["auth"]), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} is not base64 "
-                                         "of user:password; run docker login again") from None
-        username, separator, password = decoded.partition(":")
-        if not separator:
-            raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} has no ':' "
-                                         "between user and password; run docker login again")
-        return Credentials(username, password)
+        return Credentials(*_decoded_auth(entry["auth"], key, path))
     if entry.get("username"):
         return Credentials(str(entry["username"]), str(entry.get("password") or ""))
     return None
+
+
+def _decoded_auth(value: Any, key: str, path: Path) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(str(value), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} is not base64 "
+                                     "of user:password; run docker login again") from None
+    username, separator, password = decoded.partition(":")
+    if not separator:
+        raise CredentialsUnavailable(f"the 'auth' entry for {key} in {path} has no ':' "
+                                     "between user and password; run docker login again")
+    return username, password
 
 
 def _from_helper(helper: str, key: str) -> Credentials | None:
@@ -153,9 +183,12 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
         return None
     try:
         answer = json.loads(result.stdout)
-        return Credentials(str(answer["Username"]), str(answer["Secret"]))
+        username, secret = str(answer["Username"]), str(answer["Secret"])
     except (ValueError, KeyError, TypeError):
         # Its output is not shown: it may hold the secret itself.
         raise CredentialsUnavailable(f"credential helper {program} gave an answer for {key} "
                                      "that is not {Username, Secret} JSON; fix the helper or "
                                      "its credHelpers entry") from None
+    if username == IDENTITY_TOKEN_USER:
+        return Credentials("", "", identity_token=secret)
+    return Credentials(username, secret)

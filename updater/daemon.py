@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 
 from updater import health
-from updater.config import Settings
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.report import PassReport
+from updater.settings import Settings
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,10 +55,12 @@ class Daemon:
                  now: Callable[[], datetime.datetime] | None = None,
                  wait: Callable[[float], object] | None = None,
                  on_start: Callable[[], object] = lambda: None,
-                 on_stop: Callable[[], object] = lambda: None) -> None:
+                 on_stop: Callable[[], object] = lambda: None,
+                 on_started: Callable[[], object] = lambda: None) -> None:
         self._settings = settings
         self._run_pass = run_pass
         self._on_start = on_start
+        self._on_started = on_started
         self._on_stop = on_stop
         self._engine_error: str | None = None
         self._now = now or (lambda: datetime.datetime.now().astimezone())
@@ -116,6 +118,7 @@ class Daemon:
             log.error("recovery at start failed: %s; the first pass tries again", exc)
         except Exception:
             log.exception("recovery at start failed unexpectedly; the first pass tries again")
+        self._on_started()  # what it raises ends the run (an API port that cannot be bound)
 
     def run(self) -> int:
         """The loop; with run_once, one pass and its exit code (0 done, 1 an update failed or

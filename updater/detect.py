@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from updater import policy, reference
-from updater.config import Settings
-from updater.engine import ContainerSnapshot
 from updater.errors import RegistryError, UpdaterError
 from updater.policy import State
+from updater.settings import Settings
+from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 MAX_WORKERS = 32

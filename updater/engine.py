@@ -12,7 +12,6 @@ import re
 import signal
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,15 @@ import docker.errors
 import docker.utils
 import requests.exceptions
 
+from updater import recreate
 from updater.errors import AlreadyExists, EngineError, EngineUnavailable, NotFoundInEngine
+from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
 # Beyond this a stop timeout means "wait" (a socket timeout cannot be that long anyway).
 MAX_STOP_SECONDS = 10 * 365 * 86400
 WATCHED_STATES = ("running", "restarting", "paused")
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSnapshot:
-    """What the updater needs to know about one container, as the engine listed it."""
-
-    id: str
-    name: str
-    image: str
-    image_id: str
-    state: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    repo_digests: tuple[str, ...] = ()
-    # On the containerd image store an image's ID is the manifest (or index) digest it was
-    # pulled as; an image whose tag moved to another has no names left to say so. Then: its ID.
-    content_digest: str | None = None
 
 
 class Engine:
@@ -201,51 +186,63 @@ class Engine:
         return dict(self._call(f"inspect image {image}", self._api.inspect_image, image))
 
     def platform(self, container: ContainerSnapshot) -> str | None:
-        """The platform ("os/arch[/variant]") of the image `container` runs; None if unknown."""
+        """The platform ("os/arch[/variant]") of the image `container` runs; None if unknown.
+
+        The containerd image store keeps every platform of a tag under one image ID, whose
+        inspect names the engine's own platform: there the container's own manifest
+        descriptor (API >= 1.48) says which one it was created from."""
         try:
-            image = self.inspect_image(container.image_id)
+            inspect = self.inspect_container(container.id) if self._manifest_descriptors() \
+                else None
+            return recreate.manifest_platform(inspect or {}) or image_platform(
+                self.inspect_image(container.image_id))
         except EngineUnavailable:
             raise
         except EngineError:
             return None
-        parts = [str(image.get("Os") or ""), str(image.get("Architecture") or "")]
-        if not all(parts):
-            return None
-        return "/".join(parts + ([str(image["Variant"])] if image.get("Variant") else []))
 
-    def pull(self, repository: str, digest: str, auth: dict[str, str] | None) -> str:
-        """Pull `repository@digest` with `auth` (None: anonymously) and return the image ID."""
+    def _manifest_descriptors(self) -> bool:
+        """Whether container inspect names the manifest it was created from (API >= 1.48)."""
+        return tuple(int(part) for part in self.api_version.split(".")[:2]) >= (1, 48)
+
+    def pull(self, repository: str, digest: str, auth: dict[str, str] | None,
+             platform: str | None = None) -> str:
+        """Pull `repository@digest` with `auth` (None: anonymously) and return the image ID;
+        of a multi-platform image, the one for `platform` ("os/arch[/variant]"; None: the
+        engine's own)."""
         # Never None to the SDK: it would then run the Docker config's credential helpers
         # itself, and a broken one would escape as a bare JSON error.
         self._call(f"pull {repository}@{digest}", self._api.pull, repository, tag=digest,
-                   auth_config=auth or {})
+                   auth_config=auth or {}, platform=platform)
         return str(self.inspect_image(f"{repository}@{digest}")["Id"])
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         self._call(f"tag {image} as {repository}:{tag}", self._api.tag, image, repository, tag,
                    force=True)
 
-    def create(self, body: dict[str, Any], name: str, image_id: str | None = None) -> str:
+    def create(self, body: dict[str, Any], name: str, image_id: str | None = None,
+               platform: str | None = None) -> str:
         """Create a container from `body`; with `image_id`, on exactly that image although its
         `Image` reference (kept as the container's Config.Image, which is what `docker ps` and
         this updater read) may now name another: the reference is pointed at `image_id` for the
-        create and put back right after."""
+        create and put back right after. `platform` picks one of a multi-platform image's
+        (the containerd image store keeps them under one ID)."""
         reference = str(body.get("Image") or "")
         current = self._image_id(reference) if image_id else None
         if image_id is None or current == image_id or "@" in reference or reference.startswith(
                 "sha256:"):
-            return self._create(body, name)
+            return self._create(body, name, platform)
         repository, tag = _split_tag(reference)
         self.tag(image_id, repository, tag)
         try:
-            return self._create(body, name)
+            return self._create(body, name, platform)
         finally:
             if current is not None:
                 self.tag(current, repository, tag)
 
-    def _create(self, body: dict[str, Any], name: str) -> str:
+    def _create(self, body: dict[str, Any], name: str, platform: str | None) -> str:
         created = self._call(f"create container {name}", self._api.create_container_from_config,
-                             body, name)
+                             body, name, platform)
         return str(created["Id"])
 
     def _image_id(self, reference: str) -> str | None:
@@ -451,6 +448,14 @@ def _signal_number(name: str) -> int | None:
         return int(signal.Signals["SIG" + text.removeprefix("SIG")])
     except KeyError:
         return None
+
+
+def image_platform(image: Mapping[str, Any]) -> str | None:
+    """The platform ("os/arch[/variant]") an image inspect document names; None if unknown."""
+    parts = [str(image.get("Os") or ""), str(image.get("Architecture") or "")]
+    if not all(parts):
+        return None
+    return "/".join(parts + ([str(image["Variant"])] if image.get("Variant") else []))
 
 
 def _split_tag(reference: str) -> tuple[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import string
 import threading
 import time
 from collections.abc import Iterable
@@ -16,28 +15,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from updater import state
-from updater.config import LOG_LEVELS, Settings
+from updater.messages import level_of, passes_level, render
 from updater.report import FAILURES, ItemReport, Outcome, PassReport
+from updater.settings import LOG_LEVELS, Settings
 
 log = logging.getLogger(__name__)
-TEMPLATE_FIELDS = ("host", "summary", "entries", "count")
-DEFAULT_TEMPLATE = "{entries}"
 MAX_ATTEMPTS = 48
 # How long the loop waits for one destination to take one message.
 SEND_SECONDS = 10.0
 # How long the loop waits for one destination over a whole pass (its messages together).
 PASS_SECONDS = 30.0
 POLL_SECONDS = 0.1
-_LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
-             Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
-             Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
-             Outcome.REBALANCED: "info", Outcome.PAUSED: "warning"}
 # Told once, and again only when they change or after a day (not every pass).
 _REMINDED = frozenset({Outcome.ERROR, Outcome.PAUSED})
-
-
-# Outcomes that moved (or tried to move) a container to another image.
-_CHANGES = frozenset({Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED})
 # An error already told is told again, unchanged, only after this long.
 ERROR_REMINDER_SECONDS = 24 * 3600.0
 
@@ -82,77 +72,6 @@ class AppriseSender:
 
 def target_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def check_template(template: str) -> str:
-    """The template itself; ValueError naming an unknown or malformed field."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"notify_template is not a format string ({exc})") from None
-    for name in fields:
-        if name not in TEMPLATE_FIELDS:
-            raise ValueError(f"notify_template uses {{{name}}}; available fields are "
-                             + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS))
-    try:  # a format spec that does not fit a field's type, e.g. {summary:d}
-        template.format(host="host", summary="1 updated", entries="- entry", count=1)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise ValueError(f"notify_template cannot be filled in ({exc}); {{host}}, {{summary}} "
-                         "and {entries} are text, {count} a number") from None
-    return template
-
-
-# --- rendering (pure) ---------------------------------------------------------------------
-
-
-def _short(digest: str | None) -> str:
-    return digest.partition(":")[2][:12] if digest else "?"
-
-
-def render_entry(item: ItemReport) -> str:
-    """One line per item: name, image, what happened, versions, digests, link, reason."""
-    line = f"{item.name} ({item.image}): {item.outcome.value}"
-    versions = item.versions
-    if versions.new or (versions.old and item.outcome in _CHANGES):
-        line += f" {versions.old or '?'} → {versions.new or '?'}"
-    elif versions.old:
-        line += f" (runs {versions.old})"
-    if item.old_digest or item.new_digest:
-        line += f" [{_short(item.old_digest)} → {_short(item.new_digest)}]"
-    if versions.source:
-        revision = versions.revision
-        line += f" {versions.source}" + (f" @ {revision[:12]}" if revision else "")
-    if item.reason:
-        line += f" — {item.reason}"
-    return line
-
-
-def render(host: str, items: list[ItemReport], template: str | None) -> tuple[str, str]:
-    """Title and body of one message about `items`."""
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item.outcome.value] = counts.get(item.outcome.value, 0) + 1
-    summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
-    title = f"updater on {host}: {summary}"
-    entries = "\n".join(f"- {render_entry(item)}" for item in items)
-    try:
-        body = (template or DEFAULT_TEMPLATE).format(host=host, summary=summary,
-                                                     entries=entries, count=len(items))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        # Checked when the settings were read; should a value still not fit, the message goes
-        # out with the default body rather than not at all.
-        log.error("notify_template could not be filled in (%s); sent the default body", exc)
-        body = entries
-    return title, body
-
-
-def level_of(item: ItemReport) -> str | None:
-    return _LEVEL_OF.get(item.outcome)
-
-
-def passes_level(item: ItemReport, minimum: str) -> bool:
-    level = level_of(item)
-    return level is not None and LOG_LEVELS.index(level) >= LOG_LEVELS.index(minimum)
 
 
 # --- delivery ---------------------------------------------------------------------------

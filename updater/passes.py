@@ -12,14 +12,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from updater import hooks, order, policy
-from updater.config import Settings
 from updater.containers import Candidate, ContainerUpdater, Dependant
 from updater.detect import CheckResult, DigestSource, check, require_names, watched
-from updater.engine import ContainerSnapshot, Engine
+from updater.engine import Engine
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.policy import State
 from updater.reference import parse
 from updater.report import ItemReport, Outcome, PassReport, Versions
+from updater.settings import Settings
+from updater.snapshots import ContainerSnapshot
 from updater.swarm import ServiceUpdater
 
 log = logging.getLogger(__name__)

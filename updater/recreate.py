@@ -27,6 +27,8 @@ class CreatePlan:
 
     body: dict[str, Any]
     extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The platform to create for, where the engine keeps several under one image ID.
+    platform: str | None = None
 
 
 def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
@@ -50,7 +52,18 @@ def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
     body = {**config, "HostConfig": host_config}
     if primary:
         body["NetworkingConfig"] = {"EndpointsConfig": primary}
-    return CreatePlan(body=body, extra_networks=extra)
+    return CreatePlan(body=body, extra_networks=extra, platform=manifest_platform(container))
+
+
+def manifest_platform(container: Mapping[str, Any]) -> str | None:
+    """The platform ("os/arch[/variant]") of the manifest the container was created from, as
+    its inspect names it on the containerd image store (`ImageManifestDescriptor`, API >= 1.48),
+    which keeps every platform of a tag under one image ID; else None (one platform per ID)."""
+    found = (container.get("ImageManifestDescriptor") or {}).get("platform") or {}
+    parts = [str(found.get("os") or ""), str(found.get("architecture") or "")]
+    if not all(parts):
+        return None
+    return "/".join(parts + ([str(found["variant"])] if found.get("variant") else []))
 
 
 def _config(container: Mapping[str, Any], old_defaults: Mapping[str, Any],

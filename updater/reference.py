@@ -32,6 +32,30 @@ _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
 _DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 
+_HUB_HOSTS = frozenset({DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io"})
+
+
+def registry_host(key: str) -> str:
+    """The registry a Docker config key or `registries` key names, as Docker reads such keys:
+    scheme and path dropped (`https://host:5000/` is `host:5000`), lower case, and every Docker
+    Hub spelling (`https://index.docker.io/v1/`) as `docker.io`, the domain of its references."""
+    text = key.strip()
+    scheme, separator, rest = text.partition("://")
+    if separator and scheme.lower() in ("http", "https"):
+        text = rest
+    host = text.split("/", 1)[0].lower()
+    return DEFAULT_DOMAIN if host in _HUB_HOSTS else host
+
+
+def registry_key_path(key: str) -> str:
+    """What follows the host in a registry key (`/v1/` of `https://index.docker.io/v1/`)."""
+    text = key.strip()
+    _, separator, rest = text.partition("://")
+    text = rest if separator else text
+    _, slash, path = text.partition("/")
+    return slash + path
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     """A fully normalised image reference."""

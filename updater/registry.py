@@ -30,14 +30,20 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import tenacity
 
 from updater import __version__
-from updater.auth import Challenge, Credentials, TokenCache, parse_challenges, preferred
-from updater.config import RegistrySettings
+from updater.auth import (
+    Challenge,
+    Credentials,
+    TokenCache,
+    parse_challenges,
+    preferred,
+    token_key,
+)
 from updater.credentials import CredentialSource
 from updater.errors import (
     ManifestNotFound,
@@ -46,7 +52,8 @@ from updater.errors import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
-from updater.reference import Reference
+from updater.reference import Reference, registry_host
+from updater.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,8 @@ _MAX_REDIRECTS = 3
 CREDENTIALS_MAX_AGE = 300.0  # helpers hand out tokens that live ~1 h (gcloud) to ~12 h (ECR)
 _REREAD_AFTER_REFUSAL = 10.0  # a wrong password costs one helper run per 10 s, not per image
 _RETRY_FAILED_READ = 30.0
+OAUTH_CLIENT_ID = "updater"  # the client_id of OAuth2 token requests (Docker sends "docker")
+Form = list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +254,7 @@ class RegistryClient:
             return endpoint
 
     def _new_endpoint(self, host: str) -> _Endpoint:
-        entry = self._settings.get(host.lower(), RegistrySettings())
+        entry = self._settings.get(registry_host(host), RegistrySettings())
         insecure = entry.insecure if entry.insecure is not None else is_loopback(host)
         api_host = "registry-1.docker.io" if host == "docker.io" else host
         client = httpx.Client(
@@ -353,38 +362,56 @@ class RegistryClient:
                credentials: Credentials | None, fresh: bool) -> tuple[str, Credentials | None]:
         realm = challenge.realm or ""
         service = challenge.params.get("service", "")
-        key = (realm, service, scope)
-        cached = None if fresh else self._tokens.get(key)
+        cached = None if fresh else self._tokens.get(
+            token_key(endpoint.host, credentials, realm, service, scope))
         if cached is not None:
             return cached, credentials
-        params = {"scope": scope, **({"service": service} if service else {})}
-        response = self._ask_token(endpoint, realm, params, credentials)
+        response = self._ask_token(endpoint, realm, service, scope, credentials)
         if response.status_code in (401, 403):
             renewed = self._credentials_for(endpoint, refused=True)
             if renewed != credentials:
                 credentials = renewed
-                response = self._ask_token(endpoint, realm, params, credentials)
+                response = self._ask_token(endpoint, realm, service, scope, credentials)
         if response.status_code in (401, 403):
-            who = f"user {credentials.username!r}" if credentials else "anonymous access"
+            who = credentials.who if credentials else "anonymous access"
+            again = "; run docker login again" if credentials and credentials.identity_token \
+                else ": check the credentials"
             raise RegistryAuthError(f"token server of {endpoint.host} refused {who} "
-                                    f"(HTTP {response.status_code}): check the credentials")
+                                    f"(HTTP {response.status_code}){again}")
         if response.status_code != 200:
             raise RegistryProtocolError(f"token server of {endpoint.host} answered "
                                         f"HTTP {response.status_code}")
         token, expires_in = _token_from(response, endpoint.host)
-        self._tokens.put(key, token, expires_in)
+        self._tokens.put(token_key(endpoint.host, credentials, realm, service, scope), token,
+                         expires_in)
         return token, credentials
 
-    def _ask_token(self, endpoint: _Endpoint, realm: str, params: dict[str, str],
+    def _ask_token(self, endpoint: _Endpoint, realm: str, service: str, scope: str,
                    credentials: Credentials | None) -> httpx.Response:
+        """The token server's answer, asked as Docker asks: an identity token (from
+        `docker login` with an OAuth2 token server) as a `refresh_token` grant; a password by
+        GET with Basic auth, and as a `password` grant to a server that takes only POST."""
         _check_realm(realm, endpoint, credentials)
-        headers = {"Authorization": credentials.basic_header()} if credentials else {}
-        return self._send(endpoint, "GET", realm, headers, params)
+        wanted = [("scope", scope), *([("service", service)] if service else [])]
+        if credentials is not None and credentials.identity_token:
+            return self._send(endpoint, "POST", realm, {}, form=[
+                ("grant_type", "refresh_token"), ("refresh_token", credentials.identity_token),
+                ("client_id", OAUTH_CLIENT_ID), *wanted])
+        if credentials is None:
+            return self._send(endpoint, "GET", _with_query(realm, wanted), {})
+        account = [("account", credentials.username)] if credentials.username else []
+        response = self._send(endpoint, "GET", _with_query(realm, [*wanted, *account]),
+                              {"Authorization": credentials.basic_header()})
+        if response.status_code in (404, 405):
+            response = self._send(endpoint, "POST", realm, {}, form=[
+                ("grant_type", "password"), ("username", credentials.username),
+                ("password", credentials.password), ("client_id", OAUTH_CLIENT_ID), *wanted])
+        return response
 
     # --- sending ------------------------------------------------------------------------------
 
     def _send(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
-              params: dict[str, str] | None = None) -> httpx.Response:
+              form: Form | None = None) -> httpx.Response:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
             stop=self._should_stop,
@@ -394,17 +421,17 @@ class RegistryClient:
         )
         try:
             response: httpx.Response = retrying(self._send_once, endpoint, method, url,
-                                                headers, params)
+                                                headers, form)
         except _Transient as exc:
             message = f"registry {endpoint.host} unavailable: {exc.reason}"
             raise RegistryUnavailable(message) from None
         return response
 
     def _send_once(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
-                   params: dict[str, str] | None) -> httpx.Response:
+                   form: Form | None) -> httpx.Response:
         for _ in range(_MAX_REDIRECTS + 1):
             try:
-                response = self._bounded(endpoint, method, url, headers, params)
+                response = self._bounded(endpoint, method, url, headers, form)
             except httpx.TimeoutException:
                 raise _Transient(f"no answer within {self._timeout:g}s") from None
             except httpx.TransportError as exc:
@@ -421,10 +448,15 @@ class RegistryClient:
         raise RegistryProtocolError(f"{endpoint.host} redirected more than {_MAX_REDIRECTS} times")
 
     def _bounded(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
-                 params: dict[str, str] | None) -> httpx.Response:
+                 form: Form | None) -> httpx.Response:
         """One request whose body is read with a size cap and an overall deadline, so a
         registry (or something in between) that sends endlessly or drips cannot hold a pass."""
-        request = endpoint.client.build_request(method, url, headers=headers, params=params)
+        if form is None:
+            request = endpoint.client.build_request(method, url, headers=headers)
+        else:
+            request = endpoint.client.build_request(
+                method, url, content=urlencode(form).encode(),
+                headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
         deadline = time.monotonic() + 3 * self._timeout
         response = endpoint.client.send(request, stream=True)
         try:
@@ -524,6 +556,14 @@ def _check_realm(realm: str, endpoint: _Endpoint, credentials: Credentials | Non
             "plain HTTP; refusing to send credentials there (use HTTPS for the token server)")
 
 
+def _with_query(url: str, params: Form) -> str:
+    """`url` with `params` added to the query it already has (a realm such as
+    `https://auth.example/token?tenant=t1` keeps its own)."""
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), *params]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _same_origin_redirect(response: httpx.Response, host: str) -> str:
     source = response.request.url
     target = source.join(response.headers.get("Location", ""))
@@ -566,9 +606,10 @@ def _raise_for_status(response: httpx.Response, endpoint: _Endpoint, reference: 
             f"{endpoint.host} requires credentials for {reference.path}: set "
             f"registries.{endpoint.host}.username/password or run docker login")
     if status in (401, 403):
+        who = credentials.who if credentials else "anonymous access"
         raise RegistryAuthError(
-            f"{endpoint.host} refused user {credentials.username if credentials else '-'!r} "
-            f"for {reference.path} (HTTP {status}): check the password and the user's access")
+            f"{endpoint.host} refused {who} for {reference.path} (HTTP {status}): check the "
+            "password and the user's access")
     if status == 404:
         raise ManifestNotFound(f"{reference} not found in registry {endpoint.host} (HTTP 404): "
                                "check the repository and tag")

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from updater import policy, reference, rollout
-from updater.config import Settings
 from updater.credentials import CredentialSource
 from updater.detect import DigestSource
 from updater.engine import Engine
@@ -32,6 +31,7 @@ from updater.errors import EngineError, EngineUnavailable, UpdaterError
 from updater.rebalance import ServicePlan
 from updater.report import ItemReport, Outcome
 from updater.rollout import Marker, Phase
+from updater.settings import Settings
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
@@ -544,8 +544,7 @@ class ServiceUpdater:
         credentials = self._credentials.lookup(host)
         if credentials is None:
             return None
-        payload = {"username": credentials.username, "password": credentials.password,
-                   "serveraddress": host}
+        payload = credentials.engine_auth(host)
         return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 

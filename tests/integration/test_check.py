@@ -20,11 +20,11 @@ from tests.integration.helpers import (
     start,
     write_docker_config,
 )
-from updater.config import RegistrySettings, Settings
 from updater.credentials import SettingsCredentials
 from updater.detect import check, watched
 from updater.engine import Engine
 from updater.registry import RegistryClient
+from updater.settings import RegistrySettings, Settings
 
 pytestmark = [pytest.mark.engine]
 USER, PASSWORD = next(iter(USERS.items()))

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
+import httpx
 import pytest
 from docker.models.containers import Container
 
 from harness import images, updater_image
 from harness.dockerd import Dockerd
+from harness.procs import free_port
 from harness.registry import Registry
 from tests.integration.helpers import ENABLED, start, wait_until
 
@@ -41,14 +43,16 @@ def sidecars(engine: Dockerd) -> Iterator[list[str]]:
 
 
 def run_sidecar(engine: Dockerd, image: str, name: str, sidecars: list[str],
-                labels: dict[str, str] | None = None) -> Container:
+                labels: dict[str, str] | None = None,
+                environment: dict[str, str] | None = None) -> Container:
     """`docker run -d` of the updater image as the README shows it, on the host network so it
     reaches the loopback test registry."""
     sidecars.append(name)
     container: Container = engine.client.containers.run(
         image, detach=True, name=name, network_mode="host", labels=labels or {},
         volumes={str(engine.socket): {"bind": "/var/run/docker.sock", "mode": "rw"}},
-        environment={"UPDATER_INTERVAL": "2s", "UPDATER_LOG_LEVEL": "info"},
+        environment={"UPDATER_INTERVAL": "2s", "UPDATER_LOG_LEVEL": "info",
+                     **(environment or {})},
         restart_policy={"Name": "always"}, stop_signal="SIGTERM")
     return container
 
@@ -117,12 +121,14 @@ def _comparable(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def healthy_self_updater(engine: Dockerd, registry: Registry, updater_ref: str, unique: str,
-                         name: str, sidecars: list[str]) -> tuple[str, Container]:
+                         name: str, sidecars: list[str],
+                         environment: dict[str, str] | None = None) -> tuple[str, Container]:
     """A labelled updater on its own tag (`<registry>/updater/<unique>:latest`), healthy."""
     reference = f"{registry.host}/updater/{unique}:latest"
     engine.client.images.get(updater_ref).tag(reference)
     images.push(engine.client, reference)
-    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED)
+    first = run_sidecar(engine, reference, name, sidecars, labels=ENABLED,
+                        environment=environment)
     wait_until(lambda: health(engine, name) == "healthy", 60,
                lambda: f"updater healthy; logs:\n{logs(engine, name)}")
     return reference, first
@@ -165,6 +171,50 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
     assert "took over from the previous updater container" in text, text[-4000:]
     assert "Traceback" not in text
     assert new_digest  # the digest the successor's image was pushed as
+
+
+def test_self_update_of_an_updater_serving_its_api_on_a_host_port(
+        engine: Dockerd, registry: Registry, build_context: Path, updater_ref: str,
+        unique: str, sidecars: list[str]) -> None:
+    """The sidecar as stack.yml runs it: host network, HTTP API on a port. The successor binds
+    the port only once it has taken over (the old updater is stopped by then): one updater is
+    left, on the new image, answering on the port (before, the successor could not bind it and
+    the self-update was rolled back at every pass)."""
+    name = f"{unique}-api"
+    port, token = free_port(), "self-update-token-1"
+    reference, first = healthy_self_updater(
+        engine, registry, updater_ref, unique, name, sidecars,
+        {"UPDATER_HTTP_API_LISTEN": f"127.0.0.1:{port}", "UPDATER_HTTP_API_TOKEN": token})
+
+    def status() -> dict[str, Any] | None:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=5,
+                               headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError:
+            return None
+        return dict(answer.json()) if answer.status_code == 200 else None
+
+    assert status() is not None
+    new_image = updater_image.build(engine.client, reference, build_context, version="1.2")
+    images.push(engine.client, reference)
+
+    def replaced() -> bool:
+        try:
+            found = [c for c in engine.client.containers.list(all=True)
+                     if str(c.name).startswith(name)]
+        except docker.errors.NotFound:
+            return False
+        return (len(found) == 1 and found[0].id != first.id
+                and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
+
+    wait_until(replaced, 90, lambda: f"one updater on the new image; old logs:\n"
+               f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
+    wait_until(lambda: status() is not None, 60,
+               lambda: f"the successor answers on :{port}; logs:\n{logs(engine, name)}")
+    text = engine.client.containers.get(name).logs().decode(errors="replace")
+    assert "took over from the previous updater container" in text, text[-4000:]
+    assert f"HTTP API listening on 127.0.0.1:{port}" in text
+    assert "Traceback" not in text
 
 
 def test_a_successor_that_does_not_start_leaves_the_old_updater_in_place(

@@ -145,3 +145,109 @@ def test_a_mac_address_the_user_set_survives_and_a_generated_one_is_not_copied(
             assert networks[net or "bridge"]["MacAddress"] == mac, (name, networks)
         else:
             assert not after["Config"].get("MacAddress"), after["Config"]
+
+
+@pytest.mark.matrix
+def test_a_container_run_for_another_platform_stays_on_it(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`docker run --platform linux/386` of a tag whose index has amd64 and 386 images (an
+    emulated architecture, as arm64 under QEMU): the update pulls the 386 image again, not
+    the engine's own platform."""
+    repository = f"platform/{unique}"
+
+    def release(version: str) -> str:
+        native = images.release(engine.client, f"{registry.host}/{repository}:amd64-{version}",
+                                version)
+        foreign = images.for_platform(registry.host, repository, native, "386", f"386-{version}")
+        images.push_index(registry.host, repository, "latest", {"amd64": native, "386": foreign})
+        return foreign
+
+    release("1")
+    image = f"{registry.host}/{repository}:latest"
+    engine.client.images.pull(image, platform="linux/386")
+    containers.append(unique)
+    engine.client.containers.run(image, name=unique, detach=True, platform="linux/386",
+                                 labels={"updater.enable": "true"})
+
+    def running() -> tuple[str, str]:
+        container = engine.client.containers.get(unique)
+        output = container.exec_run(["cat", "/version"]).output
+        assert isinstance(output, bytes)
+        version = output.decode().strip()
+        return _architecture(engine, container.attrs), version
+
+    assert running() == ("386", "1")
+    release("2")
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert code == 0 and items[unique]["outcome"] == "updated", items
+    assert running() == ("386", "2")
+
+
+def _architecture(engine: Dockerd, container: dict[str, Any]) -> str:
+    """The architecture of the image the container runs (the manifest it was created from,
+    where the engine says: the containerd image store keeps every platform under one ID)."""
+    descriptor = container.get("ImageManifestDescriptor") or {}
+    if descriptor.get("platform"):
+        return str(descriptor["platform"]["architecture"])
+    return str(engine.client.images.get(container["Image"]).attrs["Architecture"])
+
+
+# HostConfig fields a user sets with `docker run` options, compared whole before and after.
+_RUN_OPTIONS = ("Init", "Runtime", "Sysctls", "Ulimits", "Tmpfs", "SecurityOpt", "PidMode",
+                "IpcMode", "CgroupnsMode", "CapDrop", "ReadonlyRootfs", "OomScoreAdj",
+                "ShmSize", "PidsLimit", "CpuShares", "Devices", "GroupAdd", "Dns", "DnsOptions",
+                "DnsSearch", "ExtraHosts", "LogConfig", "MemoryReservation", "Privileged",
+                "UTSMode", "Isolation", "StorageOpt", "MaskedPaths", "ReadonlyPaths",
+                "DeviceCgroupRules", "NanoCpus", "AutoRemove")
+
+
+@pytest.mark.matrix
+def test_every_docker_run_option_survives(engine: Dockerd, registry: Registry, unique: str,
+                                          containers: list[str], tmp_path: Path) -> None:
+    """`--init --runtime --sysctl --ulimit --tmpfs --security-opt --pid --ipc --cgroupns
+    --cap-drop --read-only --oom-score-adj --shm-size --pids-limit --cpu-shares --device
+    --group-add --dns* --add-host --log-opt --memory-reservation --hostname --domainname
+    --stop-signal --stop-timeout`: each is the same on the replacement (and in force: the
+    ulimit, the sysctl and the tmpfs are seen from inside it)."""
+    image = f"{registry.host}/options/{unique}:latest"
+    images.release(engine.client, image, "1")
+    api = engine.client.api
+    host_config = api.create_host_config(
+        init=True, runtime="runc", sysctls={"net.core.somaxconn": "1024"},
+        ulimits=[docker.types.Ulimit(name="nofile", soft=1024, hard=2048)],
+        tmpfs={"/scratch": "size=1m"}, security_opt=["no-new-privileges"], pid_mode="host",
+        ipc_mode="shareable", cgroupns="private", cap_drop=["NET_RAW"], read_only=True,
+        oom_score_adj=100, shm_size="16m", pids_limit=100, cpu_shares=512,
+        devices=["/dev/null:/dev/xnull:rwm"], group_add=["1234"], dns=["127.0.0.53"],
+        dns_opt=["ndots:2"], dns_search=["example.internal"],
+        extra_hosts={"db.internal": "10.1.2.3"},
+        log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m"}),
+        mem_reservation="32m")
+    containers.append(unique)
+    created = api.create_container(
+        image, command=CMD, name=unique, host_config=host_config, hostname="custom-host",
+        domainname="example.internal", stop_signal="SIGUSR1", stop_timeout=7,
+        labels={"updater.enable": "true"})
+    api.start(created["Id"])
+    before = api.inspect_container(unique)
+    images.release(engine.client, image, "2", keep_local=False)
+
+    code, items = update(engine, tmp_path, unique)
+
+    assert code == 0 and items[unique]["outcome"] == "updated", items
+    after = api.inspect_container(unique)
+    assert after["Id"] != before["Id"]
+    differ = {key: (before["HostConfig"].get(key), after["HostConfig"].get(key))
+              for key in _RUN_OPTIONS
+              if before["HostConfig"].get(key) != after["HostConfig"].get(key)}
+    assert differ == {}
+    for key in ("Hostname", "Domainname", "StopSignal", "StopTimeout"):
+        assert after["Config"].get(key) == before["Config"].get(key), key
+    inside = engine.client.containers.get(unique).exec_run(
+        ["sh", "-c", "ulimit -n; cat /proc/sys/net/core/somaxconn; grep -c ' /scratch ' "
+                     "/proc/mounts; test -e /dev/xnull && echo device"]).output
+    assert isinstance(inside, bytes)
+    assert inside.decode().split() == ["1024", "1024", "1", "device"]

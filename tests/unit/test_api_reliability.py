@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from updater.api import ApiServer
-from updater.config import Settings
 from updater.daemon import Daemon
 from updater.report import PassReport
+from updater.settings import Settings
 
 TOKEN = "correct-horse-battery-staple-0123456789"
 

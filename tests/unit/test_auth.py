@@ -70,3 +70,14 @@ def test_credentials_never_print_the_password() -> None:
     creds = Credentials("alice", "s3cret-pw")
     assert "s3cret-pw" not in repr(creds)
     assert creds.basic_header() == "Basic YWxpY2U6czNjcmV0LXB3"
+
+
+def test_token_cache_drops_expired_tokens_of_other_keys() -> None:
+    """Tokens of credentials that were rotated are never asked for again; they do not pile up
+    over months of a running daemon."""
+    now = [0.0]
+    cache = TokenCache(clock=lambda: now[0], margin=0)
+    for rotation in range(100):
+        now[0] = rotation * 1000.0
+        cache.put(("host", f"identity-{rotation}", "r", "s", "x"), "tok", 300)
+    assert len(cache) == 1

@@ -9,6 +9,7 @@ import yaml
 
 from updater import config
 from updater.errors import ConfigError
+from updater.settings import RegistrySettings
 
 
 def _file(tmp_path: Path, text: str) -> str:
@@ -61,6 +62,9 @@ def test_docker_host_from_docker_variable() -> None:
     ("http_api: {port: 1}", "unknown key 'port'"),
     ("registries: {r.io: {user: a}}", "unknown key 'user' in .*r.io"),
     ("registries: [a]", "expected a mapping of registry host"),
+    ("registries: {ghcr.io/team: {username: u}}",
+     "bad registry key 'ghcr.io/team'.*name the registry host only, as in 'ghcr.io'"),
+    ("registries: {'https://': {username: u}}", "bad registry key 'https://'"),
     ("- a\n- b", "must be a mapping"),
     ("a: [", "not valid YAML at line"),
 ])
@@ -95,6 +99,25 @@ def test_registries_from_environment_yaml() -> None:
     settings = config.load(environ={
         "UPDATER_REGISTRIES": '{"Reg.IO:5000": {"insecure": true, "username": "u"}}'})
     assert settings.registries["reg.io:5000"].insecure is True
+
+
+@pytest.mark.parametrize("key", ["https://reg.io:5000/", "http://reg.io:5000", "REG.io:5000",
+                                 "https://reg.io:5000/v2/"])
+def test_registries_keys_in_url_form_name_their_host(tmp_path: Path, key: str) -> None:
+    """A `registries` key written as Docker accepts its config keys is filed under the host
+    the registry client and the credentials look up (before, such keys were never used)."""
+    settings = config.load(_file(tmp_path, f"registries: {{'{key}': {{username: u}}}}\n"), {})
+    assert dict(settings.registries) == {"reg.io:5000": RegistrySettings(username="u")}
+
+
+def test_docker_hub_spellings_are_one_registry(tmp_path: Path) -> None:
+    """`index.docker.io` and `https://index.docker.io/v1/` name docker.io, the domain of
+    Docker Hub references; given twice, the later field wins as for any repeated host."""
+    settings = config.load(_file(tmp_path, "registries:\n"
+                                           "  https://index.docker.io/v1/: {username: a}\n"
+                                           "  index.docker.io: {password: p}\n"), {})
+    assert dict(settings.registries) == {
+        "docker.io": RegistrySettings(username="a", password="p")}
 
 
 def test_render_masks_every_secret(tmp_path: Path) -> None:

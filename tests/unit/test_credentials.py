@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.credentials import (
     ChainedCredentials,
     DockerConfigCredentials,
     SettingsCredentials,
 )
 from updater.errors import CredentialsUnavailable
+from updater.settings import RegistrySettings
 
 
 def _config(tmp_path: Path, document: object) -> Path:
@@ -44,6 +44,54 @@ def test_docker_hub_legacy_key(tmp_path: Path) -> None:
     """Docker Hub credentials are filed under https://index.docker.io/v1/."""
     path = _config(tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": "dTpw"}}})
     assert DockerConfigCredentials(path).lookup("docker.io") == Credentials("u", "p")
+
+
+@pytest.mark.parametrize("key", ["https://reg.example:5000/", "http://reg.example:5000",
+                                 "reg.example:5000", "https://reg.example:5000/v1/",
+                                 "HTTPS://Reg.Example:5000"])
+def test_auths_keys_in_any_spelling_docker_accepts(tmp_path: Path, key: str) -> None:
+    """Docker reads an `auths` key as its host whatever the scheme, path and slash; so does
+    the updater (before, only five fixed spellings were tried)."""
+    path = _config(tmp_path, {"auths": {key: {"auth": "dTpw"}}})
+    assert DockerConfigCredentials(path).lookup("reg.example:5000") == Credentials("u", "p")
+    assert DockerConfigCredentials(path).lookup("reg.example:5001") is None
+
+
+@pytest.mark.parametrize("key", ["https://index.docker.io/v1/", "index.docker.io", "docker.io",
+                                 "https://registry-1.docker.io"])
+def test_docker_hub_keys(tmp_path: Path, key: str) -> None:
+    path = _config(tmp_path, {"auths": {key: {"auth": "dTpw"}}})
+    assert DockerConfigCredentials(path).lookup("docker.io") == Credentials("u", "p")
+
+
+def test_the_key_docker_login_writes_wins_over_other_spellings(tmp_path: Path) -> None:
+    path = _config(tmp_path, {"auths": {"https://reg.example/": {"auth": "b2xkOng="},
+                                        "reg.example": {"auth": "dTpw"}}})
+    assert DockerConfigCredentials(path).lookup("reg.example") == Credentials("u", "p")
+
+
+def test_identity_token_from_docker_login(tmp_path: Path) -> None:
+    """`docker login` against an OAuth2 token server keeps `auth` = base64("user:") and the
+    refresh token as `identitytoken`: the identity token is what is used, not an empty
+    password."""
+    path = _config(tmp_path, {"auths": {"reg.example": {"auth": "YWxpY2U6",
+                                                        "identitytoken": "rt-1"}}})
+    found = DockerConfigCredentials(path).lookup("reg.example")
+    assert found == Credentials("alice", "", identity_token="rt-1")
+    assert found is not None and "rt-1" not in repr(found)
+    assert found.engine_auth("reg.example") == {
+        "username": "alice", "identitytoken": "rt-1", "serveraddress": "reg.example"}
+
+
+def test_identity_token_from_a_helper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper answering Username "<token>" holds an identity token, as docker stores it."""
+    _helper(tmp_path, "tok", 'echo \'{"Username": "<token>", "Secret": "rt-2"}\'', monkeypatch)
+    path = _config(tmp_path, {"credHelpers": {"https://reg.example": "tok"}})
+    found = DockerConfigCredentials(path).lookup("reg.example")
+    assert found == Credentials("", "", identity_token="rt-2")
+    assert found is not None
+    assert found.engine_auth("reg.example") == {"identitytoken": "rt-2",
+                                                "serveraddress": "reg.example"}
 
 
 def test_cred_helper_wins_over_auths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from updater import notify
-from updater.config import Settings
-from updater.notify import Notifier, render, render_entry
+from updater import messages, notify
+from updater.messages import render, render_entry
+from updater.notify import Notifier
 from updater.report import ItemReport, Outcome, PassReport, Versions
+from updater.settings import Settings
 
 OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 
@@ -176,10 +177,10 @@ def test_interrupted_sends_do_not_wait(tmp_path: Path) -> None:
 
 def test_a_template_that_does_not_fit_is_refused_when_read() -> None:
     with pytest.raises(ValueError, match=r"notify_template cannot be filled in"):
-        notify.check_template("{summary:d}")
+        messages.check_template("{summary:d}")
     with pytest.raises(ValueError, match=r"cannot be filled in"):
-        notify.check_template("{count:s}")
-    assert notify.check_template("{count:>3} {summary:>20}") == "{count:>3} {summary:>20}"
+        messages.check_template("{count:s}")
+    assert messages.check_template("{count:>3} {summary:>20}") == "{count:>3} {summary:>20}"
 
 
 def test_a_broken_state_database_costs_the_notification_only(tmp_path: Path) -> None:

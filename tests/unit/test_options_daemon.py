@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from updater.config import Settings
 from updater.daemon import Daemon, next_delay
 from updater.errors import ConfigError
 from updater.policy import options
 from updater.report import PassReport
+from updater.settings import Settings
 
 
 def test_options_defaults_and_labels() -> None:

@@ -6,12 +6,13 @@ import dataclasses
 
 import pytest
 
-from updater.config import Settings
 from updater.detect import check, watched
-from updater.engine import ContainerSnapshot, own_container_id
+from updater.engine import own_container_id
 from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
 from updater.policy import State, bool_label, is_watched, label, local_digests
 from updater.reference import Reference, parse
+from updater.settings import Settings
+from updater.snapshots import ContainerSnapshot
 
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from updater import config, policy
 from updater.auth import parse_challenges, preferred
-from updater.config import Settings
 from updater.daemon import next_delay
 from updater.durations import format_duration, parse_duration
 from updater.errors import ConfigError, InvalidReference
 from updater.reference import parse
+from updater.settings import Settings
 
 # CI runs the same cases every time (a new find should come from a developer's run, not fail
 # someone else's merge); elsewhere every run explores new ones.

@@ -156,3 +156,24 @@ def test_compose_image_label_names_the_new_image() -> None:
     body = plan(container, {"Id": "sha256:old", "Config": {}},
                 {"Id": "sha256:new", "Config": {}}, "web:1").body
     assert body["Labels"] == {**labels, "com.docker.compose.image": "sha256:new"}
+
+
+def test_gpu_device_requests_are_kept() -> None:
+    """`--gpus all` (DeviceRequests) cannot be started on these machines, so the copy is
+    shown here: the request is in the create body as the user made it."""
+    gpus = [{"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]],
+             "Options": {}}]
+    container = _container()
+    container["HostConfig"]["DeviceRequests"] = gpus
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").body
+    assert body["HostConfig"]["DeviceRequests"] == gpus
+
+
+def test_the_platform_of_the_manifest_the_container_came_from() -> None:
+    """On the containerd store the container's manifest descriptor names its platform: the
+    replacement is created for that one (not the engine's own)."""
+    container = _container(ImageManifestDescriptor={
+        "digest": "sha256:" + "1" * 64, "platform": {"os": "linux", "architecture": "arm",
+                                                     "variant": "v7"}})
+    assert plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").platform == "linux/arm/v7"
+    assert plan(_container(), OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").platform is None

@@ -9,12 +9,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 
 from updater.auth import Credentials
-from updater.config import RegistrySettings
 from updater.errors import (
     CredentialsUnavailable,
     ManifestNotFound,
@@ -24,6 +24,7 @@ from updater.errors import (
 )
 from updater.reference import parse
 from updater.registry import ACCEPT, RegistryClient, RetryPolicy, is_loopback
+from updater.settings import RegistrySettings
 
 MANIFEST = b'{"schemaVersion": 2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -498,3 +499,133 @@ def test_platform_digest_refuses_a_manifest_that_is_not_the_one_asked_for() -> N
     with client(registry) as registry_client, pytest.raises(RegistryProtocolError):
         registry_client.platform_digest(parse("reg.example/app:1"), "sha256:" + "9" * 64,
                                         "linux/amd64")
+
+
+class SharedRealm:
+    """Registries a.example and b.example naming one token server (same realm and service),
+    which issues a distinct token per request and says whose it is."""
+
+    def __init__(self, realm: str = "https://auth.example/token", post_only: bool = False) -> None:
+        self.realm = realm
+        self.post_only = post_only
+        self.seen: list[httpx.Request] = []
+        self.owner: dict[str, str] = {}  # token -> user ("" anonymous)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if request.url.host == "auth.example":
+            return self._token(request)
+        token = str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
+        if self.owner.get(token):
+            return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
+        return httpx.Response(401, headers={
+            "WWW-Authenticate": f'Bearer realm="{self.realm}",service="svc"'})
+
+    def _token(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and self.post_only:
+            return httpx.Response(405)
+        if request.method == "POST":
+            form = dict(parse_qsl(request.content.decode()))
+            user = {("refresh_token", "rt-1"): "alice", ("password", "pw-1"): "alice"}.get(
+                (form.get("grant_type", ""), form.get("refresh_token") or
+                 form.get("password", "")), "")
+            if not user:
+                return httpx.Response(401)
+        else:
+            user = "alice" if request.headers.get("Authorization") == BASIC else ""
+            if request.headers.get("Authorization") and not user:
+                return httpx.Response(401)
+        token = f"tok-{len(self.owner)}"
+        self.owner[token] = user
+        return httpx.Response(200, json={"access_token": token, "expires_in": 300})
+
+    def sent_to(self, host: str) -> list[str]:
+        """The owners of the tokens `host` received."""
+        return [self.owner.get(str(r.headers.get("Authorization", "")).removeprefix("Bearer "),
+                               "?") for r in self.seen
+                if r.url.host == host and r.headers.get("Authorization")]
+
+
+class PerHost(Creds):
+    def __init__(self, known: dict[str, Credentials]) -> None:
+        super().__init__(None)
+        self.known = known
+
+    def lookup(self, host: str) -> Credentials | None:
+        self.lookups += 1
+        return self.known.get(host)
+
+
+def test_a_token_reaches_only_the_registry_it_was_obtained_for() -> None:
+    """Two registries naming the same realm and service, credentials for a.example only: the
+    token issued to alice for a.example is never sent to b.example, however often it is
+    asked, and b.example keeps saying it wants credentials (issue 21, case 1)."""
+    fake = SharedRealm()
+    with client(fake, PerHost({"a.example": ALICE})) as registry:
+        for _ in range(3):
+            assert registry.digest(parse("a.example/shared/app:1")) == DIGEST
+            with pytest.raises(RegistryAuthError, match=r"b\.example requires credentials"):
+                registry.digest(parse("b.example/shared/app:1"))
+    assert set(fake.sent_to("a.example")) == {"alice"}
+    assert set(fake.sent_to("b.example")) == {""}  # only anonymous tokens
+
+
+def test_a_token_is_not_kept_for_other_credentials() -> None:
+    """Credentials read anew that name another user get a token of their own: a cached token
+    serves only the credentials it was obtained with."""
+    fake, source, clock = SharedRealm(), Creds(Credentials("bob", "x")), Clock()
+    with client(fake, source, clock=clock) as registry:
+        with pytest.raises(RegistryAuthError):
+            registry.digest(parse("a.example/shared/app:1"))  # bob is refused
+        clock.now += 301  # the credentials are read again: now alice's
+        source.credentials = ALICE
+        assert registry.digest(parse("a.example/shared/app:1")) == DIGEST
+        source.credentials, clock.now = None, clock.now + 301  # and then none at all
+        with pytest.raises(RegistryAuthError, match="requires credentials"):
+            registry.digest(parse("a.example/shared/app:1"))
+    assert fake.sent_to("a.example")[-1] == ""
+
+
+def test_an_identity_token_is_a_refresh_token_grant() -> None:
+    """An identity token from `docker login` is POSTed as an OAuth2 refresh_token grant with
+    the service and scope, never as a Basic password (issue 21, case 2)."""
+    fake = SharedRealm()
+    with client(fake, Credentials("alice", "", identity_token="rt-1")) as registry:
+        assert registry.digest(parse("a.example/shared/app:1")) == DIGEST
+    asked = [r for r in fake.seen if r.url.host == "auth.example"]
+    assert [r.method for r in asked] == ["POST"]
+    assert "Authorization" not in asked[0].headers
+    assert dict(parse_qsl(asked[0].content.decode())) == {
+        "grant_type": "refresh_token", "refresh_token": "rt-1", "client_id": "updater",
+        "scope": "repository:shared/app:pull", "service": "svc"}
+
+
+def test_a_refused_identity_token_says_to_log_in_again() -> None:
+    fake = SharedRealm()
+    with client(fake, Credentials("alice", "", identity_token="rt-expired")) as registry, \
+            pytest.raises(RegistryAuthError, match=r"refused the identity token of 'alice'.*"
+                                                   r"run docker login again") as caught:
+        registry.digest(parse("a.example/shared/app:1"))
+    assert "rt-expired" not in str(caught.value)
+
+
+def test_a_token_server_taking_only_post_gets_a_password_grant() -> None:
+    """A token server that refuses GET (405) is asked with the OAuth2 password grant."""
+    fake = SharedRealm(post_only=True)
+    with client(fake, ALICE) as registry:
+        assert registry.digest(parse("a.example/shared/app:1")) == DIGEST
+    asked = [r for r in fake.seen if r.url.host == "auth.example"]
+    assert [r.method for r in asked] == ["GET", "POST"]
+    assert dict(parse_qsl(asked[1].content.decode()))["grant_type"] == "password"
+
+
+def test_the_realms_own_query_is_kept() -> None:
+    """`realm="https://auth.example/token?tenant=t1"`: the token request keeps tenant=t1
+    besides scope, service and account (issue 21, case 3)."""
+    fake = SharedRealm(realm="https://auth.example/token?tenant=t1")
+    with client(fake, ALICE) as registry:
+        assert registry.digest(parse("a.example/shared/app:1")) == DIGEST
+    asked = [r for r in fake.seen if r.url.host == "auth.example"]
+    assert asked and all(dict(r.url.params)["tenant"] == "t1" for r in asked)
+    assert dict(asked[-1].url.params) == {"tenant": "t1", "scope": "repository:shared/app:pull",
+                                         "service": "svc", "account": "alice"}

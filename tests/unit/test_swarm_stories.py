@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from updater.auth import Credentials
-from updater.config import Settings
 from updater.errors import EngineError, EngineUnavailable
 from updater.reference import Reference
 from updater.report import ItemReport, Outcome
 from updater.rollout import LABEL, Marker
+from updater.settings import Settings
 from updater.swarm import ServiceUpdater
 
 D1, D2 = ("sha256:" + c * 64 for c in "12")

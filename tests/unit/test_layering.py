@@ -1,0 +1,39 @@
+"""Only the command line prints and exits: every other module reports through return values,
+exceptions and logging, so the daemon, the API and the tests can use any part. (What may
+import what is checked by `lint-imports`, contracts in pyproject.toml.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import updater
+
+PACKAGE = Path(updater.__file__).parent
+ON_TOP = {"cli.py", "__main__.py"}
+
+
+def _prints_or_exits(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        if isinstance(function, ast.Name) and function.id in ("print", "exit", "quit"):
+            found.append(f"{function.id}() at line {node.lineno}")
+        if isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and \
+                (function.value.id, function.attr) in (("sys", "exit"), ("os", "_exit")):
+            found.append(f"{function.value.id}.{function.attr}() at line {node.lineno}")
+    return found
+
+
+def test_nothing_below_the_command_line_prints_or_exits() -> None:
+    offenders = {path.name: calls for path in sorted(PACKAGE.rglob("*.py"))
+                 if path.name not in ON_TOP
+                 and (calls := _prints_or_exits(ast.parse(path.read_text(), str(path))))}
+    assert offenders == {}
+
+
+def test_the_check_finds_what_it_looks_for() -> None:
+    assert _prints_or_exits(ast.parse("import os, sys\nprint(1)\nsys.exit(2)\nos._exit(3)")) == [
+        "print() at line 2", "sys.exit() at line 3", "os._exit() at line 4"]

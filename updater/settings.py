@@ -1,0 +1,74 @@
+"""The validated settings: frozen values, passed explicitly to every part. Pure: reading them
+from files and the environment (YAML and all) is `config`'s work, so the parts that only read
+settings do not load it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """Per-registry settings, keyed by the registry's host[:port]."""
+
+    insecure: bool | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApiSettings:
+    """The HTTP API: off unless `listen` is set; then a token is required."""
+
+    listen: str | None = None
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceSettings:
+    """Swarm: spread the tasks of replicated services every `interval` (leader only)."""
+
+    enabled: bool = False
+    threshold: float = 1.0
+    interval: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration."""
+
+    docker_host: str = "unix:///var/run/docker.sock"
+    interval: float = 3600.0
+    schedule: str | None = None
+    jitter: float = 0.0
+    update_on_start: bool = False
+    run_once: bool = False
+    label_enable: bool = True
+    scope: str | None = None
+    monitor_only: bool = False
+    cleanup: bool = False
+    stop_timeout: float | None = None
+    health_timeout: float = 60.0
+    rollback: bool = True
+    rolling_restart: bool = False
+    notify: tuple[str, ...] = field(default=(), repr=False)
+    notify_level: str = "info"
+    notify_template: str | None = None
+    http_api: HttpApiSettings = HttpApiSettings()
+    rebalance: RebalanceSettings = RebalanceSettings()
+    registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
+    registry_timeout: float = 10.0
+    state_dir: str = "/var/lib/updater"
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value in these settings, for log redaction."""
+        values = [*self.notify, self.http_api.token or ""]
+        values += [r.password or "" for r in self.registries.values()]
+        return tuple(v for v in values if v)
