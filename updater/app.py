@@ -48,8 +48,11 @@ class Application:
         sources = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
         self.platforms = PlatformDigests(settings.state_dir)
+        # Set on SIGTERM: registry backoffs end at once, slow notifications are let go.
+        self.interrupted = threading.Event()
         self.registry = RegistryClient(settings.registries, sources,
-                                       timeout=settings.registry_timeout, known=self.platforms)
+                                       timeout=settings.registry_timeout, known=self.platforms,
+                                       stopping=self.interrupted)
         # Pulls and service updates get what the registry client uses: nothing for a registry
         # that asks for nothing, and credentials kept fresh like the client's own.
         self.credentials: CredentialSource = self.registry
@@ -59,7 +62,6 @@ class Application:
         self._notifier: Notifier | None = None
         self._host: str | None = None
         self._failing = 0  # passes failed in a row
-        self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
 
     def close(self) -> None:
