@@ -4,6 +4,7 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import socket
@@ -27,9 +28,9 @@ from updater.journal import Journal, StateLock
 from updater.metrics import Metrics
 from updater.notify import AppriseSender, Notifier
 from updater.passes import UpdatePass
-from updater.rebalance import plans
+from updater.rebalance import ServicePlan, placement, plans, result_reason
 from updater.registry import RegistryClient
-from updater.report import ItemReport, PassReport
+from updater.report import ItemReport, Outcome, PassReport
 from updater.settings import Settings
 from updater.state import PlatformDigests
 from updater.swarm import ServiceUpdater, is_leader
@@ -48,8 +49,11 @@ class Application:
         sources = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
         self.platforms = PlatformDigests(settings.state_dir)
+        # Set on SIGTERM: registry backoffs end at once, slow notifications are let go.
+        self.interrupted = threading.Event()
         self.registry = RegistryClient(settings.registries, sources,
-                                       timeout=settings.registry_timeout, known=self.platforms)
+                                       timeout=settings.registry_timeout, known=self.platforms,
+                                       stopping=self.interrupted)
         # Pulls and service updates get what the registry client uses: nothing for a registry
         # that asks for nothing, and credentials kept fresh like the client's own.
         self.credentials: CredentialSource = self.registry
@@ -59,8 +63,8 @@ class Application:
         self._notifier: Notifier | None = None
         self._host: str | None = None
         self._failing = 0  # passes failed in a row
-        self.interrupted = threading.Event()  # set on SIGTERM: slow notifications are let go
         self._last_rebalance = -math.inf
+        self._undone: dict[str, tuple[dict[str, int], dict[str, int]]] = {}  # by the swarm
 
     def close(self) -> None:
         self.registry.close()
@@ -196,7 +200,32 @@ class Application:
             return []
         self._last_rebalance = time.monotonic()
         found = plans(engine.nodes(), engine.services(), engine.tasks(), settings.threshold)
-        return services.rebalance(found)
+        return self.rebalance(engine, services, found)
+
+    def rebalance(self, engine: Engine, services: ServiceUpdater,
+                  found: list[ServicePlan]) -> list[ItemReport]:
+        """Carry out `found`, each reported by where its tasks ended up. A plan the swarm undid
+        (the tasks went back where they were) is not carried out again while the placement
+        and the plan stay the same: a forced update would restart every task for nothing."""
+        items: list[ItemReport] = []
+        for plan in found:
+            attempt = (dict(plan.before), dict(plan.after))
+            if self._undone.get(plan.service) == attempt:
+                log.info("%s: not rebalanced: the swarm undid this same plan last time",
+                         plan.service)
+                continue
+            for done in services.rebalance([plan]):
+                if done.outcome is not Outcome.REBALANCED:
+                    items.append(done)
+                    continue
+                service_id = str(engine.inspect_service(plan.service)["ID"])
+                result = placement(service_id, engine.nodes(), engine.tasks())
+                if {n: result.get(n, 0) for n in plan.before} == attempt[0]:
+                    self._undone[plan.service] = attempt
+                else:
+                    self._undone.pop(plan.service, None)
+                items.append(dataclasses.replace(done, reason=result_reason(plan, result)))
+        return items
 
     def _notifier_for(self, engine: Engine) -> Notifier | None:
         if not self.settings.notify:

@@ -364,6 +364,19 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
 
 
+def _check_rebalanced_names(names: list[str], services: list[dict[str, Any]]) -> None:
+    """Each service named on the command line exists and is replicated (else exit 2)."""
+    modes = {str(s["Spec"]["Name"]): s["Spec"].get("Mode") or {} for s in services}
+    for name in names:
+        if name not in modes:
+            raise UpdaterError(f"no service named {name!r} on this swarm; list them with "
+                               "docker service ls")
+        if "Replicated" not in modes[name]:
+            kind = next(iter(modes[name]), "other").lower()
+            raise UpdaterError(f"{name} is a {kind} service; only replicated services are "
+                               "rebalanced")
+
+
 def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
     from updater.app import Application
     from updater.engine import Engine
@@ -377,7 +390,9 @@ def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
         if not (engine.info().get("Swarm") or {}).get("ControlAvailable"):
             raise UpdaterError(f"the engine at {settings.docker_host} is not a swarm manager; "
                                "point docker_host at a manager")
-        found = plans(engine.nodes(), engine.services(), engine.tasks(), arguments.threshold,
+        services = engine.services()
+        _check_rebalanced_names(arguments.services, services)
+        found = plans(engine.nodes(), services, engine.tasks(), arguments.threshold,
                       arguments.services)
         rows = [("SERVICE", "NODE", "NOW", "AFTER")]
         for plan in found:
@@ -389,8 +404,8 @@ def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
         if not is_leader(engine):
             raise UpdaterError("only the swarm leader rebalances; run it against the leader")
         with Application(settings) as app:
-            items = ServiceUpdater(engine, app.registry, app.credentials, settings).rebalance(
-                found)
+            items = app.rebalance(engine, ServiceUpdater(engine, app.registry, app.credentials,
+                                                         settings), found)
     finally:
         engine.close()
     for item in items:
@@ -412,8 +427,8 @@ def _where(arguments: argparse.Namespace, settings: Settings) -> int:
     if arguments.json:
         print(json.dumps([asdict(p) for p in places], indent=2))
         return EXIT_OK
-    rows = [("NODE", "ADDRESS", "CONTAINER", "SHELL")]
-    rows += [(p.node, p.address, p.container[:12], p.command) for p in places]
+    rows = [("NODE", "AVAILABILITY", "ADDRESS", "CONTAINER", "SHELL")]
+    rows += [(p.node, p.availability, p.address, p.container[:12], p.command) for p in places]
     print(_columns(rows))
     return EXIT_OK
 

@@ -311,23 +311,27 @@ class ContainerUpdater:
         old_image = (self._engine.inspect_container(state.old_id)
                      or self._engine.inspect_container(state.backup_id or "") or {}).get("Image")
         self._journal.record(entry, "removing-old")
-        self._complete(state)
+        self._remove_old(state)
         log.info("%s: updated", name)
         if "post-update" in options.hooks:
             self._hook(name, name, "post-update", options)
         if state.saved.get("paused"):
             self._pause(new_id, name)
+        # Closed last: an updater killed before this finishes it at its start (paused again).
+        self._close(state.id, Outcome.UPDATED)
         if self._cleanup and old_image:
             self._remove_image(str(old_image))
 
-    def _complete(self, state: Entry) -> None:
-        """The new container is proven: the old one (and its copy) go, the entry is done."""
+    def _remove_old(self, state: Entry) -> None:
+        """The new container is proven: the old one (and its copy) go."""
         self._engine.remove(state.old_id)
         if state.backup_id:
             self._engine.remove(state.backup_id)
-        self._close(state.id, Outcome.UPDATED)
 
     def _pause(self, container: str, name: str) -> None:
+        found = self._engine.inspect_container(container)
+        if found is not None and (found.get("State") or {}).get("Paused"):
+            return  # paused already (an updater killed after pausing it, before it said so)
         try:
             self._engine.pause(container)
             log.info("%s: paused again, as it was", name)
@@ -722,9 +726,10 @@ class ContainerUpdater:
             if entry.step == "stopping":
                 self._finish_stop(entry.old_id)
             if entry.step in _PROVEN:
-                self._complete(entry)
+                self._remove_old(entry)
                 if entry.saved.get("paused") and entry.new_id:
                     self._pause(entry.new_id, entry.name)
+                self._close(entry.id, Outcome.UPDATED)
                 reason = f"finished an update interrupted after step '{entry.step}'"
             else:
                 self._restore(entry)

@@ -88,6 +88,10 @@ class RetryPolicy:
     max_wait: float = 30.0
 
 
+class _Stopping(Exception):
+    """The updater is stopping: a backoff is cut short and nothing is retried."""
+
+
 class _Transient(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -140,6 +144,7 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         known: KnownPlatforms | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
@@ -148,6 +153,7 @@ class RegistryClient:
         self._per_registry = per_registry
         self._transport = transport
         self._sleep = sleep
+        self._stopping = stopping  # set on SIGTERM: every backoff ends at once
         self._clock = clock
         self._tokens = TokenCache(clock)
         self._endpoints: dict[str, _Endpoint] = {}
@@ -416,7 +422,7 @@ class RegistryClient:
             retry=tenacity.retry_if_exception_type(_Transient),
             stop=self._should_stop,
             wait=self._wait,
-            sleep=self._sleep,
+            sleep=self._pause,
             reraise=True,
         )
         try:
@@ -425,7 +431,17 @@ class RegistryClient:
         except _Transient as exc:
             message = f"registry {endpoint.host} unavailable: {exc.reason}"
             raise RegistryUnavailable(message) from None
+        except _Stopping:
+            raise RegistryUnavailable(f"registry {endpoint.host} unavailable; not retried: "
+                                      "the updater is stopping") from None
         return response
+
+    def _pause(self, seconds: float) -> None:
+        """The backoff between two attempts, cut short when the updater is stopping."""
+        if self._stopping is None:
+            self._sleep(seconds)
+        elif self._stopping.wait(seconds):
+            raise _Stopping
 
     def _send_once(self, endpoint: _Endpoint, method: str, url: str, headers: dict[str, str],
                    form: Form | None) -> httpx.Response:

@@ -579,11 +579,14 @@ class TaskPlace:
     address: str
     container: str
     command: str
+    availability: str = "active"  # the node's: active, pause or drain
 
 
 def where(engine: Engine, service: str) -> list[TaskPlace]:
     """The running tasks of `service`: node name, address, container ID and a shell command
-    (`-H` the engine we talk to for tasks on this node, Docker's ssh transport for others)."""
+    (`-H` the engine we talk to for tasks on this node, Docker's ssh transport for others).
+    A task counts when the swarm means it to run and it does, on a node that is up: tasks on
+    a node that went down still say "running" until it comes back."""
     try:
         found = engine.inspect_service(service)
     except EngineError:
@@ -596,12 +599,14 @@ def where(engine: Engine, service: str) -> list[TaskPlace]:
     for task in engine.tasks(str(found["ID"])):
         status = task.get("Status") or {}
         container = str((status.get("ContainerStatus") or {}).get("ContainerID") or "")
-        if status.get("State") != "running" or not container:
-            continue
         node = nodes.get(str(task.get("NodeID")), {})
+        if status.get("State") != "running" or task.get("DesiredState") != "running" or \
+                not container or (node.get("Status") or {}).get("State") != "ready":
+            continue
         name = str((node.get("Description") or {}).get("Hostname") or task.get("NodeID"))
         address = str((node.get("Status") or {}).get("Addr") or "")
         host = engine.host if task.get("NodeID") == own_node else f"ssh://{address}"
         places.append(TaskPlace(str(task["ID"]), name, address, container,
-                                f"docker -H {host} exec -it {container[:12]} sh"))
+                                f"docker -H {host} exec -it {container[:12]} sh",
+                                str((node.get("Spec") or {}).get("Availability") or "active")))
     return sorted(places, key=lambda p: (p.node, p.container))

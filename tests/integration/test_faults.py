@@ -6,6 +6,7 @@ container on the healthy path is updated in the same pass."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from harness import images
 from harness.dockerd import Dockerd
 from harness.faultproxy import Fault, FaultProxy
 from harness.registry import Registry
-from tests.integration.helpers import ENABLED, run_updater, start
+from tests.integration.helpers import ENABLED, run_updater, start, start_daemon, wait_until
 
 pytestmark = [pytest.mark.engine]
 PASS_BOUND = 40.0  # 4 attempts x 2 s timeout x up to 3 reads + backoff 1+2+4 s, with margin
@@ -131,3 +132,37 @@ def test_a_registry_refusing_head_is_read_by_get(engine: Dockerd, registry: Regi
     assert engine.client.containers.get(name).attrs["Image"] != old
     assert ("HEAD", "status") in hits and ("GET", None) in hits, hits
     assert "refuses HEAD for manifests" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_registry_backoff_stops_the_daemon_at_once(
+        engine: Dockerd, registry: Registry, proxy: FaultProxy, unique: str,
+        containers: list[str], tmp_path: Path) -> None:
+    """The registry answers 503 with `Retry-After: 50`: the daemon waits in the backoff, and a
+    SIGTERM then ends it within 2 s (before, it slept the backoff out first)."""
+    repository = f"faulty/{unique}-backoff"
+    images.release(engine.client, f"{registry.host}/{repository}:latest", "1")
+    image = f"{proxy.host}/{repository}:latest"
+    engine.client.images.pull(image)
+    start(engine, image, unique, ENABLED, containers)
+    path = f"/v2/{repository}/manifests/"
+    proxy.set_rule(path, Fault("status", status=503, retry_after="50"))
+    daemon = start_daemon(engine, tmp_path, {"interval": "1h", "update_on_start": True,
+                                             "state_dir": str(tmp_path / "state")})
+    try:
+        wait_until(lambda: bool(proxy.hits_for(path)), 60, lambda: "the registry was asked")
+        time.sleep(1)  # well into the 50 s backoff
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.set_rule(path, None)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
+    output = daemon.stdout.read() if daemon.stdout else ""
+    print(f"exit {elapsed:.2f} s after SIGTERM")
+    assert code == 0, output
+    assert elapsed < 2, output
+    assert [hit.fault for hit in proxy.hits_for(path)].count("status") == 1, output

@@ -4,6 +4,7 @@ only, credentials forwarded to workers, no no-op updates, rollback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -492,3 +493,82 @@ def test_rolled_back_service_is_held_back_until_a_newer_digest(
     assert _versions(manager, unique) == version
     asked = report(updater(swarm, 1, ["update", "--json", unique], tmp_path, scoped))[unique]
     assert asked["outcome"] == "updated" and asked["new_digest"] == third, asked
+
+
+def _task_ids(client: docker.DockerClient, *services: str) -> set[str]:
+    return {str(t["ID"]) for name in services for t in service_tasks(client, name)}
+
+
+def test_rebalance_leaves_what_the_swarms_own_rules_placed(swarm: Swarm, unique: str,
+                                                           tmp_path: Path) -> None:
+    """Placements the swarm made by the user's rules are the best there is, though their
+    spread is uneven: 12 replicas spread over zones (a: node1; b: node2, node3) at 6/3/3;
+    `node.hostname!=NODE3` (swarm matches without case) at 3/3/0; 9 replicas reserving half a
+    CPU where another service holds 1.5 of node3's 2 at 4/4/1. Neither `rebalance` nor a
+    daemon rebalancing every 5 s for 30 s restarts a task (issue 20, cases 1 to 3), and names
+    that are not replicated services are refused (case 5)."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/rules/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    zones = {"node1": "a", "node2": "b", "node3": "b"}
+    for name, zone in zones.items():
+        node = manager.nodes.get(name)
+        node.update({**node.attrs["Spec"], "Labels": {"zone": zone}})
+    cpus = manager.nodes.get("node3").attrs["Description"]["Resources"]["NanoCPUs"]
+    spread, avoid, packed = f"{unique}-spread", f"{unique}-avoid", f"{unique}-packed"
+    made = [spread, avoid, f"{unique}-hog", packed, f"{unique}-agent"]
+
+    def create(name: str, replicas: int, **placement: Any) -> None:
+        reserve = placement.pop("cpu", 0)
+        manager.api.create_service(docker.types.TaskTemplate(
+            docker.types.ContainerSpec(f"{image}@{first}"),
+            resources=docker.types.Resources(cpu_reservation=reserve) if reserve else None,
+            placement=docker.types.Placement(**placement)), name=name,
+            mode=docker.types.ServiceMode("replicated", replicas=replicas))
+        wait_running(manager, name, replicas, first)
+
+    try:
+        create(spread, 12, preferences=[("spread", "node.labels.zone")])
+        create(avoid, 6, constraints=["node.hostname!=NODE3"])
+        create(f"{unique}-hog", 1, constraints=["node.hostname==node3"], cpu=int(cpus * 0.75))
+        create(packed, 9, cpu=int(cpus * 0.25))
+        manager.api.create_service(docker.types.TaskTemplate(
+            docker.types.ContainerSpec(f"{image}@{first}")), name=f"{unique}-agent",
+            mode=docker.types.ServiceMode("global"))
+        placed = {name: _per_node(manager, name) for name in (spread, avoid, packed)}
+        assert placed == {spread: {"node1": 6, "node2": 3, "node3": 3},
+                          avoid: {"node1": 3, "node2": 3, "node3": 0},
+                          packed: {"node1": 4, "node2": 4, "node3": 1}}, placed
+        before = _task_ids(manager, spread, avoid, packed)
+
+        dry = updater(swarm, 1, ["rebalance", "--dry-run", spread, avoid, packed], tmp_path)
+        assert (dry.returncode, dry.stdout.strip()) == (0, "every replicated service is "
+                                                           "balanced"), dry.stdout + dry.stderr
+        done = updater(swarm, 1, ["rebalance", spread, avoid, packed], tmp_path)
+        assert done.returncode == 0, done.stderr
+        for named in ("nosuchservice", f"{unique}-agent"):
+            refused = updater(swarm, 1, ["rebalance", "--dry-run", named], tmp_path)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert named in refused.stderr and "\n" not in refused.stderr.strip()
+
+        env = _env(swarm, 1, tmp_path, {"interval": "5s", "state_dir": str(tmp_path / "d"),
+                                        "rebalance": {"enabled": True, "interval": "5s"}})
+        daemon = subprocess.Popen(swarm.in_hub([sys.executable, "-m", "updater", "run"]),
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        try:
+            time.sleep(30)
+        finally:
+            daemon.terminate()
+            output = daemon.communicate(timeout=60)[0]
+        assert "Traceback" not in output, output
+        assert output.count(" pass: ") >= 4, output  # each pass may rebalance
+        assert _task_ids(manager, spread, avoid, packed) == before, output
+    finally:
+        for name in made:
+            with contextlib.suppress(docker.errors.NotFound):
+                manager.api.remove_service(name)
+        for name in zones:
+            node = manager.nodes.get(name)
+            node.update({**node.attrs["Spec"], "Labels": {}})

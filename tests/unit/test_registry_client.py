@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
@@ -629,3 +630,19 @@ def test_the_realms_own_query_is_kept() -> None:
     assert asked and all(dict(r.url.params)["tenant"] == "t1" for r in asked)
     assert dict(asked[-1].url.params) == {"tenant": "t1", "scope": "repository:shared/app:pull",
                                          "service": "svc", "account": "alice"}
+
+
+def test_a_backoff_ends_at_once_when_the_updater_stops() -> None:
+    """A registry asking to come back in 30 s: SIGTERM (the event) ends the wait at once, and
+    nothing more is sent."""
+    stopping = threading.Event()
+    fake = FakeRegistry()
+    fake.failures = [httpx.Response(503, headers={"Retry-After": "30"})] * 3
+    registry = RegistryClient({}, Creds(None), transport=httpx.MockTransport(fake),
+                              retry=RetryPolicy(attempts=4, budget=120), stopping=stopping)
+    threading.Timer(0.3, stopping.set).start()
+    started = time.monotonic()
+    with registry, pytest.raises(RegistryUnavailable, match="the updater is stopping"):
+        registry.digest(parse("reg.example/a:1"))
+    assert time.monotonic() - started < 2
+    assert len(fake.seen) == 1  # the first request; no retry after the stop

@@ -1,0 +1,163 @@
+"""The update's state machine (journal, swap, rollback, recovery) against an in-memory engine:
+the updater killed before every engine call it makes, then a new updater recovering from the
+journal, must leave the container running under its name, on the old image or the new, and
+nothing else behind; each failure kind is rolled back. (The real-engine tests of the same
+paths are in tests/integration: test_kills, test_safety, test_data_safety.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from tests.unit.fake_engine import Crash, FakeEngine
+from updater.containers import Candidate, ContainerUpdater
+from updater.engine import Engine
+from updater.journal import Journal
+from updater.policy import ContainerOptions
+from updater.reference import parse
+from updater.report import Outcome
+from updater.snapshots import ContainerSnapshot
+
+REFERENCE = "reg.example/app:1"
+OLD_DIGEST, NEW_DIGEST = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+OPTIONS = ContainerOptions(monitor_only=False, stop_signal=None, stop_timeout=10.0,
+                           health_timeout=5.0, rollback=True, hook_timeout=60.0, hooks={},
+                           depends_on=())
+
+
+class Clock:
+    """Time that passes only when the updater sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _host(**host: Any) -> FakeEngine:
+    """An engine running `app` on version 1 (paused with `paused=True`); version 2 is in the
+    registry only."""
+    paused = host.pop("paused", False)
+    engine = FakeEngine()
+    engine.add_image(REFERENCE, "1", OLD_DIGEST)
+    engine.add_image(REFERENCE, "2", NEW_DIGEST, local=False)
+    engine.run("app", REFERENCE, **host)
+    if paused:
+        engine.containers[next(iter(engine.containers))]["State"]["Paused"] = True
+    return engine
+
+
+def _updater(engine: FakeEngine, state: Path) -> ContainerUpdater:
+    clock = Clock()
+    return ContainerUpdater(cast(Engine, engine), Journal(str(state)), _NoCredentials(),
+                            clock=clock, sleep=clock.sleep)
+
+
+class _NoCredentials:
+    def lookup(self, host: str) -> None:
+        return None
+
+
+def _candidate(engine: FakeEngine) -> Candidate:
+    found = engine.inspect_container("app")
+    assert found is not None
+    snapshot = ContainerSnapshot(str(found["Id"]), "app", REFERENCE, str(found["Image"]),
+                                 "running")
+    return Candidate(snapshot, parse(REFERENCE), OLD_DIGEST, NEW_DIGEST, OPTIONS)
+
+
+def test_an_update_replaces_the_container_and_leaves_nothing_else(tmp_path: Path) -> None:
+    engine = _host()
+    old_image = engine.named()["app"][0]
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.UPDATED, item
+    assert engine.named() == {"app": (engine.registry[NEW_DIGEST], True)}
+    assert engine.named()["app"][0] != old_image
+    assert Journal(str(tmp_path)).unfinished() == []
+
+
+def _whole_update_calls(host: dict[str, Any], tmp_path: Path) -> list[str]:
+    engine = _host(**host)
+    _updater(engine, tmp_path / "count").update(_candidate(engine))
+    return engine.calls
+
+
+HOSTS = {"plain": {}, "removed-on-stop (--rm)": {"AutoRemove": True}, "paused": {"paused": True},
+         "no restart policy": {"RestartPolicy": {"Name": "no"}}}
+
+
+@pytest.mark.parametrize("host", HOSTS.values(), ids=HOSTS.keys())
+def test_killed_before_any_engine_call_then_recovered(host: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """For every engine call an update makes, the updater is killed just before it; a new
+    updater's recovery leaves `app` running on the old image or the new one (the new one
+    only once it was proven), the journal closed, and no other container."""
+    calls = _whole_update_calls(dict(host), tmp_path)
+    assert len(calls) >= 6, calls
+    old_image = FakeEngine().add_image(REFERENCE, "1", OLD_DIGEST)
+    for index in range(1, len(calls) + 1):
+        engine = _host(**dict(host))
+        engine.crash_before = index
+        state = tmp_path / f"kill-{index}"
+        with pytest.raises(Crash):
+            _updater(engine, state).update(_candidate(engine))
+        reports = _updater(engine, state).recover()
+        where = f"killed before call {index} ({calls[index - 1]}); then {engine.calls}"
+        assert set(engine.named()) == {"app"}, where
+        image, running = engine.named()["app"]
+        assert running, where
+        assert image in (old_image, engine.registry[NEW_DIGEST]), where
+        assert Journal(str(state)).unfinished() == [], where
+        found = engine.inspect_container("app")
+        assert found is not None and found["State"]["Paused"] == bool(host.get("paused")), where
+        assert found["HostConfig"]["RestartPolicy"] == \
+            host.get("RestartPolicy", {"Name": "unless-stopped"}), where
+        assert all(r.outcome in (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.RECOVERED)
+                   for r in reports), (where, reports)
+
+
+def test_a_new_image_that_exits_is_rolled_back(tmp_path: Path) -> None:
+    engine = _host()
+    engine.broken.add(engine.registry[NEW_DIGEST])
+    old = engine.named()["app"]
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.ROLLED_BACK and "exit code 3" in (item.reason or ""), item
+    assert engine.named() == {"app": old}
+
+
+def test_killed_during_a_rollback_then_recovered(tmp_path: Path) -> None:
+    """The new image exits; the updater is killed before each call of the rollback: recovery
+    still ends with the old container running under its name, and nothing else."""
+    engine = _host()
+    engine.broken.add(engine.registry[NEW_DIGEST])
+    _updater(engine, tmp_path / "count").update(_candidate(engine))
+    calls = engine.calls
+    first_undo = next(i for i, call in enumerate(calls) if call.startswith("remove"))
+    for index in range(first_undo + 1, len(calls) + 1):
+        engine = _host()
+        engine.broken.add(engine.registry[NEW_DIGEST])
+        old = engine.named()["app"]
+        engine.crash_before = index
+        state = tmp_path / f"kill-{index}"
+        with pytest.raises(Crash):
+            _updater(engine, state).update(_candidate(engine))
+        _updater(engine, state).recover()
+        assert engine.named() == {"app": old}, (index, calls[index - 1], engine.calls)
+
+
+def test_a_failed_create_leaves_the_old_container_untouched(tmp_path: Path) -> None:
+    """The replacement's name is taken by an unrelated container: the update fails before
+    anything is stopped, and both containers are as they were."""
+    engine = _host()
+    engine.run("app-updater-new", REFERENCE)
+    before = engine.named()
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.FAILED and "not touched" in (item.reason or ""), item
+    assert engine.named() == before
+    assert not [call for call in engine.calls if call.startswith(("stop", "rename"))]
