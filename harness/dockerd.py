@@ -43,6 +43,7 @@ from harness.procs import Process, wait_for
 START_TIMEOUT = 60.0
 SNAPSHOTTER = "io.containerd.snapshotter.v1"
 _bridges = itertools.count()
+BRIDGES = "10.213.0.0/16"  # every engine's bridge is a /24 of it
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,12 @@ class EngineSetup:
         return env
 
     def daemon_config(self) -> dict[str, object]:
-        """The settings of its --config-file."""
+        """The settings of its --config-file. Registries on the engines' own bridges (their
+        gateway addresses, which containers reach) are plain HTTP, as loopback ones are."""
+        config: dict[str, object] = {"insecure-registries": [BRIDGES]}
         if self.containerd_store:
-            return {"features": {"containerd-snapshotter": True}}
-        return {}
+            config["features"] = {"containerd-snapshotter": True}
+        return config
 
     def describe(self) -> str:
         store = "containerd image store" if self.containerd_store else "graph driver"
@@ -108,6 +111,14 @@ class Dockerd:
         self.bridge: str | None = None
         self._process: Process | None = None
         self._client: docker.DockerClient | None = None
+
+    def gateway(self) -> str:
+        """The address of the engine's bridge on the host: what its containers reach the host
+        at (a registry listening there serves both the engine and containers)."""
+        assert self.bridge is not None, "the engine is not started"
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", self.bridge],
+                               check=True, capture_output=True, text=True).stdout
+        return shown.split(" inet ", 1)[1].split("/", 1)[0]
 
     @property
     def client(self) -> docker.DockerClient:

@@ -33,13 +33,14 @@ class Registry:
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None,
                  token_server: TokenServer | None = None, port: int | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, address: str = "127.0.0.1") -> None:
         self.root = root
         self.users = users or {}
         self.token_server = token_server
         self.tls = tls
         self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.address = address  # loopback, or an engine's bridge (Dockerd.gateway)
+        self.host = f"{address}:{self.port}"
         self._process: Process | None = None
 
     @property
@@ -69,7 +70,7 @@ class Registry:
         config.write_text(yaml.safe_dump(settings))
         self._process = Process(["docker-registry", "serve", str(config)], self.log,
                                 self.root / "registry.pid")
-        wait_for(lambda: port_open(self.port), 20, f"registry on {self.host}")
+        wait_for(lambda: port_open(self.port, self.address), 20, f"registry on {self.host}")
         return self
 
     def stop(self) -> None:

@@ -96,6 +96,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "history": _STATE + _LOGS,
     "health": _STATE + _LOGS,
     "config": _ALL,
+    "swap": _ENGINE + _STATE + _LOGS + ("health_timeout",),
 }
 
 
@@ -158,6 +159,9 @@ def _parser() -> _Parser:
                            help=f"at most this many, 1 to {MAX_LIMIT} [{DEFAULT_LIMIT}]")
     command("health", _health, "exit 0 when `updater run` here is alive (HEALTHCHECK)")
     command("config", _show_config, "validate and print the effective configuration")
+    swapper = command("swap", _swap, "internal: the helper container of a self-update that "
+                                     "must stop the old updater before the new one can start")
+    swapper.add_argument("entry", type=int, metavar="ENTRY", help="its journal entry")
     return parser
 
 
@@ -211,6 +215,21 @@ def _health(_: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     print("healthy")
     return EXIT_OK
+
+
+def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.engine import Engine
+    from updater.journal import Journal
+    from updater.swap import swap
+
+    engine = Engine.connect(settings.docker_host)
+    journal = Journal(settings.state_dir)
+    try:
+        done = swap(engine, journal, arguments.entry, settings.health_timeout)
+    finally:
+        journal.close()
+        engine.close()
+    return EXIT_OK if done == 0 else EXIT_FAILED
 
 
 def _show_config(_: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ taken; `recover()` finishes or undoes what a killed updater left.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import time
@@ -34,6 +35,9 @@ from updater.snapshots import ContainerSnapshot
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"
 NEW_SUFFIX = "-updater-new"
+SWAP_SUFFIX = "-updater-swap"  # the helper of a self-update whose ports must be let go first
+SWAP_OF = "updater.swap-of"  # its label: the name of the updater it swaps
+SWAP_MARGIN = 60.0
 HANDING_OVER = "handing-over"
 LOCK_TAKE_BACK = 30.0
 STABLE_SECONDS = 2.0
@@ -465,18 +469,14 @@ class ContainerUpdater:
                 raise EngineError("no state lock to hand over; run it with `updater run`")
             old = self._require(container.id)
             held = _host_ports(old)
-            if held:
-                log.error("%s: cannot update itself: it publishes host port(s) %s", container.name,
-                          ", ".join(held))
-                return self._item(candidate, Outcome.ERROR, (
-                    f"publishes host port(s) {', '.join(held)}, which its successor cannot bind "
-                    "while this updater runs; run it on the host network (as stack.yml does) "
-                    "or replace it by hand"), started, versions)
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
             self._require_free_names([container.name])
+            if held and self._engine.inspect_container(container.name + SWAP_SUFFIX):
+                raise EngineError(f"the name {container.name + SWAP_SUFFIX} is taken; remove "
+                                  "that container so the self-update can use it")
         except UpdaterError as exc:
             log.error("%s: self-update failed before anything changed: %s", container.name, exc)
             return self._item(candidate, Outcome.FAILED, f"{exc}; this updater keeps running",
@@ -484,9 +484,18 @@ class ContainerUpdater:
         entry = self._journal.begin(container.name, container.id, container.image,
                                     candidate.new_digest, saved_state(old))
         try:
-            outcome, reason = self._start_successor(entry, container.name, container.id, plan,
-                                                    str(new_image["Id"]), candidate.options,
-                                                    stop_requested)
+            if held:
+                # The engine will not start a container binding the same host ports while this
+                # one runs: a helper container stops this one first, then starts the successor.
+                log.info("%s: it publishes host port(s) %s: a swap helper hands over",
+                         container.name, ", ".join(held))
+                outcome, reason = self._swap_through_helper(
+                    entry, container.name, container.id, plan, str(new_image["Id"]),
+                    candidate.options, stop_requested)
+            else:
+                outcome, reason = self._start_successor(entry, container.name, container.id,
+                                                        plan, str(new_image["Id"]),
+                                                        candidate.options, stop_requested)
         except UpdaterError as exc:
             outcome, reason = self._abort(entry, exc)
             self._take_lock_back()
@@ -529,6 +538,45 @@ class ContainerUpdater:
         log.info("%s: handed over to %s; this updater stops", name, new_id[:12])
         return Outcome.UPDATED, f"handed over to the new updater container {new_id[:12]}"
 
+    def _swap_through_helper(self, entry: int, name: str, own_id: str,
+                             plan: recreate.CreatePlan, image_id: str, options: ContainerOptions,
+                             stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
+        """Create the successor (not started) under the name, then start a short-lived helper
+        container of the new image (`updater swap ENTRY`, the same mounts and environment) and
+        let go of the state lock: the helper stops this container, starts the successor, and
+        puts this one back if the successor does not take over. Here the wait ends when the
+        helper stops this container (SIGTERM), or fails before it did."""
+        assert self._lock is not None
+        self._journal.record(entry, "creating")
+        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
+        self._journal.record(entry, "created", new_id)
+        self._connect(new_id, plan)
+        self._journal.record(entry, "renaming")
+        self._engine.rename(own_id, name + OLD_SUFFIX)
+        self._engine.rename(new_id, name)
+        self._journal.record(entry, "renamed")
+        helper_id = self._engine.create(swap_helper(plan, entry, name), name + SWAP_SUFFIX,
+                                        image_id, plan.platform)
+        self._journal.record(entry, HANDING_OVER)
+        self._lock.release()
+        self._engine.start(helper_id)
+        log.info("%s: swap helper %s started; it stops this container and starts %s", name,
+                 helper_id[:12], new_id[:12])
+        deadline = self._clock() + _own_stop_timeout_of(plan) + options.health_timeout + \
+            LOCK_TAKE_BACK + SWAP_MARGIN
+        while not stop_requested():
+            helper = self._engine.inspect_container(helper_id)
+            if helper is None or not (helper.get("State") or {}).get("Running"):
+                raise EngineError("the swap helper ended before it stopped this updater")
+            if self._clock() >= deadline:
+                self._engine.remove(helper_id, force=True)
+                raise EngineError("the swap helper did not stop this updater in time")
+            self._sleep(POLL_SECONDS)
+        log.info("%s: stopped by the swap helper; the successor %s takes over", name,
+                 new_id[:12])
+        return Outcome.UPDATED, f"handed over to the new updater container {new_id[:12]} " \
+                                "through a swap helper"
+
     def _await_running(self, container: str) -> str | None:
         """None once the container has run for STABLE_SECONDS (it waits for the state lock, so
         it cannot be healthy yet), else what is wrong."""
@@ -555,7 +603,7 @@ class ContainerUpdater:
             return Outcome.ROLLED_BACK, "undid an interrupted self-update"
         old = self._engine.inspect_container(entry.old_id)
         if old is not None:
-            self._engine.stop(entry.old_id, _own_stop_timeout(old))
+            self._engine.stop(entry.old_id, own_stop_timeout(old))
             self._engine.remove(entry.old_id)
         return Outcome.UPDATED, "took over from the previous updater container"
 
@@ -635,6 +683,9 @@ class ContainerUpdater:
             found = self._engine.inspect_container(candidate) if candidate else None
             if found is not None and found["Id"] not in keep:
                 self._engine.remove(str(found["Id"]), force=True)
+        helper = self._engine.inspect_container(name + SWAP_SUFFIX)
+        if helper is not None and _labels(helper).get(SWAP_OF) == name:
+            self._engine.remove(str(helper["Id"]), force=True)
         if old is None:
             assert backup is not None
             old = backup
@@ -667,7 +718,7 @@ class ContainerUpdater:
         found = self._engine.inspect_container(container)
         if found is None or not (found.get("State") or {}).get("Running"):
             return
-        timeout = _own_stop_timeout(found)
+        timeout = own_stop_timeout(found)
         labels = (found.get("Config") or {}).get("Labels") or {}
         with contextlib.suppress(UpdaterError):
             timeout = policy.duration_label(labels, "stop-timeout", timeout)
@@ -817,7 +868,25 @@ def _host_ports(container: Mapping[str, Any]) -> list[str]:
     return sorted(set(held))
 
 
-def _own_stop_timeout(inspect: dict[str, Any]) -> float:
+def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, Any]:
+    """The create body of the swap helper: the successor's image, mounts, environment and
+    networks (the engine's socket and the state volume among them), running `updater swap
+    ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched."""
+    body = copy.deepcopy(plan.body)
+    host = body.setdefault("HostConfig", {})
+    host.update(PortBindings={}, PublishAllPorts=False, RestartPolicy={"Name": "no"},
+                AutoRemove=True)
+    body.update(Cmd=["swap", str(entry)], Labels={SWAP_OF: name}, ExposedPorts=None,
+                Healthcheck={"Test": ["NONE"]})
+    return body
+
+
+def _own_stop_timeout_of(plan: recreate.CreatePlan) -> float:
+    own = plan.body.get("StopTimeout")
+    return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT
+
+
+def own_stop_timeout(inspect: dict[str, Any]) -> float:
     own = (inspect.get("Config") or {}).get("StopTimeout")
     return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT
 

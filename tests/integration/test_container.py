@@ -4,6 +4,8 @@ and replacing itself when its own image gets a new digest."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +217,96 @@ def test_self_update_of_an_updater_serving_its_api_on_a_host_port(
     assert "took over from the previous updater container" in text, text[-4000:]
     assert f"HTTP API listening on 127.0.0.1:{port}" in text
     assert "Traceback" not in text
+
+
+def _api_status(port: int, token: str) -> dict[str, Any] | None:
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=5,
+                           headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError:
+        return None
+    return dict(answer.json()) if answer.status_code == 200 else None
+
+
+def _updaters(engine: Dockerd, name: str) -> list[Container]:
+    try:  # the list inspects each container: one may go in between
+        return [c for c in engine.client.containers.list(all=True)
+                if str(c.name).startswith(name)]
+    except docker.errors.NotFound:
+        return []
+
+
+def test_self_update_of_an_updater_publishing_its_api_port(
+        engine: Dockerd, root: Path, build_context: Path, updater_ref: str, unique: str,
+        sidecars: list[str]) -> None:
+    """On the bridge network with `-p 127.0.0.1:PORT:8080`: the engine cannot start a successor
+    while the old updater holds the port, so a swap helper stops the old one and starts the
+    successor; then one updater is left, on the new image, answering on the same port. A
+    successor that exits at once is removed and the old updater runs and answers again. (The
+    registry listens on the engine's bridge, which the engine and the containers both reach.)"""
+    bridged = Registry(root / f"registry-bridge-{unique}", address=engine.gateway()).start()
+    try:
+        reference = f"{bridged.host}/updater/{unique}:latest"
+        engine.client.images.get(updater_ref).tag(reference)
+        images.push(engine.client, reference)
+        name, port, token = f"{unique}-published", free_port(), "published-token-1"
+        sidecars.append(name)
+        first = engine.client.containers.run(
+            reference, detach=True, name=name, labels=ENABLED,
+            ports={"8080/tcp": ("127.0.0.1", port)},
+            volumes={str(engine.socket): {"bind": "/var/run/docker.sock", "mode": "rw"}},
+            environment={"UPDATER_INTERVAL": "2s", "UPDATER_HTTP_API_LISTEN": "0.0.0.0:8080",
+                         "UPDATER_HTTP_API_TOKEN": token,
+                         "UPDATER_REGISTRIES": json.dumps({bridged.host: {"insecure": True}})},
+            restart_policy={"Name": "always"}, stop_signal="SIGTERM")
+        wait_until(lambda: health(engine, name) == "healthy", 60,
+                   lambda: f"updater healthy; logs:\n{logs(engine, name)}")
+        assert _api_status(port, token) is not None
+
+        new_image = updater_image.build(engine.client, reference, build_context, version="1.4")
+        images.push(engine.client, reference)
+
+        def replaced() -> bool:
+            found = _updaters(engine, name)
+            return (len(found) == 1 and found[0].id != first.id and found[0].name == name
+                    and found[0].attrs["State"]["Running"]
+                    and found[0].attrs["Image"] == new_image)
+
+        wait_until(replaced, 120, lambda: f"one updater on the new image; old logs:\n"
+                   f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
+        wait_until(lambda: _api_status(port, token) is not None, 60,
+                   lambda: f"the successor answers on :{port}; logs:\n{logs(engine, name)}")
+        successor = engine.client.containers.get(name)
+        text = successor.logs().decode(errors="replace")
+        assert "took over from the previous updater container" in text, text[-4000:]
+        assert "Traceback" not in text
+
+        # A release whose `run` exits at once (its swap helper works: same entrypoint).
+        broken, _ = engine.client.images.build(
+            fileobj=io.BytesIO(f'FROM {new_image}\nCMD ["no-such-command"]\n'.encode()),
+            tag=reference, rm=True, labels={"harness.nonce": unique})
+        images.push(engine.client, reference)
+        assert broken.id != new_image
+        def put_back() -> bool:
+            try:  # all of its log: passes every 2 s push the line out of the tail
+                text = engine.client.containers.get(name).logs().decode(errors="replace")
+            except docker.errors.APIError:  # gone, or being removed (the failed successor)
+                return False
+            return "undid an interrupted self-update" in text
+
+        def told() -> str:
+            text = engine.client.containers.get(name).logs().decode(errors="replace")
+            return "\n".join(line for line in text.splitlines() if " pass: " not in line
+                             and "next pass" not in line and "held-back" not in line)[-6000:]
+
+        wait_until(put_back, 120, lambda: f"the old updater back; logs:\n{told()}")
+        wait_until(lambda: _api_status(port, token) is not None, 60,
+                   lambda: f"the old updater answers again; logs:\n{logs(engine, name)}")
+        wait_until(lambda: len(_updaters(engine, name)) == 1, 30, lambda: "helper gone")
+        [left] = _updaters(engine, name)
+        assert (left.id, left.attrs["State"]["Running"]) == (successor.id, True)
+    finally:
+        bridged.stop()
 
 
 def test_a_successor_that_does_not_start_leaves_the_old_updater_in_place(

@@ -1,0 +1,77 @@
+"""The swap helper of a self-update on published ports, against the in-memory engine: it stops
+the old updater before starting the successor, and puts the old one back (name, running) when
+the successor does not take over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from tests.unit.fake_engine import FakeEngine
+from updater.containers import HANDING_OVER
+from updater.engine import Engine
+from updater.journal import Journal
+from updater.swap import swap
+
+REFERENCE = "reg.example/updater:1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _handing_over(tmp_path: Path, broken: bool) -> tuple[FakeEngine, Journal, int, str]:
+    """An old updater renamed `updater-updater-old`, its successor created as `updater`, and
+    the journal entry at the hand-over, as the old updater leaves them."""
+    engine = FakeEngine()
+    engine.add_image(REFERENCE, "1", "sha256:" + "a" * 64)
+    new_image = engine.add_image("reg.example/updater:2", "2", "sha256:" + "b" * 64)
+    if broken:
+        engine.broken.add(new_image)
+    old_id = engine.run("updater-updater-old", REFERENCE)
+    new_id = engine.create({"Image": "reg.example/updater:2"}, "updater")
+    journal = Journal(str(tmp_path))
+    entry = journal.begin("updater", old_id, REFERENCE, "sha256:" + "b" * 64)
+    journal.record(entry, HANDING_OVER, new_id)
+    engine.calls.clear()
+    return engine, journal, entry, new_id
+
+
+def test_the_old_updater_is_stopped_before_the_successor_starts(tmp_path: Path) -> None:
+    engine, journal, entry, new_id = _handing_over(tmp_path, broken=False)
+    real_start = engine.start
+
+    def start_and_take_over(container: str) -> None:  # what the successor does once started
+        real_start(container)
+        if container == new_id:
+            journal.finish(entry, "updated")
+
+    engine.start = start_and_take_over  # type: ignore[method-assign]
+    clock = Clock()
+    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 0
+    assert engine.calls == ["stop updater-updater-old", "start updater"]
+
+
+def test_a_successor_that_exits_gives_the_old_updater_its_name_back(tmp_path: Path) -> None:
+    engine, journal, entry, _ = _handing_over(tmp_path, broken=True)
+    old_image = engine.named()["updater-updater-old"][0]
+    clock = Clock()
+    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 1
+    assert engine.named() == {"updater": (old_image, True)}
+    assert clock.now < 5  # it did not wait out the timeout for a successor that exited
+
+
+def test_a_successor_that_never_takes_over_is_undone_after_the_timeout(tmp_path: Path) -> None:
+    engine, journal, entry, _ = _handing_over(tmp_path, broken=False)
+    old_image = engine.named()["updater-updater-old"][0]
+    clock = Clock()
+    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 1
+    assert engine.named() == {"updater": (old_image, True)}
+    assert clock.now >= 60
