@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NODE_LABELS = "node.labels."
+MIN_WEIGHT = 0.01
 ENGINE_LABELS = "engine.labels."
 
 
@@ -143,7 +144,9 @@ def _best(replicas: int, per_task: tuple[int, int], nodes: list[NodeCapacity],
     room = {n.id: _room(free[n.id], per_task) for n in nodes}
     if rules.max_per_node:
         room = {node: min(limit, rules.max_per_node) for node, limit in room.items()}
-    weight = {n.id: (free[n.id][0] / n.nano_cpus if n.nano_cpus else 1.0) for n in nodes}
+    # Free CPU share, never 0: a task that reserves nothing fits on a fully reserved node too.
+    weight = {n.id: max(free[n.id][0] / n.nano_cpus if n.nano_cpus else 1.0, MIN_WEIGHT)
+              for n in nodes}
     counts = _spread(replicas, nodes, list(rules.spread), room, weight)
     return {n.name: counts.get(n.id, 0) for n in nodes}
 
@@ -184,7 +187,7 @@ def _distribute(replicas: int, nodes: list[NodeCapacity], room: Mapping[str, flo
                 weight: Mapping[str, float]) -> dict[str, int]:
     counts = {n.id: 0 for n in nodes}
     for _ in range(replicas):
-        open_nodes = [n for n in nodes if counts[n.id] < room[n.id] and weight[n.id] > 0]
+        open_nodes = [n for n in nodes if counts[n.id] < room[n.id]]
         if not open_nodes:
             break
         best = min(open_nodes, key=lambda n: ((counts[n.id] + 1) / weight[n.id], n.name))

@@ -300,10 +300,24 @@ def _plan(output: str, service: str) -> dict[str, tuple[int, int]]:
     return {row[1]: (int(row[2]), int(row[3])) for row in rows if row and row[0] == service}
 
 
-def test_rebalance_spreads_by_free_capacity(swarm: Swarm, unique: str, tmp_path: Path) -> None:
+@pytest.fixture
+def services_made(swarm: Swarm) -> Iterator[list[str]]:
+    """Names of services a test creates; removed after it, so no later test finds their
+    tasks (or reservations) on the nodes."""
+    names: list[str] = []
+    yield names
+    client = swarm.nodes[0].client()
+    for name in names:
+        with contextlib.suppress(docker.errors.APIError):
+            client.api.remove_service(name)
+
+
+def test_rebalance_spreads_by_free_capacity(swarm: Swarm, unique: str, tmp_path: Path,
+                                            services_made: list[str]) -> None:
     """All 6 replicas on one node (the others drained, then active again) end spread with a
     standard deviation ≤ 1; with most of a node's CPU reserved by another service, the plan
     gives that node fewer tasks."""
+    services_made += [unique, f"{unique}-hog", f"{unique}-packed"]
     manager = swarm.nodes[0].client()
     image = f"{swarm.registry_host}/spread/{unique}:latest"
     first = release(swarm, image, "1")

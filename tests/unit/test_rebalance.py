@@ -131,3 +131,11 @@ def test_placement_from_a_service_template() -> None:
     assert Placement.from_template(template) == Placement(("node.role==worker",),
                                                           ("node.labels.az",), 3)
     assert Placement.from_template({}) == Placement()
+
+
+def test_a_service_reserving_nothing_is_planned_on_fully_reserved_nodes() -> None:
+    """Other services reserve every CPU of every node: a service that reserves nothing still
+    runs anywhere, so its plan spreads it (before, it planned 0 tasks everywhere)."""
+    reserved = {n.id: (CPU, 0) for n in NODES}
+    moved = plan_service("web", 6, (0, 0), [], {"id1": 6}, NODES, reserved, 1.0)
+    assert moved is not None and moved.after == {"node1": 2, "node2": 2, "node3": 2}
