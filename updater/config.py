@@ -310,10 +310,10 @@ def _read_secret_file(path: Any, source: str) -> str:
     try:
         return Path(str(path)).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read {source} file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {source} file {str(path)!r}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{source} file {path} is not UTF-8 text; write the secret as UTF-8 "
-                          "text") from None
+        raise ConfigError(f"{source} file {str(path)!r} is not UTF-8 text; write the secret as "
+                          "UTF-8 text") from None
 
 
 # --- validation -----------------------------------------------------------------------------

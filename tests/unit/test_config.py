@@ -189,7 +189,7 @@ def test_non_utf8_files_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file .*bad.yml is not UTF-8 text"):
         config.load(str(tmp_path / "bad.yml"), {})
     (tmp_path / "tok").write_bytes(b"\xff\xfe\xfd")
-    with pytest.raises(ConfigError, match=r"token_file file .*tok is not UTF-8 text"):
+    with pytest.raises(ConfigError, match=r"token_file file .*tok' is not UTF-8 text"):
         config.load(None, {"UPDATER_HTTP_API_LISTEN": ":1",
                            "UPDATER_HTTP_API_TOKEN_FILE": str(tmp_path / "tok")})
 
