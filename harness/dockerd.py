@@ -76,12 +76,10 @@ class EngineSetup:
         return env
 
     def daemon_config(self) -> dict[str, object]:
-        """The settings of its --config-file. Registries on the engines' own bridges (their
-        gateway addresses, which containers reach) are plain HTTP, as loopback ones are."""
-        config: dict[str, object] = {"insecure-registries": [BRIDGES]}
+        """The settings of its --config-file."""
         if self.containerd_store:
-            config["features"] = {"containerd-snapshotter": True}
-        return config
+            return {"features": {"containerd-snapshotter": True}}
+        return {}
 
     def describe(self) -> str:
         store = "containerd image store" if self.containerd_store else "graph driver"
@@ -130,7 +128,10 @@ class Dockerd:
         """Start the engine and wait until it answers; on failure nothing of it is left."""
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "daemon.json"
-        config.write_text(json.dumps(self.setup.daemon_config()))
+        # Registries on the engines' own bridges (their gateway addresses, which containers
+        # reach) are plain HTTP, as loopback ones are.
+        config.write_text(json.dumps({**self.setup.daemon_config(),
+                                      "insecure-registries": [BRIDGES]}))
         try:
             if self.bridge is None:
                 self.bridge = _make_bridge(self.root)

@@ -111,6 +111,21 @@ class Swarm:
                     cgroup.rmdir()
             shutil.rmtree(node.root / "data", ignore_errors=True)
 
+    def stop_node(self, node: Node) -> None:
+        """Stop one node's engine (as a machine that went down); `start_node` brings it back."""
+        if node.process is not None:
+            node.process.stop(timeout=30)
+            node.process = None
+
+    def start_node(self, node: Node) -> None:
+        """Start a stopped node's engine again and wait until the swarm has it ready."""
+        self._start_node(node)
+        manager = self.nodes[0].client()
+        wait_for(lambda: any(n.attrs["Description"]["Hostname"] == node.name
+                             and n.attrs["Status"]["State"] == "ready"
+                             for n in manager.nodes.list()), 2 * START_TIMEOUT,
+                 f"{node.name} ready again")
+
     def _network(self) -> None:
         _ip("netns", "add", self.hub)
         _ip("-n", self.hub, "link", "set", "lo", "up")

@@ -586,3 +586,39 @@ def test_rebalance_leaves_what_the_swarms_own_rules_placed(swarm: Swarm, unique:
         for name in zones:
             node = manager.nodes.get(name)
             node.update({**node.attrs["Spec"], "Labels": {}})
+
+
+def test_where_lists_no_task_on_a_node_that_went_down(swarm: Swarm, unique: str,
+                                                     tmp_path: Path,
+                                                     services_made: list[str]) -> None:
+    """node3's engine stops: its task still says "running" (its node cannot report) while the
+    swarm runs a replacement elsewhere; `where` lists the three tasks that run, none on node3
+    (before, it listed node3's too, with a shell command that cannot work; issue 20, case 4)."""
+    manager = swarm.nodes[0].client()
+    image = f"{swarm.registry_host}/where/{unique}:latest"
+    first = release(swarm, image, "1")
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    services_made.append(unique)
+    manager.api.create_service(docker.types.TaskTemplate(
+        docker.types.ContainerSpec(f"{image}@{first}"),
+        placement=docker.types.Placement(maxreplicas=1)), name=unique,
+        mode=docker.types.ServiceMode("replicated", replicas=3))
+    wait_running(manager, unique, 3, first)
+    assert _per_node(manager, unique) == {"node1": 1, "node2": 1, "node3": 1}
+    worker = swarm.nodes[2]
+    swarm.stop_node(worker)
+    try:
+        def down() -> bool:
+            return bool(manager.nodes.get("node3").attrs["Status"]["State"] == "down")
+
+        deadline = time.monotonic() + 120
+        while not down() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert down(), "node3 is not seen down"
+        listed = updater(swarm, 1, ["where", unique, "--json"], tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        places = json.loads(listed.stdout)
+        assert places and {p["node"] for p in places} <= {"node1", "node2"}, places
+        assert all(p["availability"] == "active" for p in places), places
+    finally:
+        swarm.start_node(worker)
