@@ -501,10 +501,10 @@ class ContainerUpdater:
             self._take_lock_back()
         return self._item(candidate, outcome, reason, started, versions)
 
-    def _start_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
-                         image_id: str, options: ContainerOptions,
-                         stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
-        assert self._lock is not None
+    def _place_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
+                         image_id: str) -> str:
+        """Create the successor (not started) and give it the name, this container renamed
+        `-updater-old`; journalled step by step. Its ID."""
         self._journal.record(entry, "creating")
         new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
         self._journal.record(entry, "created", new_id)
@@ -513,6 +513,13 @@ class ContainerUpdater:
         self._engine.rename(own_id, name + OLD_SUFFIX)
         self._engine.rename(new_id, name)
         self._journal.record(entry, "renamed")
+        return new_id
+
+    def _start_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
+                         image_id: str, options: ContainerOptions,
+                         stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
+        assert self._lock is not None
+        new_id = self._place_successor(entry, name, own_id, plan, image_id)
         self._journal.record(entry, "starting")
         self._engine.start(new_id)
         self._journal.record(entry, "started")
@@ -547,14 +554,7 @@ class ContainerUpdater:
         puts this one back if the successor does not take over. Here the wait ends when the
         helper stops this container (SIGTERM), or fails before it did."""
         assert self._lock is not None
-        self._journal.record(entry, "creating")
-        new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
-        self._journal.record(entry, "created", new_id)
-        self._connect(new_id, plan)
-        self._journal.record(entry, "renaming")
-        self._engine.rename(own_id, name + OLD_SUFFIX)
-        self._engine.rename(new_id, name)
-        self._journal.record(entry, "renamed")
+        new_id = self._place_successor(entry, name, own_id, plan, image_id)
         helper_id = self._engine.create(swap_helper(plan, entry, name), name + SWAP_SUFFIX,
                                         image_id, plan.platform)
         self._journal.record(entry, HANDING_OVER)

@@ -149,17 +149,9 @@ def test_self_update_leaves_exactly_one_updater_on_the_new_image(
     new_image = updater_image.build(engine.client, reference, build_context, version="1.1")
     new_digest = images.push(engine.client, reference)
 
-    def replaced() -> bool:
-        try:  # the list inspects each container: the old one may go in between
-            found = [c for c in engine.client.containers.list(all=True)
-                     if str(c.name).startswith(name)]
-        except docker.errors.NotFound:
-            return False
-        return (len(found) == 1 and found[0].id != first.id
-                and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
-
-    wait_until(replaced, 90, lambda: f"one updater on the new image; old logs:\n"
-               f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
+    wait_until(lambda: _replaced(engine, name, str(first.id), new_image), 90,
+               lambda: f"one updater on the new image; old logs:\n"
+                       f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
     wait_until(lambda: health(engine, name) == "healthy", 60,
                lambda: f"new updater healthy; logs:\n{logs(engine, name)}")
     time.sleep(6)  # several passes of the successor: no copies appear
@@ -188,30 +180,14 @@ def test_self_update_of_an_updater_serving_its_api_on_a_host_port(
         engine, registry, updater_ref, unique, name, sidecars,
         {"UPDATER_HTTP_API_LISTEN": f"127.0.0.1:{port}", "UPDATER_HTTP_API_TOKEN": token})
 
-    def status() -> dict[str, Any] | None:
-        try:
-            answer = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=5,
-                               headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError:
-            return None
-        return dict(answer.json()) if answer.status_code == 200 else None
-
-    assert status() is not None
+    assert _api_status(port, token) is not None
     new_image = updater_image.build(engine.client, reference, build_context, version="1.2")
     images.push(engine.client, reference)
 
-    def replaced() -> bool:
-        try:
-            found = [c for c in engine.client.containers.list(all=True)
-                     if str(c.name).startswith(name)]
-        except docker.errors.NotFound:
-            return False
-        return (len(found) == 1 and found[0].id != first.id
-                and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
-
-    wait_until(replaced, 90, lambda: f"one updater on the new image; old logs:\n"
-               f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
-    wait_until(lambda: status() is not None, 60,
+    wait_until(lambda: _replaced(engine, name, str(first.id), new_image), 90,
+               lambda: f"one updater on the new image; old logs:\n"
+                       f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
+    wait_until(lambda: _api_status(port, token) is not None, 60,
                lambda: f"the successor answers on :{port}; logs:\n{logs(engine, name)}")
     text = engine.client.containers.get(name).logs().decode(errors="replace")
     assert "took over from the previous updater container" in text, text[-4000:]
@@ -234,6 +210,13 @@ def _updaters(engine: Dockerd, name: str) -> list[Container]:
                 if str(c.name).startswith(name)]
     except docker.errors.NotFound:
         return []
+
+
+def _replaced(engine: Dockerd, name: str, first: str, new_image: str) -> bool:
+    """Exactly one updater container is left, not `first`, running `new_image` as `name`."""
+    found = _updaters(engine, name)
+    return (len(found) == 1 and found[0].id != first and found[0].name == name
+            and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
 
 
 def test_self_update_of_an_updater_publishing_its_api_port(
@@ -266,14 +249,9 @@ def test_self_update_of_an_updater_publishing_its_api_port(
         new_image = updater_image.build(engine.client, reference, build_context, version="1.4")
         images.push(engine.client, reference)
 
-        def replaced() -> bool:
-            found = _updaters(engine, name)
-            return (len(found) == 1 and found[0].id != first.id and found[0].name == name
-                    and found[0].attrs["State"]["Running"]
-                    and found[0].attrs["Image"] == new_image)
-
-        wait_until(replaced, 120, lambda: f"one updater on the new image; old logs:\n"
-                   f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
+        wait_until(lambda: _replaced(engine, name, str(first.id), new_image), 120,
+                   lambda: f"one updater on the new image; old logs:\n"
+                           f"{logs(engine, str(first.id))}\nnew logs:\n{logs(engine, name)}")
         wait_until(lambda: _api_status(port, token) is not None, 60,
                    lambda: f"the successor answers on :{port}; logs:\n{logs(engine, name)}")
         successor = engine.client.containers.get(name)

@@ -12,6 +12,19 @@ from typing import Any
 from updater.errors import EngineError, NotFoundInEngine
 
 
+class Clock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Crash(BaseException):
     """The updater was killed here: nothing of it runs on (not an Exception it could catch)."""
 

@@ -7,24 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-from tests.unit.fake_engine import FakeEngine
+from tests.unit.fake_engine import Clock, FakeEngine
 from updater.containers import HANDING_OVER
 from updater.engine import Engine
 from updater.journal import Journal
 from updater.swap import swap
 
 REFERENCE = "reg.example/updater:1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _handing_over(tmp_path: Path, broken: bool) -> tuple[FakeEngine, Journal, int, str]:

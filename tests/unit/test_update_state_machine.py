@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.unit.fake_engine import Crash, FakeEngine
+from tests.unit.fake_engine import Clock, Crash, FakeEngine
 from updater.containers import Candidate, ContainerUpdater
 from updater.engine import Engine
 from updater.journal import Journal
@@ -25,19 +25,6 @@ OLD_DIGEST, NEW_DIGEST = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 OPTIONS = ContainerOptions(monitor_only=False, stop_signal=None, stop_timeout=10.0,
                            health_timeout=5.0, rollback=True, hook_timeout=60.0, hooks={},
                            depends_on=())
-
-
-class Clock:
-    """Time that passes only when the updater sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _host(**host: Any) -> FakeEngine:
