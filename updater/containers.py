@@ -469,6 +469,11 @@ class ContainerUpdater:
                 raise EngineError("no state lock to hand over; run it with `updater run`")
             old = self._require(container.id)
             held = _host_ports(old)
+            if held and _removed_on_stop(old):
+                raise EngineError("it runs with --rm and publishes host ports: the swap helper "
+                                  "must stop it first, and the engine would delete it, so it "
+                                  "could not be put back if the new one failed; run it without "
+                                  "--rm (a restart policy) or on the host network")
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))

@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
-from updater.containers import HANDING_OVER
+from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
+from updater.containers import HANDING_OVER, Candidate, ContainerUpdater
 from updater.engine import Engine
-from updater.journal import Journal
+from updater.journal import Journal, StateLock
+from updater.reference import parse
+from updater.report import Outcome
+from updater.snapshots import ContainerSnapshot
 from updater.swap import swap
 
 REFERENCE = "reg.example/updater:1"
@@ -64,3 +68,22 @@ def test_a_successor_that_never_takes_over_is_undone_after_the_timeout(tmp_path:
     assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 1
     assert engine.named() == {"updater": (old_image, True)}
     assert clock.now >= 60
+
+
+def test_an_updater_with_rm_and_published_ports_is_not_swapped(tmp_path: Path) -> None:
+    """`--rm` with `-p`: the swap helper would have to stop it, the engine would delete it, and
+    a failed successor could not be undone; so nothing changes and the reason says why."""
+    engine = FakeEngine()
+    engine.add_image(REFERENCE, "1", "sha256:" + "a" * 64)
+    engine.add_image(REFERENCE, "2", "sha256:" + "b" * 64, local=False)
+    own = engine.run("updater", REFERENCE, AutoRemove=True,
+                     PortBindings={"8080/tcp": [{"HostIp": "", "HostPort": "8080"}]})
+    before = engine.named()
+    updater = ContainerUpdater(cast(Engine, engine), Journal(str(tmp_path)), _NoCredentials(),
+                               own_id=own, lock=cast(StateLock, object()))
+    snapshot = ContainerSnapshot(own, "updater", REFERENCE, before["updater"][0], "running")
+    item = updater.hand_over(Candidate(snapshot, parse(REFERENCE), "sha256:" + "a" * 64,
+                                       "sha256:" + "b" * 64, OPTIONS), lambda: False)
+    assert item.outcome is Outcome.FAILED and "--rm" in (item.reason or ""), item
+    assert engine.named() == before
+    assert not [call for call in engine.calls if not call.startswith("pull")]
