@@ -10,7 +10,11 @@ from pathlib import Path
 
 
 def run_root() -> Path:
-    """Where this run keeps engines and registries: `UT_ROOT`, else a folder per process."""
+    """Where this run keeps engines and registries: `UT_ROOT`, else a folder per process; a
+    subfolder per pytest-xdist worker, each worker starting engines and registries of its own."""
     root = Path(os.environ.get("UT_ROOT") or f"/var/tmp/updater-test/{os.getpid()}")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        root = root / worker
     root.mkdir(parents=True, exist_ok=True)
     return root

@@ -21,6 +21,7 @@ the same addresses.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import itertools
 import json
@@ -44,6 +45,7 @@ START_TIMEOUT = 60.0
 SNAPSHOTTER = "io.containerd.snapshotter.v1"
 _bridges = itertools.count()
 BRIDGES = "10.213.0.0/16"  # every engine's bridge is a /24 of it
+BRIDGE_LOCK = "/var/tmp/updater-test-bridges.lock"
 
 
 @dataclass(frozen=True)
@@ -240,15 +242,20 @@ def _make_bridge(root: Path) -> str:
                    capture_output=True)
     (root / "bridge").write_text(name + "\n")
     start = os.getpid() % 200
-    for offset in range(250):
-        subnet = ipaddress.ip_network(f"10.213.{(start + offset) % 250}.0/24")
-        if any(subnet.overlaps(used) for used in _routes()):
-            continue
-        added = subprocess.run(["ip", "addr", "add", f"{subnet[1]}/24", "dev", name],
-                               check=False, capture_output=True)
-        if added.returncode == 0:
-            subprocess.run(["ip", "link", "set", name, "up"], check=True, capture_output=True)
-            return name
+    # Runs in parallel (pytest-xdist workers) choose under one lock: the route a bridge adds is
+    # what keeps the next chooser off its subnet.
+    with open(BRIDGE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for offset in range(250):
+            subnet = ipaddress.ip_network(f"10.213.{(start + offset) % 250}.0/24")
+            if any(subnet.overlaps(used) for used in _routes()):
+                continue
+            added = subprocess.run(["ip", "addr", "add", f"{subnet[1]}/24", "dev", name],
+                                   check=False, capture_output=True)
+            if added.returncode == 0:
+                subprocess.run(["ip", "link", "set", name, "up"], check=True,
+                               capture_output=True)
+                return name
     subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
     raise RuntimeError("no free 10.213.X.0/24 subnet for an engine's bridge")
 

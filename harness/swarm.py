@@ -105,10 +105,14 @@ class Swarm:
             self._registry = None
         for namespace in [node.namespace for node in self.nodes] + [self.hub]:
             subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
-        for node in self.nodes:
-            for cgroup in Path("/sys/fs/cgroup").glob(f"**/{self.tag}-{node.name}"):
+        names = {f"{self.tag}-{node.name}" for node in self.nodes}
+        # os.walk, not Path.glob: other engines (parallel test workers) remove their containers'
+        # cgroups while this walks, and a folder that vanished must not fail the teardown.
+        for parent, folders, _ in os.walk("/sys/fs/cgroup"):
+            for folder in names.intersection(folders):
                 with contextlib.suppress(OSError):
-                    cgroup.rmdir()
+                    os.rmdir(os.path.join(parent, folder))
+        for node in self.nodes:
             shutil.rmtree(node.root / "data", ignore_errors=True)
 
     def stop_node(self, node: Node) -> None:

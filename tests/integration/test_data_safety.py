@@ -93,8 +93,9 @@ def _writer(engine: Dockerd, image: str, name: str, data: Path, shutdown: float,
     engine.client.containers.run(image, name=name, detach=True, labels=labels,
                                  environment={"SHUTDOWN_SECONDS": str(shutdown)},
                                  volumes={str(data): {"bind": "/data", "mode": "rw"}})
-    wait_until(lambda: (data / "rows.db").exists() and (data / "acks.log").stat().st_size > 0,
-               30, lambda: "the writer started")
+    acks = data / "acks.log"  # written after rows.db: it may not exist yet when rows.db does
+    wait_until(lambda: acks.exists() and acks.stat().st_size > 0, 30,
+               lambda: "the writer started")
 
 
 def test_twenty_updates_while_writing_lose_no_acknowledged_row(
