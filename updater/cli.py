@@ -288,8 +288,13 @@ def _check_services(engine: Engine, registry: RegistryClient, credentials: Crede
     states = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE_AVAILABLE,
               Outcome.PINNED: State.PINNED}
     items = ServiceUpdater(engine, registry, credentials, settings).check(tuple(names))
-    return [CheckResult(i.name, "service", i.image, i.old_digest, i.new_digest,
-                        states.get(i.outcome, State.ERROR), i.reason) for i in items]
+    rows = []
+    for item in items:
+        state = states.get(item.outcome, State.ERROR)
+        error, note = (item.reason, None) if state is State.ERROR else (None, item.reason)
+        rows.append(CheckResult(item.name, "service", item.image, item.old_digest,
+                                item.new_digest, state, error, note))
+    return rows
 
 
 def _summary(results: list[CheckResult]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -115,20 +115,34 @@ def _for_platform(planned: _Planned, result: CheckResult, registry: PlatformSour
     platform = platform_of(planned.container)
     if platform is None or result.remote_digest is None:
         return result
-    try:
-        new = registry.platform_digest(planned.reference, result.remote_digest, platform)
-        # What the local image was pulled as: an index, or its platform's manifest itself.
-        same = new is not None and any(
-            registry.platform_digest(planned.reference, local, platform) == new
-            for local in planned.local[:2])
-    except RegistryError as exc:
-        log.debug("%s: could not compare for %s: %s", planned.container.name, platform, exc)
+    # What the local image was pulled as: an index, or its platform's manifest itself.
+    note = unchanged_for(registry, planned.reference, planned.local[:2], result.remote_digest,
+                         [platform], planned.container.name)
+    if note is None:
         return result
-    if not same:
-        return result
-    note = f"the tag's index changed, its {platform} image did not"
     log.debug("%s: up-to-date: %s", planned.container.name, note)
     return dataclasses.replace(result, state=State.UP_TO_DATE, note=note)
+
+
+def unchanged_for(registry: PlatformSource, ref: reference.Reference, old: Sequence[str],
+                  new: str, platforms: Sequence[str], name: str) -> str | None:
+    """Why the index `new` changes nothing for `platforms` (each names the image one of `old`
+    names for it), or None when it does, or the registry cannot say (then the digests decide,
+    as without platforms)."""
+    if not platforms:
+        return None
+    try:
+        for platform in platforms:
+            found = registry.platform_digest(ref, new, platform)
+            if found is None or all(registry.platform_digest(ref, digest, platform) != found
+                                    for digest in old):
+                return None
+    except RegistryError as exc:
+        log.debug("%s: could not compare for %s: %s", name, ", ".join(platforms), exc)
+        return None
+    shown = ", ".join(sorted(platforms))
+    return (f"the tag's index changed, its {shown} image did not" if len(platforms) == 1
+            else f"the tag's index changed, its images for {shown} did not")
 
 
 def _plan(container: ContainerSnapshot) -> _Planned:

@@ -74,6 +74,25 @@ class NodeCapacity:
                    arch=str((description.get("Platform") or {}).get("Architecture") or ""))
 
 
+# A node reports its machine as uname names it; an image index names OCI architectures.
+_OCI_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm/v7",
+                      "armv6l": "arm/v6", "i386": "386", "i686": "386"}
+
+
+def node_platforms(nodes: Sequence[Mapping[str, Any]],
+                   template: Mapping[str, Any]) -> list[str] | None:
+    """The platforms ("os/arch[/variant]") of the nodes a service's tasks may run on: every
+    node its constraints allow, those down, drained or paused too (a task may go there later);
+    None when one of them does not say its platform, or none is allowed."""
+    constraints = Placement.from_template(template).constraints
+    allowed = [node for node in map(NodeCapacity.from_inspect, nodes)
+               if all(matches(constraint, node) for constraint in constraints)]
+    if not allowed or any(not node.os or not node.arch for node in allowed):
+        return None
+    return sorted({f"{node.os}/{_OCI_ARCHITECTURES.get(node.arch, node.arch)}"
+                   for node in allowed})
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePlan:
     service: str

@@ -212,24 +212,36 @@ class RegistryClient:
     def platform_digest(self, reference: Reference, digest: str, platform: str) -> str | None:
         """The digest of the manifest for `platform` ("os/arch[/variant]") that `digest` names:
         its entry when it is an index (or manifest list), else `digest` itself; None when the
-        index has no entry for it. Read once per (repository, digest, platform): kept in memory
-        and in `known`, where one is given. Raises a RegistryError."""
+        index has no entry for it. One GET per index digest answers every platform it names:
+        kept in memory and in `known`, where one is given. Raises a RegistryError."""
         key = (f"{reference.domain}/{reference.path}", digest, platform)
         with self._lock:
             if key in self._platform_digests:
-                return self._platform_digests[key]
+                return self._platform_digests[key] or None
         found = self._known.get(*key) if self._known is not None else None
-        if found is None:
-            found = self._read_platform_digest(reference, digest, platform)
+        if found is not None:
+            self._remember(key, found)
+            return found or None
+        entries = self._read_index(reference, digest)
+        # One read answers every platform the index names (a swarm asks for each of its
+        # nodes'); the one asked for is answered even when the index does not name it.
+        answers = {wanted: _entry_for(entries, digest, wanted)
+                   for wanted in {platform, *_platforms_named(entries)}}
+        for wanted, answer in answers.items():
             if self._known is not None:
-                self._known.put(*key, found)
+                self._known.put(key[0], digest, wanted, answer)
+            self._remember((key[0], digest, wanted), answer)
+        return answers[platform] or None
+
+    def _remember(self, key: tuple[str, str, str], found: str) -> None:
         with self._lock:
             if len(self._platform_digests) >= MAX_KNOWN_PLATFORMS:
                 self._platform_digests.pop(next(iter(self._platform_digests)))
             self._platform_digests[key] = found
-        return found or None
 
-    def _read_platform_digest(self, reference: Reference, digest: str, platform: str) -> str:
+    def _read_index(self, reference: Reference, digest: str) -> list[Any] | None:
+        """The entries of the index (or manifest list) `digest`; None for a manifest of one
+        platform."""
         endpoint = self._endpoint(reference.domain)
         path = f"/v2/{reference.path}/manifests/{digest}"
         with endpoint.slots:
@@ -243,12 +255,7 @@ class RegistryClient:
             raise RegistryProtocolError(f"{endpoint.host} sent a manifest that is not JSON") \
                 from None
         entries = document.get("manifests") if isinstance(document, dict) else None
-        if not isinstance(entries, list):
-            return digest  # a single-platform manifest: it is its own
-        for entry in entries:
-            if isinstance(entry, dict) and _platform_matches(entry.get("platform"), platform):
-                return str(entry.get("digest") or "")
-        return ""  # remembered as "no entry"
+        return entries if isinstance(entries, list) else None
 
     # --- endpoints and auth -----------------------------------------------------------------
 
@@ -648,6 +655,31 @@ def _checked_digest(digest: str, host: str) -> str:
     if not _DIGEST.fullmatch(digest):
         raise RegistryProtocolError(f"{host} sent a malformed digest {digest[:80]!r}")
     return digest
+
+
+def _entry_for(entries: list[Any] | None, digest: str, platform: str) -> str:
+    """The digest of the entry for `platform`; `digest` itself when it is a manifest of one
+    platform (it is its own); "" when the index names none (remembered as "no entry")."""
+    if entries is None:
+        return digest
+    for entry in entries:
+        if isinstance(entry, dict) and _platform_matches(entry.get("platform"), platform):
+            return str(entry.get("digest") or "")
+    return ""
+
+
+def _platforms_named(entries: list[Any] | None) -> set[str]:
+    """The "os/arch[/variant]" of every image an index names (attestations, which name
+    "unknown/unknown", left out)."""
+    named = set()
+    for entry in entries or ():
+        found = entry.get("platform") if isinstance(entry, dict) else None
+        if not isinstance(found, dict):
+            continue
+        parts = [str(found.get(k) or "") for k in ("os", "architecture", "variant")]
+        if parts[0] and parts[1] and "unknown" not in parts[:2]:
+            named |= {"/".join(parts[:2]), "/".join(part for part in parts if part)}
+    return named
 
 
 def _platform_matches(found: Any, wanted: str) -> bool:

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from updater import policy, reference, rollout
 from updater.credentials import CredentialSource
-from updater.detect import DigestSource
+from updater.detect import DigestSource, PlatformSource, unchanged_for
 from updater.engine import Engine
 from updater.errors import EngineError, EngineUnavailable, UpdaterError
-from updater.rebalance import ServicePlan
+from updater.rebalance import ServicePlan, node_platforms
 from updater.report import ItemReport, Outcome
 from updater.rollout import Marker, Phase
 from updater.settings import Settings
@@ -245,6 +245,7 @@ class ServiceUpdater:
         self._clock = clock
         self._told = ToldStories(engine, [])
         self._lost: str | None = None  # why the swarm manager was lost during this run
+        self._nodes: list[dict[str, Any]] | None = None  # read when first needed in a run
 
     def names(self) -> list[str]:
         """Names of the services this engine can see (none unless it is a swarm manager)."""
@@ -265,6 +266,7 @@ class ServiceUpdater:
         services = self._engine.services()
         self._told = ToldStories(self._engine, services)
         self._lost = None
+        self._nodes = None
         # This updater's own service last: its rolling update replaces this very task.
         for service in sorted(services, key=lambda s: s["ID"] == own):
             snapshot = ServiceSnapshot.from_inspect(service)
@@ -285,6 +287,7 @@ class ServiceUpdater:
         if not swarm.get("ControlAvailable"):
             return []
         items = []
+        self._nodes = None
         for service in self._engine.services():
             snapshot = ServiceSnapshot.from_inspect(service)
             if not names or snapshot.name in names:
@@ -331,6 +334,9 @@ class ServiceUpdater:
             return _item(service, Outcome.ERROR, current, None, str(exc))
         if remote == current:
             return _item(service, Outcome.UP_TO_DATE, current, remote)
+        unchanged = self._unchanged_on_nodes(service, ref, current, remote)
+        if unchanged is not None:
+            return _item(service, Outcome.UP_TO_DATE, current, remote, unchanged)
         # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
         # user's rollback); asked for by name, it is tried again.
         held = None if retry_rolled_back else held_back(service, remote)
@@ -349,6 +355,23 @@ class ServiceUpdater:
         log.info("%s: rolling update to %s started", service.name, remote[:19])
         return self._followed(service, marker, lambda: self._after_send(
             service, spec, options, own), started)
+
+    def _unchanged_on_nodes(self, service: ServiceSnapshot, ref: reference.Reference,
+                            current: str | None, remote: str) -> str | None:
+        """Why the tag's new index changes nothing for the nodes the service may run on (it
+        names the same image for each of their platforms), or None. A pass reads the nodes
+        once, and an index once (the registry client keeps what it names)."""
+        if current is None or not isinstance(self._registry, PlatformSource):
+            return None
+        if self._nodes is None:
+            try:
+                self._nodes = self._engine.nodes()
+            except EngineError as exc:  # then the digests decide, as without platforms
+                log.debug("%s: nodes not listed: %s", service.name, exc)
+                return None
+        platforms = node_platforms(self._nodes, service.spec.get("TaskTemplate") or {})
+        return unchanged_for(self._registry, ref, [current], remote, platforms or [],
+                             service.name)
 
     def _followed(self, service: ServiceSnapshot, marker: Marker,
                   action: Callable[[], tuple[Outcome, str | None]],

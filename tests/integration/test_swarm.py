@@ -627,3 +627,76 @@ def test_where_lists_no_task_on_a_node_that_went_down(swarm: Swarm, unique: str,
         assert all(p["availability"] == "active" for p in places), places
     finally:
         swarm.start_node(worker)
+
+
+def _push_index(swarm: Swarm, repository: str, children: dict[str, str]) -> str:
+    """An OCI index of `children` ({"amd64": digest, …}) under `repository:latest` in the
+    swarm's registry (reached from the hub namespace); its digest."""
+    script = ("import json, sys; from harness import images; "
+              "print(images.push_index(sys.argv[1], sys.argv[2], 'latest', "
+              "json.loads(sys.argv[3]), auth=(sys.argv[4], sys.argv[5])))")
+    done = subprocess.run(swarm.in_hub([sys.executable, "-c", script, swarm.registry_host,
+                                        repository, json.dumps(children), USER, PASSWORD]),
+                          capture_output=True, text=True, timeout=60, check=True,
+                          cwd=Path(__file__).parents[2])
+    return done.stdout.strip()
+
+
+def _manifest_requests(log: Path, mark: int, repository: str, client: str) -> list[str]:
+    """Methods of `client`'s manifest requests for `repository` since `mark`."""
+    with log.open("rb") as handle:
+        handle.seek(mark)
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return sorted(parts[5].strip('"') for parts in map(str.split, lines)
+                  if len(parts) > 8 and parts[0] == client
+                  and f"/v2/{repository}/manifests/" in parts[6])
+
+
+@pytest.mark.matrix
+def test_an_index_rebuilt_for_a_platform_no_node_runs_rolls_nothing(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """A service on an index (amd64 + arm64) on amd64 nodes; the index pushed anew with only
+    its arm64 image rebuilt: no rolling update (the spec's version is unchanged), up-to-date
+    with the reason, two manifest GETs that once and the next pass one HEAD; then the amd64
+    image changes and the service rolls."""
+    manager = swarm.nodes[0].client()
+    repository = f"platforms/{unique}"
+    base = f"{swarm.registry_host}/{repository}"
+
+    def child(arch: str, version: str) -> str:
+        return release(swarm, f"{base}:{arch}-{version}", f"{version}-{arch}")
+
+    amd64 = child("amd64", "1")
+    first = _push_index(swarm, repository, {"amd64": amd64, "arm64": child("arm64", "1")})
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    name = f"{unique}-multi"
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(f"{base}:latest@{first}")),
+        name=name, mode=docker.types.ServiceMode("replicated", replicas=2),
+        labels={"updater.enable": "true"})
+    wait_running(manager, name, 2, first)
+    version = manager.api.inspect_service(name)["Version"]["Index"]
+    _push_index(swarm, repository, {"amd64": amd64, "arm64": child("arm64", "2")})
+    updater_address = f"{swarm.registry_host.split(':')[0]}"
+
+    def update() -> tuple[dict[str, Any], list[str]]:
+        mark = swarm.registry_log.stat().st_size
+        result = updater(swarm, 1, ["update", "--json", name], tmp_path)
+        assert result.returncode == 0, result.stderr
+        return report(result)[name], _manifest_requests(swarm.registry_log, mark, repository,
+                                                       updater_address)
+
+    item, requests = update()
+    assert (item["outcome"], item["reason"]) == (
+        "up-to-date", "the tag's index changed, its linux/amd64 image did not"), item
+    assert requests == ["GET", "GET", "HEAD"], requests
+    assert manager.api.inspect_service(name)["Version"]["Index"] == version
+    item, requests = update()  # a new process: what the indexes name is in the state database
+    assert item["outcome"] == "up-to-date" and requests == ["HEAD"], (item, requests)
+
+    third = _push_index(swarm, repository, {"amd64": child("amd64", "2"),
+                                            "arm64": child("arm64", "2")})
+    item, _ = update()
+    assert item["outcome"] == "updated" and item["new_digest"] == third, item
+    wait_running(manager, name, 2, third)
+    manager.api.remove_service(name)

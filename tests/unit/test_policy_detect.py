@@ -160,3 +160,40 @@ def test_content_digest_stands_in_when_the_tag_moved_on_the_containerd_store() -
     results = {r.name: r for r in check([moved], FakeRegistry({"reg.example/app:1": NEW}))}
     assert (results["moved"].state, results["moved"].local_digest) == (State.UPDATE_AVAILABLE,
                                                                        OLD)
+
+
+class _Indexes:
+    """A registry that knows what each index names per platform."""
+
+    def __init__(self, indexes: dict[str, dict[str, str]], failing: bool = False) -> None:
+        self.indexes, self.failing = indexes, failing
+
+    def platform_digest(self, ref: Reference, digest: str, platform: str) -> str | None:
+        if self.failing:
+            raise RegistryUnavailable("reg.example is down")
+        return self.indexes[digest].get(platform)
+
+
+def test_an_index_changed_only_for_other_platforms_changes_nothing() -> None:
+    """Each platform asked for names the same image in the new index as in the old: the note
+    says which; one that differs, or that the new index lacks, or a registry that cannot
+    say, leaves it to the digests."""
+    from updater.detect import unchanged_for
+
+    ref = parse("reg.example/app:1")
+    amd, arm, arm2, s390 = ("sha256:" + c * 64 for c in "1234")
+    registry = _Indexes({"old": {"linux/amd64": amd, "linux/arm64": arm},
+                         "arm-rebuilt": {"linux/amd64": amd, "linux/arm64": arm2},
+                         "s390-added": {"linux/amd64": amd, "linux/arm64": arm,
+                                        "linux/s390x": s390}})
+    assert unchanged_for(registry, ref, ["old"], "arm-rebuilt", ["linux/amd64"], "web") == \
+        "the tag's index changed, its linux/amd64 image did not"
+    assert unchanged_for(registry, ref, ["old"], "s390-added", ["linux/arm64", "linux/amd64"],
+                         "web") == ("the tag's index changed, its images for linux/amd64, "
+                                    "linux/arm64 did not")
+    assert unchanged_for(registry, ref, ["old"], "arm-rebuilt",
+                         ["linux/amd64", "linux/arm64"], "web") is None
+    assert unchanged_for(registry, ref, ["old"], "s390-added", ["linux/s390x"], "web") is None
+    assert unchanged_for(registry, ref, ["old"], "arm-rebuilt", [], "web") is None
+    failing = _Indexes(registry.indexes, failing=True)
+    assert unchanged_for(failing, ref, ["old"], "arm-rebuilt", ["linux/amd64"], "web") is None

@@ -139,3 +139,27 @@ def test_a_service_reserving_nothing_is_planned_on_fully_reserved_nodes() -> Non
     reserved = {n.id: (CPU, 0) for n in NODES}
     moved = plan_service("web", 6, (0, 0), [], {"id1": 6}, NODES, reserved, 1.0)
     assert moved is not None and moved.after == {"node1": 2, "node2": 2, "node3": 2}
+
+
+def _described(name: str, arch: str, labels: dict[str, str] | None = None,
+               state: str = "ready", availability: str = "active") -> dict[str, object]:
+    return {"ID": name, "Status": {"State": state},
+            "Spec": {"Availability": availability, "Labels": labels or {}, "Role": "worker"},
+            "Description": {"Hostname": name, "Platform": {"OS": "linux", "Architecture": arch}}}
+
+
+def test_node_platforms_are_oci_names_of_the_nodes_a_service_may_run_on() -> None:
+    """uname's machine names become the architectures an index names; a node down or drained
+    counts (a task may go there later); constraints decide; a node that does not say its
+    platform makes it unknown."""
+    from updater.rebalance import node_platforms
+
+    nodes = [_described("a", "x86_64"), _described("b", "aarch64", {"zone": "edge"}, "down"),
+             _described("c", "armv7l", {"zone": "edge"}, availability="drain")]
+    assert node_platforms(nodes, {}) == ["linux/amd64", "linux/arm/v7", "linux/arm64"]
+    edge = {"Placement": {"Constraints": ["node.labels.zone==edge"]}}
+    assert node_platforms(nodes, edge) == ["linux/arm/v7", "linux/arm64"]
+    arm64 = {"Placement": {"Constraints": ["node.platform.arch==aarch64"]}}
+    assert node_platforms(nodes, arm64) == ["linux/arm64"]
+    assert node_platforms(nodes, {"Placement": {"Constraints": ["node.labels.zone==x"]}}) is None
+    assert node_platforms([*nodes, _described("d", "")], {}) is None
