@@ -20,7 +20,7 @@ from updater.credentials import (
     DockerConfigCredentials,
     SettingsCredentials,
 )
-from updater.detect import watched
+from updater.detect import PassLookups, watched
 from updater.engine import Engine, own_container_id
 from updater.errors import NotWatched, UpdaterError
 from updater.history import History
@@ -119,9 +119,12 @@ class Application:
                 if notifier is not None:
                     notifier.immediate(item)
 
-            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings,
+            # One registry lookup per distinct reference for the whole pass, containers and
+            # services together.
+            lookups = PassLookups(self.registry)
+            services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
                                       own_container=own)
-            report = UpdatePass(engine, self.registry, updater, self.settings, on_item,
+            report = UpdatePass(engine, lookups, updater, self.settings, on_item,
                                 own, services, progress).run(tuple(names), stop_requested)
             if not names and not stop_requested() and report.error is None:
                 report.items += self._rebalance(engine, services)

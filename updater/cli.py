@@ -27,9 +27,8 @@ if TYPE_CHECKING:
     from updater.app import Application
     from updater.credentials import CredentialSource
     from updater.daemon import Daemon
-    from updater.detect import CheckResult
+    from updater.detect import CheckResult, PassLookups
     from updater.engine import Engine
-    from updater.registry import RegistryClient
     from updater.report import PassReport
     from updater.settings import Settings
     from updater.snapshots import ContainerSnapshot
@@ -256,7 +255,7 @@ def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Eng
         DockerConfigCredentials,
         SettingsCredentials,
     )
-    from updater.detect import check, require_names
+    from updater.detect import PassLookups, check, require_names
     from updater.registry import RegistryClient
 
     credentials = ChainedCredentials(SettingsCredentials(settings.registries),
@@ -264,8 +263,9 @@ def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Eng
     started = time.monotonic()
     with RegistryClient(settings.registries, credentials,
                         timeout=settings.registry_timeout) as registry:
-        results += check(containers, registry, platform_of=engine.platform)
-        results += _check_services(engine, registry, credentials, settings, arguments.names)
+        lookups = PassLookups(registry)  # containers and services of one image: one lookup
+        results += check(containers, lookups, platform_of=engine.platform)
+        results += _check_services(engine, lookups, credentials, settings, arguments.names)
     require_names(arguments.names, [r.name for r in results])
     log.info("check: %s; %d registry requests in %.2fs", _summary(results),
              sum(registry.stats()[0].values()), time.monotonic() - started)
@@ -277,7 +277,7 @@ def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Eng
     return EXIT_OK
 
 
-def _check_services(engine: Engine, registry: RegistryClient, credentials: CredentialSource,
+def _check_services(engine: Engine, registry: PassLookups, credentials: CredentialSource,
                     settings: Settings, names: list[str]) -> list[CheckResult]:
     """Services as `check` rows, when this engine is a swarm manager."""
     from updater.detect import CheckResult

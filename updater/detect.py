@@ -1,13 +1,15 @@
 """One detection pass: for every watched container, is there a newer image under its tag?
 
-Each distinct reference is asked of its registry once, concurrently; a failed lookup is reported
-for the containers that use it and the others go on.
+Each distinct reference is asked of its registry once per pass, concurrently, whether
+containers, services or both use it (`PassLookups`); a failed lookup is reported for the items
+that use it and the others go on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +61,42 @@ class CheckResult:
                 "state": self.state.value, "error": self.error, "note": self.note}
 
 
+class PassLookups:
+    """The registry's answers for one pass: each distinct reference asked once, concurrently
+    where many are known at once, whichever items (containers, services) use it. A failed
+    lookup fails every item that uses it; the next pass (a new PassLookups) asks again."""
+
+    def __init__(self, registry: DigestSource, workers: int = MAX_WORKERS) -> None:
+        self._registry = registry
+        self._workers = workers
+        self._answers: dict[str, str | RegistryError] = {}
+        self._lock = threading.Lock()
+
+    def prefetch(self, refs: Iterable[reference.Reference]) -> None:
+        """Ask for every reference not asked yet, concurrently."""
+        with self._lock:
+            wanted = {str(ref): ref for ref in refs if str(ref) not in self._answers}
+            self._answers.update(_lookup_all(wanted, self._registry, self._workers))
+
+    def digest(self, reference: reference.Reference) -> str:
+        self.prefetch([reference])
+        answer = self._answers[str(reference)]
+        if isinstance(answer, RegistryError):
+            raise answer
+        return answer
+
+    @property
+    def compares_platforms(self) -> bool:
+        """Whether the registry can say which image an index names for a platform."""
+        return isinstance(self._registry, PlatformSource)
+
+    def platform_digest(self, reference: reference.Reference, digest: str,
+                        platform: str) -> str | None:
+        if not isinstance(self._registry, PlatformSource):
+            return None  # then the digests decide
+        return self._registry.platform_digest(reference, digest, platform)
+
+
 @dataclass(frozen=True, slots=True)
 class _Planned:
     container: ContainerSnapshot
@@ -95,10 +133,9 @@ def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,
     """Check `containers` (already filtered to the watched ones) against their registries.
     With `platform_of`, a tag whose index changed is compared for the container's platform."""
     planned = [_plan(container) for container in containers]
-    wanted = {str(p.reference): p.reference for p in planned
-              if p.result is None and p.reference is not None}
-    remote = _lookup_all(wanted, registry, workers)
-    results = [p.result or _compare(p, remote[str(p.reference)]) for p in planned]
+    lookups = registry if isinstance(registry, PassLookups) else PassLookups(registry, workers)
+    lookups.prefetch(p.reference for p in planned if p.result is None and p.reference)
+    results = [p.result or _compare(p, _answer(lookups, p.reference)) for p in planned]
     if platform_of is None or not isinstance(registry, PlatformSource):
         return results
     return [_for_platform(p, r, registry, platform_of)
@@ -180,6 +217,14 @@ def _lookup_all(wanted: Mapping[str, reference.Reference], registry: DigestSourc
 
     with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
         return dict(zip(wanted, pool.map(lookup, wanted.values()), strict=True))
+
+
+def _answer(lookups: PassLookups, ref: reference.Reference | None) -> str | RegistryError:
+    assert ref is not None
+    try:
+        return lookups.digest(ref)
+    except RegistryError as exc:
+        return exc
 
 
 def _compare(planned: _Planned, remote: str | RegistryError) -> CheckResult:

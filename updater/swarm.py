@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from updater import policy, reference, rollout
 from updater.credentials import CredentialSource
-from updater.detect import DigestSource, PlatformSource, unchanged_for
+from updater.detect import DigestSource, PassLookups, unchanged_for
 from updater.engine import Engine
 from updater.errors import EngineError, EngineUnavailable, UpdaterError
 from updater.rebalance import ServicePlan, node_platforms
@@ -238,7 +238,10 @@ class ServiceUpdater:
                  own_container: str | None = None) -> None:
         self._engine = engine
         self._own_container = own_container
-        self._registry = registry
+        self._source = registry
+        # Each run's answers: one lookup per distinct reference, shared with the containers of
+        # the pass when it gives one PassLookups to both.
+        self._registry = self._lookups()
         self._credentials = credentials
         self._settings = settings
         self._sleep = sleep
@@ -267,6 +270,7 @@ class ServiceUpdater:
         self._told = ToldStories(self._engine, services)
         self._lost = None
         self._nodes = None
+        self._registry = self._lookups(services, names)
         # This updater's own service last: its rolling update replaces this very task.
         for service in sorted(services, key=lambda s: s["ID"] == own):
             snapshot = ServiceSnapshot.from_inspect(service)
@@ -288,12 +292,32 @@ class ServiceUpdater:
             return []
         items = []
         self._nodes = None
-        for service in self._engine.services():
+        services = self._engine.services()
+        self._registry = self._lookups(services, names)
+        for service in services:
             snapshot = ServiceSnapshot.from_inspect(service)
             if not names or snapshot.name in names:
                 item = self._one(snapshot, change=False)
                 items += [item] if item else []
         return items
+
+    def _lookups(self, services: Sequence[Mapping[str, Any]] = (),
+                 names: tuple[str, ...] = ()) -> PassLookups:
+        """This run's registry answers, the digest of every watched service's tag asked for
+        at once (concurrently, each distinct reference once)."""
+        source = self._source
+        lookups = source if isinstance(source, PassLookups) else PassLookups(source)
+        wanted = []
+        for service in map(ServiceSnapshot.from_inspect, services):
+            try:
+                if (not names or service.name in names) and \
+                        policy.is_watched(service.labels, self._settings):
+                    ref, _ = tracked(service.image)
+                    wanted += [ref] if ref.tag is not None else []
+            except UpdaterError:
+                continue  # reported when the service's turn comes
+        lookups.prefetch(wanted)
+        return lookups
 
     def _own_service(self) -> str | None:
         """The service whose task this updater runs in, if any."""
@@ -361,7 +385,7 @@ class ServiceUpdater:
         """Why the tag's new index changes nothing for the nodes the service may run on (it
         names the same image for each of their platforms), or None. A pass reads the nodes
         once, and an index once (the registry client keeps what it names)."""
-        if current is None or not isinstance(self._registry, PlatformSource):
+        if current is None or not self._registry.compares_platforms:
             return None
         if self._nodes is None:
             try:

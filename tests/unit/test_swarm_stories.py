@@ -211,3 +211,32 @@ def test_failure_action_continue_ends_completed_and_updated() -> None:
     swarm.script = ["updating", "updating", "completed"]
     assert _outcomes(swarm) == [Outcome.UPDATED]
     assert _outcomes(swarm) == [Outcome.UP_TO_DATE] and swarm.rollbacks == 0
+
+
+def test_containers_and_services_of_one_image_cost_one_lookup_per_pass() -> None:
+    """The pass's PassLookups, given to the container check and to the services: the tag
+    both use is asked once; the next pass (new PassLookups) asks again."""
+    from updater.detect import PassLookups, check
+    from updater.snapshots import ContainerSnapshot
+
+    class Counting:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def digest(self, reference: Reference) -> str:
+            self.asked.append(str(reference))
+            return D2
+
+    registry = Counting()
+    container = ContainerSnapshot(id="c" * 12, name="c", image="reg.example/app:1",
+                                  image_id="sha256:x", state="running",
+                                  labels={"updater.enable": "true"},
+                                  repo_digests=(f"reg.example/app@{D1}",))
+    for _ in range(2):
+        swarm = FakeSwarm(_spec(D1), None, None)
+        lookups = PassLookups(registry)
+        [result] = check([container], lookups)
+        [item] = ServiceUpdater(swarm, lookups, NoCredentials(),  # type: ignore[arg-type]
+                                Settings(), sleep=lambda seconds: None).check()
+        assert (result.remote_digest, item.new_digest) == (D2, D2)
+    assert registry.asked == ["reg.example/app:1"] * 2
