@@ -26,7 +26,7 @@ from updater import hooks, journal, order, policy, recreate
 from updater.credentials import CredentialSource
 from updater.engine import Engine, image_platform
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
-from updater.journal import Entry, Journal, StateLock
+from updater.journal import Entry, Journal, StateLock, Step
 from updater.policy import ContainerOptions
 from updater.reference import Reference
 from updater.report import ItemReport, Outcome, Versions
@@ -38,16 +38,15 @@ NEW_SUFFIX = "-updater-new"
 SWAP_SUFFIX = "-updater-swap"  # the helper of a self-update whose ports must be let go first
 SWAP_OF = "updater.swap-of"  # its label: the name of the updater it swaps
 SWAP_MARGIN = 60.0
-HANDING_OVER = "handing-over"
 LOCK_TAKE_BACK = 30.0
 STABLE_SECONDS = 2.0
 POLL_SECONDS = 0.25
 # How long the engine may take to delete a `--rm` container after it stopped.
 REMOVAL_WAIT = 30.0
 # Steps after which the new container has been proven: recovery completes instead of undoing.
-_PROVEN = frozenset({"verified", "removing-old"})
+_PROVEN = frozenset({Step.VERIFIED, Step.REMOVING_OLD})
 # Steps before the old container was stopped: a failure here leaves it as it was.
-_UNTOUCHED = frozenset({"begin", "creating", "created", "backed-up"})
+_UNTOUCHED = frozenset({Step.BEGIN, Step.CREATING, Step.CREATED, Step.BACKED_UP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +180,9 @@ class ContainerUpdater:
               options: ContainerOptions, dependants: Sequence[Dependant] = (),
               stopped: list[_Stopped] | None = None) -> tuple[Outcome, str | None]:
         name, old_id = _name(old), str(old["Id"])
-        self._journal.record(entry, "creating")
+        self._journal.record(entry, Step.CREATING)
         new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
-        self._journal.record(entry, "created", new_id)
+        self._journal.record(entry, Step.CREATED, new_id)
         self._connect(new_id, plan)
         if "pre-update" in options.hooks:
             failure = self._hook(old_id, name, "pre-update", options)
@@ -196,21 +195,21 @@ class ContainerUpdater:
             self._back_up(entry, old, name + OLD_SUFFIX)
         for dependant in dependants:
             self._stop_dependant(dependant, name, stopped if stopped is not None else [])
-        self._journal.record(entry, "stopping")
+        self._journal.record(entry, Step.STOPPING)
         self._stop(old, options)
-        self._journal.record(entry, "stopped")
-        self._journal.record(entry, "renaming")
+        self._journal.record(entry, Step.STOPPED)
+        self._journal.record(entry, Step.RENAMING)
         if not removed_on_stop:
             self._engine.rename(old_id, name + OLD_SUFFIX)
         self._engine.rename(new_id, name)
-        self._journal.record(entry, "renamed")
-        self._journal.record(entry, "starting")
+        self._journal.record(entry, Step.RENAMED)
+        self._journal.record(entry, Step.STARTING)
         self._engine.start(new_id)
-        self._journal.record(entry, "started")
+        self._journal.record(entry, Step.STARTED)
         problem = self._await_healthy(new_id, options.health_timeout)
         if problem is not None:
             return self._failed_start(entry, name, new_id, problem, options)
-        self._journal.record(entry, "verified")
+        self._journal.record(entry, Step.VERIFIED)
         self._finish(entry, new_id, options, name)
         return Outcome.UPDATED, None
 
@@ -256,7 +255,7 @@ class ContainerUpdater:
         state = self._journal.get(entry)
         assert state is not None
         log.error("%s: %s", state.name, error)
-        self._note(entry, "restoring")
+        self._note(entry, Step.RESTORING)
         try:
             self._restore(state)
         except LostContainer as exc:
@@ -279,7 +278,7 @@ class ContainerUpdater:
                   _what_happened(state))
         return Outcome.ROLLED_BACK, f"{error}; old container restored"
 
-    def _note(self, entry: int, step: str) -> None:
+    def _note(self, entry: int, step: Step) -> None:
         """Journal a step of an undo. The undo goes ahead even when the journal cannot be
         written (a full disk): putting the old container back is the safe act either way, and
         an entry left unfinished is undone again (harmlessly) by the next start."""
@@ -302,7 +301,7 @@ class ContainerUpdater:
             self._close(entry, Outcome.FAILED)
             return Outcome.FAILED, f"new container {problem}; kept (rollback off)"
         log.error("%s: new container %s; rolling back", name, problem)
-        self._note(entry, "restoring")
+        self._note(entry, Step.RESTORING)
         state = self._journal.get(entry)
         assert state is not None
         self._restore(state)
@@ -314,7 +313,7 @@ class ContainerUpdater:
         assert state is not None
         old_image = (self._engine.inspect_container(state.old_id)
                      or self._engine.inspect_container(state.backup_id or "") or {}).get("Image")
-        self._journal.record(entry, "removing-old")
+        self._journal.record(entry, Step.REMOVING_OLD)
         self._remove_old(state)
         log.info("%s: updated", name)
         if "post-update" in options.hooks:
@@ -356,9 +355,9 @@ class ContainerUpdater:
         if removed_on_stop:
             self._back_up(entry, inspect, name + OLD_SUFFIX)
         log.info("%s: stopping dependant %s first", parent, name)
-        self._journal.record(entry, "stopping")
+        self._journal.record(entry, Step.STOPPING)
         self._stop(inspect, dependant.options)
-        self._journal.record(entry, "stopped")
+        self._journal.record(entry, Step.STOPPED)
         if removed_on_stop:
             state = self._journal.get(entry)
             assert state is not None and state.backup_id is not None
@@ -510,14 +509,14 @@ class ContainerUpdater:
                          image_id: str) -> str:
         """Create the successor (not started) and give it the name, this container renamed
         `-updater-old`; journalled step by step. Its ID."""
-        self._journal.record(entry, "creating")
+        self._journal.record(entry, Step.CREATING)
         new_id = self._engine.create(plan.body, name + NEW_SUFFIX, image_id, plan.platform)
-        self._journal.record(entry, "created", new_id)
+        self._journal.record(entry, Step.CREATED, new_id)
         self._connect(new_id, plan)
-        self._journal.record(entry, "renaming")
+        self._journal.record(entry, Step.RENAMING)
         self._engine.rename(own_id, name + OLD_SUFFIX)
         self._engine.rename(new_id, name)
-        self._journal.record(entry, "renamed")
+        self._journal.record(entry, Step.RENAMED)
         return new_id
 
     def _start_successor(self, entry: int, name: str, own_id: str, plan: recreate.CreatePlan,
@@ -525,19 +524,19 @@ class ContainerUpdater:
                          stop_requested: Callable[[], bool]) -> tuple[Outcome, str | None]:
         assert self._lock is not None
         new_id = self._place_successor(entry, name, own_id, plan, image_id)
-        self._journal.record(entry, "starting")
+        self._journal.record(entry, Step.STARTING)
         self._engine.start(new_id)
-        self._journal.record(entry, "started")
+        self._journal.record(entry, Step.STARTED)
         problem = self._await_running(new_id)
         if problem is not None:
             raise EngineError(f"the successor {problem}")
-        self._journal.record(entry, HANDING_OVER)
+        self._journal.record(entry, Step.HANDING_OVER)
         log.info("%s: successor %s started; handing over the state lock", name, new_id[:12])
         self._lock.release()
         deadline = self._clock() + options.health_timeout + LOCK_TAKE_BACK
         while not stop_requested():
             state = self._journal.get(entry)
-            if state is None or state.step == "finished":
+            if state is None or state.step == Step.FINISHED:
                 break
             running = (self._engine.inspect_container(new_id) or {}).get("State") or {}
             if not running.get("Running") or running.get("Restarting"):
@@ -562,7 +561,7 @@ class ContainerUpdater:
         new_id = self._place_successor(entry, name, own_id, plan, image_id)
         helper_id = self._engine.create(swap_helper(plan, entry, name), name + SWAP_SUFFIX,
                                         image_id, plan.platform)
-        self._journal.record(entry, HANDING_OVER)
+        self._journal.record(entry, Step.HANDING_OVER)
         self._lock.release()
         self._engine.start(helper_id)
         log.info("%s: swap helper %s started; it stops this container and starts %s", name,
@@ -741,7 +740,7 @@ class ContainerUpdater:
 
     def _recover_dependant(self, entry: Entry) -> ItemReport:
         try:
-            if entry.step == "stopping":
+            if entry.step == Step.STOPPING:
                 self._finish_stop(entry.old_id)
             self._bring_back_one(entry, {}, RECOVERY_OPTIONS)
         except UpdaterError as exc:
@@ -773,13 +772,13 @@ class ContainerUpdater:
 
     def _recover(self, entry: Entry) -> ItemReport:
         try:
-            if entry.step == HANDING_OVER or (entry.new_id and entry.new_id == self._own_id):
+            if entry.step == Step.HANDING_OVER or (entry.new_id and entry.new_id == self._own_id):
                 outcome, reason = self._take_over(entry)
                 self._close(entry.id, outcome)
                 log.warning("%s: %s", entry.name, reason)
                 return ItemReport(entry.name, entry.image, outcome, new_digest=entry.new_digest,
                                   reason=reason)
-            if entry.step == "stopping":
+            if entry.step == Step.STOPPING:
                 self._finish_stop(entry.old_id)
             if entry.step in _PROVEN:
                 self._remove_old(entry)
@@ -841,9 +840,9 @@ def _what_happened(state: Entry) -> str:
     name = state.name
     if state.step in _UNTOUCHED:
         return "the old container was not touched"
-    if state.step == "stopping":
+    if state.step == Step.STOPPING:
         return f"the old container {name} was being stopped"
-    if state.step in ("stopped", "renaming"):
+    if state.step in (Step.STOPPED, Step.RENAMING):
         return f"the old container {name} was stopped"
     return f"the old container {name} was stopped and renamed {name}{OLD_SUFFIX}"
 

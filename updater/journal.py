@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,27 @@ log = logging.getLogger(__name__)
 
 UPDATE = "update"
 DEPENDANT = "dependant"
+
+
+class Step(StrEnum):
+    """The steps of an update as the journal records them, each before it is taken; the values
+    are what is stored (kept as they are: a journal outlives the updater that wrote it)."""
+
+    BEGIN = "begin"
+    BACKED_UP = "backed-up"  # a copy of a `--rm` container made to restore from
+    CREATING = "creating"
+    CREATED = "created"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    RENAMING = "renaming"
+    RENAMED = "renamed"
+    STARTING = "starting"
+    STARTED = "started"
+    VERIFIED = "verified"
+    HANDING_OVER = "handing-over"  # a self-update: the successor takes over from here
+    REMOVING_OLD = "removing-old"
+    RESTORING = "restoring"
+    FINISHED = "finished"
 _SELECT = ("SELECT id, name, old_id, new_id, image, new_digest, step, kind, backup_id, saved "
            "FROM updates")
 
@@ -82,12 +104,13 @@ class Journal:
         now = time.time()
         return self._write(
             "INSERT INTO updates (name, old_id, image, new_digest, step, started, changed, "
-            "kind, saved) VALUES (?, ?, ?, ?, 'begin', ?, ?, ?, ?)",
-            (name, old_id, image, new_digest, now, now, kind, json.dumps(dict(saved or {}))))
+            "kind, saved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, old_id, image, new_digest, Step.BEGIN.value, now, now, kind,
+             json.dumps(dict(saved or {}))))
 
     def record_backup(self, entry: int, backup_id: str) -> None:
-        self._write("UPDATE updates SET step = 'backed-up', backup_id = ?, changed = ? "
-                    "WHERE id = ?", (backup_id, time.time(), entry))
+        self._write("UPDATE updates SET step = ?, backup_id = ?, changed = ? WHERE id = ?",
+                    (Step.BACKED_UP.value, backup_id, time.time(), entry))
 
     def name_of(self, old_id: str) -> str | None:
         """The name of a container an update replaced, by its old ID."""
@@ -95,17 +118,17 @@ class Journal:
                           (old_id,))
         return str(rows[0][0]) if rows else None
 
-    def record(self, entry: int, step: str, new_id: str | None = None) -> None:
+    def record(self, entry: int, step: Step, new_id: str | None = None) -> None:
         if new_id is not None:
             self._write("UPDATE updates SET step = ?, new_id = ?, changed = ? WHERE id = ?",
-                        (step, new_id, time.time(), entry))
+                        (step.value, new_id, time.time(), entry))
         else:
             self._write("UPDATE updates SET step = ?, changed = ? WHERE id = ?",
-                        (step, time.time(), entry))
+                        (step.value, time.time(), entry))
 
     def finish(self, entry: int, outcome: str) -> None:
-        self._write("UPDATE updates SET step = 'finished', outcome = ?, changed = ? "
-                    "WHERE id = ?", (outcome, time.time(), entry))
+        self._write("UPDATE updates SET step = ?, outcome = ?, changed = ? WHERE id = ?",
+                    (Step.FINISHED.value, outcome, time.time(), entry))
 
     def get(self, entry: int) -> Entry | None:
         rows = self._read(_SELECT + " WHERE id = ?", (entry,))
@@ -114,12 +137,12 @@ class Journal:
     def rolled_back(self, name: str, digest: str) -> float | None:
         """When an update of `name` to `digest` was last rolled back, if it was."""
         rows = self._read("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
-                          "AND step = 'finished' AND outcome = 'rolled-back' AND kind = 'update' "
-                          "ORDER BY id DESC LIMIT 1", (name, digest))
+                          "AND step = ? AND outcome = 'rolled-back' AND kind = 'update' "
+                          "ORDER BY id DESC LIMIT 1", (name, digest, Step.FINISHED.value))
         return float(rows[0][0]) if rows else None
 
     def unfinished(self) -> list[Entry]:
-        rows = self._read(_SELECT + " WHERE step != 'finished' ORDER BY id")
+        rows = self._read(_SELECT + " WHERE step != ? ORDER BY id", (Step.FINISHED.value,))
         return [Entry.from_row(row) for row in rows]
 
 

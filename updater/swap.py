@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from updater.containers import HANDING_OVER, LOCK_TAKE_BACK, SWAP_MARGIN, own_stop_timeout
+from updater.containers import LOCK_TAKE_BACK, SWAP_MARGIN, own_stop_timeout
 from updater.engine import Engine
 from updater.errors import EngineError, UpdaterError
-from updater.journal import Journal
+from updater.journal import Journal, Step
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
@@ -28,7 +28,7 @@ def swap(engine: Engine, journal: Journal, entry_id: int, health_timeout: float,
     """Carry out the hand-over journalled as `entry_id`; 0 when the successor took over, 1
     when the old updater was put back."""
     entry = journal.get(entry_id)
-    if entry is None or entry.step != HANDING_OVER or not entry.new_id:
+    if entry is None or entry.step != Step.HANDING_OVER or not entry.new_id:
         raise UpdaterError(f"no self-update waiting for a swap as journal entry {entry_id}")
     old = engine.inspect_container(entry.old_id)
     if old is None:
@@ -60,7 +60,7 @@ def _await_take_over(engine: Engine, journal: Journal, entry_id: int, new_id: st
     deadline = clock() + timeout
     while True:
         entry = journal.get(entry_id)
-        if entry is None or entry.step == "finished":
+        if entry is None or entry.step == Step.FINISHED:
             return None
         state = (engine.inspect_container(new_id) or {}).get("State") or {}
         if not state.get("Running") or state.get("Restarting"):

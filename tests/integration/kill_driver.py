@@ -15,7 +15,7 @@ import sys
 
 from updater import config
 from updater.app import Application
-from updater.journal import Journal
+from updater.journal import Journal, Step
 
 
 class KillingJournal(Journal):
@@ -24,7 +24,7 @@ class KillingJournal(Journal):
         self._step, _, count = step.partition(":")
         self._left = int(count or 1)
 
-    def record(self, entry: int, step: str, new_id: str | None = None) -> None:
+    def record(self, entry: int, step: Step, new_id: str | None = None) -> None:
         super().record(entry, step, new_id)
         if step == self._step:
             self._left -= 1

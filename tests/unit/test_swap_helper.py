@@ -9,9 +9,9 @@ from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
 from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
-from updater.containers import HANDING_OVER, Candidate, ContainerUpdater
+from updater.containers import Candidate, ContainerUpdater
 from updater.engine import Engine
-from updater.journal import Journal, StateLock
+from updater.journal import Journal, StateLock, Step
 from updater.reference import parse
 from updater.report import Outcome
 from updater.snapshots import ContainerSnapshot
@@ -32,7 +32,7 @@ def _handing_over(tmp_path: Path, broken: bool) -> tuple[FakeEngine, Journal, in
     new_id = engine.create({"Image": "reg.example/updater:2"}, "updater")
     journal = Journal(str(tmp_path))
     entry = journal.begin("updater", old_id, REFERENCE, "sha256:" + "b" * 64)
-    journal.record(entry, HANDING_OVER, new_id)
+    journal.record(entry, Step.HANDING_OVER, new_id)
     engine.calls.clear()
     return engine, journal, entry, new_id
 
