@@ -27,7 +27,7 @@ from updater import policy, reference, rollout
 from updater.credentials import CredentialSource
 from updater.detect import DigestSource, PassLookups, unchanged_for
 from updater.engine import Engine
-from updater.errors import EngineError, EngineUnavailable, UpdaterError
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.rebalance import ServicePlan, node_platforms
 from updater.report import ItemReport, Outcome
 from updater.rollout import Marker, Phase
@@ -636,7 +636,7 @@ def where(engine: Engine, service: str) -> list[TaskPlace]:
     a node that went down still say "running" until it comes back."""
     try:
         found = engine.inspect_service(service)
-    except EngineError:
+    except NotFoundInEngine:  # an engine lost or not a manager says so in its own error
         raise UpdaterError(f"no service named {service!r} on this swarm manager; "
                            "list them with docker service ls") from None
     info = engine.info()

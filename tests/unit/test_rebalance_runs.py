@@ -12,7 +12,7 @@ import pytest
 from updater import cli
 from updater.app import Application
 from updater.engine import Engine
-from updater.errors import UpdaterError
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.rebalance import ServicePlan
 from updater.report import ItemReport, Outcome
 from updater.settings import Settings
@@ -118,3 +118,23 @@ def test_services_named_for_a_rebalance_must_be_replicated_ones(name: str, messa
     cli._check_rebalanced_names(["web"], services)
     with pytest.raises(UpdaterError, match=message):
         cli._check_rebalanced_names(["web", name], services)
+
+
+@pytest.mark.parametrize(("error", "message"), [
+    (NotFoundInEngine("service web not found"), "no service named 'web' on this swarm manager"),
+    (EngineUnavailable("lost the Docker engine at unix:///x while trying to inspect service "
+                       "web (connection refused)"), "lost the Docker engine"),
+    (EngineError("Docker engine at unix:///x failed to inspect service web: This node is not a "
+                 "swarm manager"), "not a swarm manager"),
+])
+def test_where_says_why_a_service_could_not_be_read(error: Exception, message: str) -> None:
+    """Only a service the engine does not know is "no service named"; an engine lost, or one
+    that is not a manager, says so."""
+    engine = FakeEngine([])
+
+    def refuse(service: str) -> dict[str, object]:
+        raise error
+
+    engine.inspect_service = refuse  # type: ignore[method-assign,assignment]
+    with pytest.raises(UpdaterError, match=message):
+        where(cast(Engine, engine), "web")
