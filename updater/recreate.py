@@ -3,7 +3,7 @@ image supplied by default (so the NEW image's defaults apply). Pure: dicts in, d
 
 Inputs are the engine's own inspect documents: the old container, the old image and the new
 image. The result is a `/containers/create` body plus the extra networks to connect before the
-first start (API < 1.44 accepts one network at create).
+first start (API < 1.44 accepts one network at create; later engines take them all in the body).
 """
 
 from __future__ import annotations
@@ -26,19 +26,26 @@ class CreatePlan:
     """What to send to the engine to create the replacement."""
 
     body: dict[str, Any]
+    # Connected before the first start: only where the engine takes one network at create.
     extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The platform to create for, where the engine keeps several under one image ID.
     platform: str | None = None
+    # The network of NetworkMode (its endpoint is in the body), if the container has one.
+    primary_network: str | None = None
 
 
 def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
          new_image: Mapping[str, Any], image_name: str,
-         rename_container_refs: Mapping[str, str] | None = None) -> CreatePlan:
+         rename_container_refs: Mapping[str, str] | None = None, *,
+         endpoints_at_create: bool = False) -> CreatePlan:
     """The create body for a replacement of `container` running `image_name`.
 
     `rename_container_refs` maps container IDs to the names to use instead in
     `network_mode: container:<id>` (and the PID and IPC modes: the ID of a container that is
-    itself being replaced).
+    itself being replaced). `endpoints_at_create`: the engine takes every network at create,
+    each with its own MAC address (API >= 1.44); then all go in the body, and the secondary
+    ones keep their MAC (see `_secondary_mac`). Else only the primary goes in the body and the
+    others are connected after, with no MAC (older engines have none per endpoint).
     """
     config = _config(container, old_image.get("Config") or {}, image_name)
     if COMPOSE_IMAGE in config["Labels"] and new_image.get("Id"):
@@ -46,13 +53,18 @@ def plan(container: Mapping[str, Any], old_image: Mapping[str, Any],
         # one, `docker compose up` would recreate the updated container once more.
         config["Labels"][COMPOSE_IMAGE] = str(new_image["Id"])
     host_config = _host_config(container, rename_container_refs or {})
-    primary, extra = _networks(container, host_config.get("NetworkMode") or "default")
+    primary, extra = _networks(container, host_config.get("NetworkMode") or "default",
+                               endpoints_at_create)
     if str(host_config.get("NetworkMode") or "").startswith("container:"):
         _drop_network_namespace_settings(config, host_config)
     body = {**config, "HostConfig": host_config}
+    primary_network = next(iter(primary), None)
+    if endpoints_at_create:
+        primary, extra = {**primary, **extra}, {}
     if primary:
         body["NetworkingConfig"] = {"EndpointsConfig": primary}
-    return CreatePlan(body=body, extra_networks=extra, platform=manifest_platform(container))
+    return CreatePlan(body=body, extra_networks=extra, platform=manifest_platform(container),
+                      primary_network=primary_network)
 
 
 def manifest_platform(container: Mapping[str, Any]) -> str | None:
@@ -150,8 +162,10 @@ def _anonymous_volumes(container: Mapping[str, Any], host: Mapping[str, Any]) ->
             and m["Destination"] in own]
 
 
-def _networks(container: Mapping[str, Any],
-              mode: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _networks(container: Mapping[str, Any], mode: str,
+              secondary_macs: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The primary endpoint (NetworkMode's) and the others, each as create takes it. The
+    primary's MAC is Config.MacAddress, never its endpoint's (see `_secondary_mac`)."""
     if mode in _SPECIAL_NETWORK_MODES or mode.startswith("container:"):
         return {}, {}
     endpoints = (container.get("NetworkSettings") or {}).get("Networks") or {}
@@ -163,7 +177,37 @@ def _networks(container: Mapping[str, Any],
     if primary_name is None:
         return {}, {}
     primary = {primary_name: cleaned.pop(primary_name)}
+    if secondary_macs:
+        for name, endpoint in cleaned.items():
+            mac = _secondary_mac(endpoints[name])
+            if mac:
+                endpoint["MacAddress"] = mac
     return primary, cleaned
+
+
+def _secondary_mac(spec: Mapping[str, Any]) -> str | None:
+    """The MAC address to create a secondary endpoint with: the one inspect shows, unless the
+    engine derived it from the endpoint's IPv4 address (02:42 and the address's 4 bytes, as
+    engines before 28 generate them).
+
+    A running container's inspect shows every endpoint's MAC, the user's and the generated
+    alike, and engines 28+ generate random ones, which cannot be told from a user's. So such
+    a MAC is copied: a generated one kept is harmless (nothing is derived from it), a user's
+    one lost is not. The primary endpoint is not handled here: its user MAC is
+    Config.MacAddress, and its operational one is never copied (that would pin a generated
+    one). A stopped container shows no MAC on any endpoint: there is nothing to keep."""
+    mac = str(spec.get("MacAddress") or "")
+    if not mac or mac.lower() == _ip_derived_mac(str(spec.get("IPAddress") or "")):
+        return None
+    return mac
+
+
+def _ip_derived_mac(address: str) -> str | None:
+    """The MAC engines before 28 generate for an IPv4 address; None if it is not one."""
+    parts = address.split(".")
+    if len(parts) != 4 or not all(part.isdigit() and int(part) < 256 for part in parts):
+        return None
+    return ":".join(["02", "42", *(f"{int(part):02x}" for part in parts)])
 
 
 def _endpoint(spec: Mapping[str, Any], short_id: str) -> dict[str, Any]:

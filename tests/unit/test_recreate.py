@@ -177,3 +177,75 @@ def test_the_platform_of_the_manifest_the_container_came_from() -> None:
                                                      "variant": "v7"}})
     assert plan(container, OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").platform == "linux/arm/v7"
     assert plan(_container(), OLD_IMAGE, NEW_IMAGE, "reg.example/app:1").platform is None
+
+
+def _two_networks(primary_mac: str, secondary_mac: str) -> dict[str, Any]:
+    """Running on `front` (primary, a generated MAC) and `back`, as inspect shows them."""
+    container = _container()
+    networks = container["NetworkSettings"]["Networks"]
+    networks["front"].update(MacAddress=primary_mac, IPAddress="172.31.1.5")
+    networks["back"].update(MacAddress=secondary_mac, IPAddress="172.31.2.7")
+    return container
+
+
+def test_every_network_in_the_body_where_the_engine_takes_them_all() -> None:
+    """API >= 1.44: the secondary network goes in the create body with a MAC the user set, as
+    the primary (first); nothing is left to connect."""
+    container = _two_networks("9a:0b:1c:2d:3e:4f", "12:34:56:78:9a:bc")
+    result = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True)
+    endpoints = result.body["NetworkingConfig"]["EndpointsConfig"]
+    assert endpoints == {
+        "front": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "172.31.1.5"}},
+        "back": {"Links": ["db:db"], "MacAddress": "12:34:56:78:9a:bc"}}
+    assert list(endpoints) == ["front", "back"] and result.primary_network == "front"
+    assert result.extra_networks == {}
+
+
+def test_a_mac_derived_from_the_address_is_not_copied() -> None:
+    """02:42 and the IPv4 address's bytes is what engines before 28 generate: left out, so the
+    new endpoint gets one from its own (perhaps new) address; in either case of hex digits."""
+    for generated in ("02:42:ac:1f:02:07", "02:42:AC:1F:02:07"):
+        container = _two_networks("02:42:ac:1f:01:05", generated)
+        endpoints = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True
+                         ).body["NetworkingConfig"]["EndpointsConfig"]
+        assert endpoints["back"] == {"Links": ["db:db"]}, generated
+
+
+def test_a_mac_like_the_pattern_of_another_address_is_copied() -> None:
+    """02:42 with bytes that are not this endpoint's address is not the engine's: kept."""
+    container = _two_networks("02:42:ac:1f:01:05", "02:42:ac:1f:01:05")
+    endpoints = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True
+                     ).body["NetworkingConfig"]["EndpointsConfig"]
+    assert endpoints["back"]["MacAddress"] == "02:42:ac:1f:01:05"
+
+
+def test_the_primary_mac_is_config_mac_address_only() -> None:
+    """The primary endpoint's MAC as shown is never copied (a generated one would be pinned);
+    the one the user set is Config.MacAddress, kept as it is."""
+    container = _two_networks("9a:0b:1c:2d:3e:4f", "")
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True).body
+    assert "MacAddress" not in body["NetworkingConfig"]["EndpointsConfig"]["front"]
+    assert "MacAddress" not in body
+    container["Config"]["MacAddress"] = "9a:0b:1c:2d:3e:4f"
+    body = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True).body
+    assert body["MacAddress"] == "9a:0b:1c:2d:3e:4f"
+    assert "MacAddress" not in body["NetworkingConfig"]["EndpointsConfig"]["front"]
+
+
+def test_a_stopped_container_has_no_mac_to_keep() -> None:
+    """A stopped container shows '' on every endpoint (the user's MAC too): none is set."""
+    container = _two_networks("", "")
+    endpoints = plan(container, OLD_IMAGE, NEW_IMAGE, "x", endpoints_at_create=True
+                     ).body["NetworkingConfig"]["EndpointsConfig"]
+    assert "MacAddress" not in endpoints["front"] and "MacAddress" not in endpoints["back"]
+
+
+def test_an_engine_taking_one_network_gets_no_endpoint_mac() -> None:
+    """API < 1.44: the primary at create, the others connected after, none with a MAC (there
+    is none per endpoint); as before."""
+    container = _two_networks("02:42:ac:1f:01:05", "12:34:56:78:9a:bc")
+    result = plan(container, OLD_IMAGE, NEW_IMAGE, "x")
+    assert result.body["NetworkingConfig"] == {"EndpointsConfig": {
+        "front": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "172.31.1.5"}}}}
+    assert result.extra_networks == {"back": {"Links": ["db:db"]}}
+    assert result.primary_network == "front"
