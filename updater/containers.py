@@ -875,13 +875,22 @@ def _host_ports(container: Mapping[str, Any]) -> list[str]:
 def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, Any]:
     """The create body of the swap helper: the successor's image, mounts, environment and
     networks (the engine's socket and the state volume among them), running `updater swap
-    ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched."""
+    ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched.
+
+    Of the networks only the primary one, and no MAC address: it runs beside this container,
+    which holds the secondary endpoints' static addresses and the MACs."""
     body = copy.deepcopy(plan.body)
     host = body.setdefault("HostConfig", {})
     host.update(PortBindings={}, PublishAllPorts=False, RestartPolicy={"Name": "no"},
                 AutoRemove=True)
     body.update(Cmd=["swap", str(entry)], Labels={SWAP_OF: name}, ExposedPorts=None,
                 Healthcheck={"Test": ["NONE"]})
+    body.pop("MacAddress", None)
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if plan.primary_network in endpoints:
+        primary = endpoints[plan.primary_network]
+        primary.pop("MacAddress", None)
+        body["NetworkingConfig"] = {"EndpointsConfig": {plan.primary_network: primary}}
     return body
 
 

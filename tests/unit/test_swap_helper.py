@@ -9,7 +9,8 @@ from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
 from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
-from updater.containers import Candidate, ContainerUpdater
+from updater import recreate
+from updater.containers import Candidate, ContainerUpdater, swap_helper
 from updater.engine import Engine
 from updater.journal import Journal, StateLock, Step
 from updater.reference import parse
@@ -87,3 +88,20 @@ def test_an_updater_with_rm_and_published_ports_is_not_swapped(tmp_path: Path) -
     assert item.outcome is Outcome.FAILED and "--rm" in (item.reason or ""), item
     assert engine.named() == before
     assert not [call for call in engine.calls if not call.startswith("pull")]
+
+
+def test_the_swap_helper_has_the_primary_network_and_no_mac_address() -> None:
+    """The helper runs beside the old updater, which holds its MAC addresses and the secondary
+    networks' static addresses: it gets the primary network only, with no MAC."""
+    updater = {"Id": "u" * 64, "Config": {"Image": REFERENCE, "MacAddress": "9a:0b:1c:2d:3e:4f"},
+               "HostConfig": {"NetworkMode": "front"},
+               "NetworkSettings": {"Networks": {
+                   "front": {"MacAddress": "9a:0b:1c:2d:3e:4f", "IPAddress": "172.31.1.5"},
+                   "back": {"MacAddress": "12:34:56:78:9a:bc", "IPAddress": "172.31.2.7",
+                            "IPAMConfig": {"IPv4Address": "172.31.2.7"}}}}}
+    plan = recreate.plan(updater, {}, {}, REFERENCE, endpoints_at_create=True)
+    assert plan.body["MacAddress"] and plan.body["NetworkingConfig"]["EndpointsConfig"]["back"]
+    body = swap_helper(plan, 7, "updater")
+    assert "MacAddress" not in body
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"front": {}}}
+    assert "back" in plan.body["NetworkingConfig"]["EndpointsConfig"]  # the plan is unchanged
