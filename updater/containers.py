@@ -127,7 +127,7 @@ class ContainerUpdater:
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
-            plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
+            plan = self._plan(old, old_image, new_image)
             self._require_free_names([container.name, *(d.name for d in dependants)])
         except EngineUnavailable:
             raise
@@ -213,6 +213,15 @@ class ContainerUpdater:
         self._finish(entry, new_id, options, name)
         return Outcome.UPDATED, None
 
+    def _plan(self, old: Mapping[str, Any], old_image: Mapping[str, Any],
+              new_image: Mapping[str, Any],
+              container_refs: Mapping[str, str] | None = None) -> recreate.CreatePlan:
+        """The replacement's create plan for this engine (every network in the body where it
+        takes them all, so secondary MAC addresses are kept), on the reference `old` runs."""
+        return recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]),
+                             container_refs,
+                             endpoints_at_create=self._engine.endpoints_at_create())
+
     def _connect(self, container: str, plan: recreate.CreatePlan) -> None:
         for network, endpoint in plan.extra_networks.items():
             self._engine.connect_network(network, container, endpoint)
@@ -221,7 +230,7 @@ class ContainerUpdater:
         """A stopped copy of a container the engine deletes when it stops (`--rm`), on the
         image it runs, to restore it from if the update fails."""
         image = self._engine.inspect_image(str(old["Image"]))
-        copy = recreate.plan(old, image, image, str(old["Config"]["Image"]))
+        copy = self._plan(old, image, image)
         backup_id = self._engine.create(copy.body, name, str(old["Image"]), copy.platform)
         self._journal.record_backup(entry, backup_id)
         self._connect(backup_id, copy)
@@ -438,8 +447,7 @@ class ContainerUpdater:
         name, old_id = _name(inspect), str(inspect["Id"])
         image_id = str(inspect["Image"])
         image = self._engine.inspect_image(image_id)
-        plan = recreate.plan(inspect, image, image, str(inspect["Config"]["Image"]),
-                             container_refs)
+        plan = self._plan(inspect, image, image, container_refs)
         entry = self._journal.begin(name, old_id, str(inspect["Config"]["Image"]), image_id,
                                     saved_state(inspect))
         try:
@@ -476,7 +484,7 @@ class ContainerUpdater:
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
-            plan = recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]))
+            plan = self._plan(old, old_image, new_image)
             self._require_free_names([container.name])
             if held and self._engine.inspect_container(container.name + SWAP_SUFFIX):
                 raise EngineError(f"the name {container.name + SWAP_SUFFIX} is taken; remove "

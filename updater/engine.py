@@ -201,6 +201,13 @@ class Engine:
         except EngineError:
             return None
 
+    def endpoints_at_create(self) -> bool:
+        """Whether create takes every network of a container, each with its own MAC address
+        (API >= 1.44, Docker 25). Older engines take one; the others are connected after, and
+        have no MAC of their own (a MAC given to connect before the first start is ignored by
+        28.x too, so the body is the only place to keep one)."""
+        return self._api_at_least(1, 44)
+
     def _manifest_descriptors(self) -> bool:
         """Whether container inspect names the manifest it was created from (API >= 1.48)."""
         return tuple(int(part) for part in self.api_version.split(".")[:2]) >= (1, 48)

@@ -3,10 +3,12 @@ image's defaults instead of the old image's. Compared field by field on `docker 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import docker.types
 import pytest
 
@@ -145,6 +147,89 @@ def test_a_mac_address_the_user_set_survives_and_a_generated_one_is_not_copied(
             assert networks[net or "bridge"]["MacAddress"] == mac, (name, networks)
         else:
             assert not after["Config"].get("MacAddress"), after["Config"]
+
+
+def _api_1_44(engine: Dockerd) -> bool:
+    """Whether the engine has a MAC address per endpoint and takes every network at create."""
+    version = str(engine.client.version()["ApiVersion"])
+    return tuple(int(part) for part in version.split(".")[:2]) >= (1, 44)
+
+
+def _run_on_two_networks(engine: Dockerd, image: str, name: str,
+                         endpoints: dict[str, str | None]) -> None:
+    """Run `name` on two user networks (the first its NetworkMode), with a MAC on each endpoint
+    that names one: API >= 1.44 takes both endpoints at create, as `docker run --network
+    name=a,mac-address=X --network name=b,mac-address=Y` sends them (the SDK takes one); older
+    engines have no MAC per endpoint: the second network is connected before the start."""
+    api = engine.client.api
+    first, second = endpoints
+    if _api_1_44(engine):
+        body = {"Image": image, "Labels": {"updater.enable": "true"},
+                "HostConfig": {"NetworkMode": first},
+                "NetworkingConfig": {"EndpointsConfig": {
+                    net: {"MacAddress": mac} if mac else {} for net, mac in endpoints.items()}}}
+        created = api.post(f"{api.base_url}/v{api.api_version}/containers/create",
+                           json=body, params={"name": name})
+        assert created.status_code == 201, created.text
+    else:
+        assert not any(endpoints.values()), "no MAC per endpoint before API 1.44"
+        api.create_container(image, name=name, labels={"updater.enable": "true"},
+                             host_config=api.create_host_config(network_mode=first))
+        api.connect_container_to_network(name, second)
+    api.start(name)
+
+
+def _ip_derived_mac(endpoint: dict[str, Any]) -> str:
+    """The MAC engines before 28 generate: 02:42 and the 4 bytes of the IPv4 address."""
+    return ":".join(["02", "42", *(f"{int(b):02x}" for b in endpoint["IPAddress"].split("."))])
+
+
+@pytest.mark.matrix
+def test_mac_addresses_of_secondary_networks_the_user_set_survive(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """On two user networks: MACs the user set on both endpoints (API >= 1.44 only, where there
+    is one per endpoint) are the same after the update. A container whose MACs the engine
+    generated gets none copied from its primary endpoint (Config.MacAddress stays empty); one
+    derived from the address (engines before 28) is derived from the new address again; a
+    random one on a secondary endpoint (28+) is kept, as it cannot be told from a user's."""
+    image = f"{registry.host}/mac2/{unique}:latest"
+    images.release(engine.client, image, "1")
+    first, second = [net for net, _ in _networks(engine, unique)]
+    wanted: dict[str, dict[str, str | None]] = {}
+    if _api_1_44(engine):
+        wanted[f"{unique}-user"] = {first: "12:34:56:78:9a:01", second: "12:34:56:78:9a:02"}
+    wanted[f"{unique}-generated"] = {first: None, second: None}
+    try:
+        for name, endpoints in wanted.items():
+            containers.append(name)
+            _run_on_two_networks(engine, image, name, endpoints)
+        api = engine.client.api
+        before = {n: api.inspect_container(n) for n in wanted}
+        images.release(engine.client, image, "2", keep_local=False)
+        code, items = update(engine, tmp_path, *wanted)
+        after = {n: api.inspect_container(n) for n in wanted}
+    finally:
+        for name in wanted:
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.client.containers.get(name).remove(force=True)
+        for net in (first, second):
+            engine.client.api.remove_network(net)
+
+    assert code == 0 and {i["outcome"] for i in items.values()} == {"updated"}, items
+    for name, endpoints in wanted.items():
+        assert after[name]["Id"] != before[name]["Id"]
+        old, new = (c["NetworkSettings"]["Networks"] for c in (before[name], after[name]))
+        for net, mac in endpoints.items():
+            if mac:
+                assert new[net]["MacAddress"] == mac, (name, net, new)
+            elif old[net]["MacAddress"] == _ip_derived_mac(old[net]):
+                assert new[net]["MacAddress"] == _ip_derived_mac(new[net]), (name, net, new)
+            elif net == first:  # a random one: not pinned by a copy
+                assert new[net]["MacAddress"] != old[net]["MacAddress"], (name, net, new)
+            else:
+                assert new[net]["MacAddress"] == old[net]["MacAddress"], (name, net, new)
+    assert not after[f"{unique}-generated"]["Config"].get("MacAddress")
 
 
 @pytest.mark.matrix

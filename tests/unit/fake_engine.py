@@ -38,6 +38,8 @@ class FakeEngine:
         self.broken: set[str] = set()  # image IDs whose containers exit at once
         self.calls: list[str] = []  # mutating calls, in order
         self.crash_before: int | None = None  # 1-based index of the call to die before
+        self.api_1_44 = False  # whether create takes every network (else: connected after)
+        self.bodies: dict[str, dict[str, Any]] = {}  # name created -> create body
         self._ids = itertools.count(1)
 
     # --- set-up -----------------------------------------------------------------------------
@@ -94,9 +96,13 @@ class FakeEngine:
     def create(self, body: dict[str, Any], name: str, image_id: str | None = None,
                platform: str | None = None) -> str:
         self._act(f"create {name}")
+        self.bodies[name] = copy.deepcopy(body)
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         return str(self._new(name, config, dict(body.get("HostConfig") or {}),
                              image_id or self.references[str(body["Image"])])["Id"])
+
+    def endpoints_at_create(self) -> bool:
+        return self.api_1_44
 
     def connect_network(self, network: str, container: str, endpoint: dict[str, Any]) -> None:
         self._act(f"connect {container[:12]} {network}")

@@ -148,3 +148,27 @@ def test_a_failed_create_leaves_the_old_container_untouched(tmp_path: Path) -> N
     assert item.outcome is Outcome.FAILED and "not touched" in (item.reason or ""), item
     assert engine.named() == before
     assert not [call for call in engine.calls if call.startswith(("stop", "rename"))]
+
+
+@pytest.mark.parametrize("api_1_44", [True, False], ids=["API 1.44+", "API 1.41"])
+def test_a_secondary_mac_is_kept_where_the_engine_takes_every_network(
+        api_1_44: bool, tmp_path: Path) -> None:
+    """On two networks, `back` with a MAC the user set, `--rm`: the replacement and the
+    restorable copy are created with both networks and that MAC on API 1.44+ (nothing
+    connected after); on older engines with the primary, `back` connected after."""
+    engine = _host(AutoRemove=True, NetworkMode="front")
+    engine.api_1_44 = api_1_44
+    app = engine.containers[next(iter(engine.containers))]
+    app["NetworkSettings"]["Networks"] = {
+        "front": {"MacAddress": "9a:0b:1c:2d:3e:4f", "IPAddress": "172.31.1.5"},
+        "back": {"MacAddress": "12:34:56:78:9a:bc", "IPAddress": "172.31.2.7"}}
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.UPDATED, item
+    for name in ("app-updater-new", "app-updater-old"):
+        endpoints = engine.bodies[name]["NetworkingConfig"]["EndpointsConfig"]
+        if api_1_44:
+            assert endpoints == {"front": {}, "back": {"MacAddress": "12:34:56:78:9a:bc"}}
+        else:
+            assert endpoints == {"front": {}}, name
+    connects = [call for call in engine.calls if call.startswith("connect")]
+    assert len(connects) == (0 if api_1_44 else 2), engine.calls
