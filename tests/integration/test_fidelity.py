@@ -336,3 +336,40 @@ def test_every_docker_run_option_survives(engine: Dockerd, registry: Registry, u
                      "/proc/mounts; test -e /dev/xnull && echo device"]).output
     assert isinstance(inside, bytes)
     assert inside.decode().split() == ["1024", "1024", "1", "device"]
+
+
+@pytest.mark.matrix
+def test_a_linked_container_on_the_default_bridge_and_a_user_network_keeps_both(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`--link` works on the default bridge only; with a user network too (every network in
+    the create body on API >= 1.44) the replacement is on both, with the link and the alias."""
+    image = f"{registry.host}/links/{unique}:latest"
+    images.release(engine.client, image, "1")
+    api = engine.client.api
+    [(network, _)] = _networks(engine, unique)[:1]
+    db, app = f"{unique}-db", f"{unique}-app"
+    containers.extend([app, db])
+    try:
+        engine.client.containers.run(image, name=db, detach=True)
+        api.create_container(image, name=app, labels={"updater.enable": "true"},
+                             host_config=api.create_host_config(links={db: "database"}))
+        api.connect_container_to_network(app, network, aliases=["app-alias"])
+        api.start(app)
+        images.release(engine.client, image, "2", keep_local=False)
+        code, items = update(engine, tmp_path, app)
+        after = api.inspect_container(app)
+        resolved = engine.client.containers.get(app).exec_run(
+            ["sh", "-c", "grep -c database /etc/hosts"]).output
+    finally:
+        for name in (app, db):
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.client.containers.get(name).remove(force=True)
+        api.remove_network(network)
+
+    assert code == 0 and items[app]["outcome"] == "updated", items
+    networks = after["NetworkSettings"]["Networks"]
+    assert set(networks) == {"bridge", network}, networks
+    assert "app-alias" in (networks[network]["Aliases"] or ()), networks
+    assert after["HostConfig"]["Links"] == [f"/{db}:/{app}/database"]
+    assert isinstance(resolved, bytes) and resolved.strip() != b"0", resolved
