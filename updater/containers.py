@@ -885,8 +885,9 @@ def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, A
     networks (the engine's socket and the state volume among them), running `updater swap
     ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched.
 
-    Of the networks only the primary one, and no MAC address: it runs beside this container,
-    which holds the secondary endpoints' static addresses and the MACs."""
+    Of the networks only the primary one, with no MAC and no static address: it runs beside
+    this container, which holds the MACs and the static addresses (the helper talks to the
+    engine through the socket it mounts; the network is there for an engine reached by TCP)."""
     body = copy.deepcopy(plan.body)
     host = body.setdefault("HostConfig", {})
     host.update(PortBindings={}, PublishAllPorts=False, RestartPolicy={"Name": "no"},
@@ -897,7 +898,8 @@ def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, A
     endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
     if plan.primary_network in endpoints:
         primary = endpoints[plan.primary_network]
-        primary.pop("MacAddress", None)
+        for key in ("MacAddress", "IPAMConfig"):
+            primary.pop(key, None)
         body["NetworkingConfig"] = {"EndpointsConfig": {plan.primary_network: primary}}
     return body
 

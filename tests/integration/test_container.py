@@ -4,13 +4,16 @@ and replacing itself when its own image gets a new digest."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import docker.errors
 import httpx
 import pytest
@@ -21,6 +24,8 @@ from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.registry import Registry
 from tests.integration.helpers import ENABLED, start, wait_until
+
+_subnets = itertools.count(1)  # 172.30.X.0/24: a user network's, for a static address
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -221,15 +226,25 @@ def _replaced(engine: Dockerd, name: str, first: str, new_image: str) -> bool:
             and found[0].attrs["State"]["Running"] and found[0].attrs["Image"] == new_image)
 
 
+@pytest.mark.parametrize("static_ip", [False, True], ids=["bridge", "static-ip"])
 def test_self_update_of_an_updater_publishing_its_api_port(
         engine: Dockerd, root: Path, build_context: Path, updater_ref: str, unique: str,
-        sidecars: list[str]) -> None:
-    """On the bridge network with `-p 127.0.0.1:PORT:8080`: the engine cannot start a successor
-    while the old updater holds the port, so a swap helper stops the old one and starts the
-    successor; then one updater is left, on the new image, answering on the same port. A
+        sidecars: list[str], static_ip: bool) -> None:
+    """With `-p 127.0.0.1:PORT:8080`, on the default bridge or on a user network with a static
+    address (`--ip`): the engine cannot start a successor while the old updater holds the port
+    (or the address), so a swap helper stops the old one and starts the successor; then one
+    updater is left, on the new image, answering on the same port (at the same address). A
     successor that exits at once is removed and the old updater runs and answers again. (The
     registry listens on the engine's bridge, which the engine and the containers both reach.)"""
     bridged = Registry(root / f"registry-bridge-{unique}", address=engine.gateway()).start()
+    network, address = f"{unique}-static", f"172.30.{next(_subnets)}.10"
+    placement: dict[str, Any] = {}
+    if static_ip:
+        ipam = docker.types.IPAMConfig(pool_configs=[
+            docker.types.IPAMPool(subnet=address.rsplit(".", 1)[0] + ".0/24")])
+        engine.client.api.create_network(network, driver="bridge", ipam=ipam)
+        placement = {"network": network, "networking_config": {
+            network: engine.client.api.create_endpoint_config(ipv4_address=address)}}
     try:
         reference = f"{bridged.host}/updater/{unique}:latest"
         engine.client.images.get(updater_ref).tag(reference)
@@ -237,7 +252,7 @@ def test_self_update_of_an_updater_publishing_its_api_port(
         name, port, token = f"{unique}-published", free_port(), "published-token-1"
         sidecars.append(name)
         first = engine.client.containers.run(
-            reference, detach=True, name=name, labels=ENABLED,
+            reference, detach=True, name=name, labels=ENABLED, **placement,
             ports={"8080/tcp": ("127.0.0.1", port)},
             volumes={str(engine.socket): {"bind": "/var/run/docker.sock", "mode": "rw"}},
             environment={"UPDATER_INTERVAL": "2s", "UPDATER_HTTP_API_LISTEN": "0.0.0.0:8080",
@@ -260,6 +275,9 @@ def test_self_update_of_an_updater_publishing_its_api_port(
         text = successor.logs().decode(errors="replace")
         assert "took over from the previous updater container" in text, text[-4000:]
         assert "Traceback" not in text
+        if static_ip:
+            assert successor.attrs["NetworkSettings"]["Networks"][network]["IPAddress"] == \
+                address
 
         # A release whose `run` exits at once (its swap helper works: same entrypoint).
         broken, _ = engine.client.images.build(
@@ -287,6 +305,10 @@ def test_self_update_of_an_updater_publishing_its_api_port(
         assert (left.id, left.attrs["State"]["Running"]) == (successor.id, True)
     finally:
         bridged.stop()
+        if static_ip:
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.client.containers.get(name).remove(force=True)
+            engine.client.api.remove_network(network)
 
 
 def test_a_successor_that_does_not_start_leaves_the_old_updater_in_place(

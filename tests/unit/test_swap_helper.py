@@ -91,17 +91,19 @@ def test_an_updater_with_rm_and_published_ports_is_not_swapped(tmp_path: Path) -
 
 
 def test_the_swap_helper_has_the_primary_network_and_no_mac_address() -> None:
-    """The helper runs beside the old updater, which holds its MAC addresses and the secondary
-    networks' static addresses: it gets the primary network only, with no MAC."""
+    """The helper runs beside the old updater, which holds its MAC addresses and static
+    addresses: it gets the primary network only, with no MAC and no static address."""
     updater = {"Id": "u" * 64, "Config": {"Image": REFERENCE, "MacAddress": "9a:0b:1c:2d:3e:4f"},
                "HostConfig": {"NetworkMode": "front"},
                "NetworkSettings": {"Networks": {
-                   "front": {"MacAddress": "9a:0b:1c:2d:3e:4f", "IPAddress": "172.31.1.5"},
+                   "front": {"MacAddress": "9a:0b:1c:2d:3e:4f", "IPAddress": "172.31.1.5",
+                             "IPAMConfig": {"IPv4Address": "172.31.1.5"},
+                             "Aliases": ["api"]},
                    "back": {"MacAddress": "12:34:56:78:9a:bc", "IPAddress": "172.31.2.7",
                             "IPAMConfig": {"IPv4Address": "172.31.2.7"}}}}}
     plan = recreate.plan(updater, {}, {}, REFERENCE, endpoints_at_create=True)
     assert plan.body["MacAddress"] and plan.body["NetworkingConfig"]["EndpointsConfig"]["back"]
     body = swap_helper(plan, 7, "updater")
     assert "MacAddress" not in body
-    assert body["NetworkingConfig"] == {"EndpointsConfig": {"front": {}}}
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"front": {"Aliases": ["api"]}}}
     assert "back" in plan.body["NetworkingConfig"]["EndpointsConfig"]  # the plan is unchanged
