@@ -6,6 +6,7 @@ and cached; the project and its dependencies go in as wheels, so the build is of
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -51,6 +52,15 @@ def base_tarball() -> Path:
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap not found: apt-get install debootstrap")
     tarball.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers: one makes it, the others wait for it and use it.
+    with open(tarball.parent / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            _debootstrap(tarball)
+    return tarball
+
+
+def _debootstrap(tarball: Path) -> None:
     with tempfile.TemporaryDirectory(dir=tarball.parent) as work:
         rootfs = Path(work) / "rootfs"
         result = subprocess.run(
@@ -68,7 +78,6 @@ def base_tarball() -> Path:
         subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."],
                        check=True, timeout=300)
         partial.replace(tarball)
-    return tarball
 
 
 def base_image(client: docker.DockerClient) -> str:
