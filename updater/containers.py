@@ -485,6 +485,15 @@ class ContainerUpdater:
             new_image = self._pull(candidate.reference, candidate.new_digest, old, old_image)
             versions = Versions.from_labels(_labels(old_image), _labels(new_image))
             plan = self._plan(old, old_image, new_image)
+            # A MAC or an address the successor is created with is this container's while it
+            # runs: the successor could not start beside it (or would share a MAC with it).
+            pinned = _pinned_addresses(plan)
+            if pinned and _removed_on_stop(old):
+                raise EngineError(f"it runs with --rm and has fixed addresses "
+                                  f"({', '.join(pinned)}): the swap helper must stop it "
+                                  "first, and the engine would delete it, so it could not be "
+                                  "put back if the new one failed; run it without --rm")
+            held = held + pinned
             self._require_free_names([container.name])
             if held and self._engine.inspect_container(container.name + SWAP_SUFFIX):
                 raise EngineError(f"the name {container.name + SWAP_SUFFIX} is taken; remove "
@@ -499,7 +508,7 @@ class ContainerUpdater:
             if held:
                 # The engine will not start a container binding the same host ports while this
                 # one runs: a helper container stops this one first, then starts the successor.
-                log.info("%s: it publishes host port(s) %s: a swap helper hands over",
+                log.info("%s: it holds %s: a swap helper stops it, then starts the new one",
                          container.name, ", ".join(held))
                 outcome, reason = self._swap_through_helper(
                     entry, container.name, container.id, plan, str(new_image["Id"]),
@@ -878,6 +887,20 @@ def _host_ports(container: Mapping[str, Any]) -> list[str]:
             if host_port not in ("", "0"):
                 held.append(f"{host_port}->{port}")
     return sorted(set(held))
+
+
+def _pinned_addresses(plan: recreate.CreatePlan) -> list[str]:
+    """The MAC addresses and static IP addresses the replacement is created with (or
+    connected with before its first start), as "mac X" / "address Y on N"."""
+    pinned = [f"mac {plan.body['MacAddress']}"] if plan.body.get("MacAddress") else []
+    endpoints = dict((plan.body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    for network, endpoint in {**endpoints, **plan.extra_networks}.items():
+        if endpoint.get("MacAddress"):
+            pinned.append(f"mac {endpoint['MacAddress']} on {network}")
+        ipam = endpoint.get("IPAMConfig") or {}
+        pinned += [f"address {ipam[key]} on {network}"
+                   for key in ("IPv4Address", "IPv6Address") if ipam.get(key)]
+    return pinned
 
 
 def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, Any]:

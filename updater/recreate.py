@@ -212,7 +212,7 @@ def _ip_derived_mac(address: str) -> str | None:
 
 def _endpoint(spec: Mapping[str, Any], short_id: str) -> dict[str, Any]:
     """The user-set part of an endpoint: aliases (less the engine's own), static addresses,
-    links, driver options."""
+    links, driver options, gateway priority."""
     endpoint: dict[str, Any] = {}
     aliases = [a for a in spec.get("Aliases") or () if a != short_id]
     if aliases:
@@ -223,4 +223,6 @@ def _endpoint(spec: Mapping[str, Any], short_id: str) -> dict[str, Any]:
         endpoint["Links"] = list(spec["Links"])
     if spec.get("DriverOpts"):
         endpoint["DriverOpts"] = dict(spec["DriverOpts"])
+    if spec.get("GwPriority"):  # API >= 1.48: which network's gateway is the default route
+        endpoint["GwPriority"] = spec["GwPriority"]
     return endpoint

@@ -249,3 +249,13 @@ def test_an_engine_taking_one_network_gets_no_endpoint_mac() -> None:
         "front": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "172.31.1.5"}}}}
     assert result.extra_networks == {"back": {"Links": ["db:db"]}}
     assert result.primary_network == "front"
+
+
+def test_the_gateway_priority_of_a_network_is_kept() -> None:
+    """`--network name=back,gw-priority=10` (API >= 1.48) makes `back`'s gateway the default
+    route; without it the replacement's default route would move to `front`."""
+    container = _two_networks("9a:0b:1c:2d:3e:4f", "02:42:ac:1f:02:07")
+    container["NetworkSettings"]["Networks"]["back"]["GwPriority"] = 10
+    endpoints = plan(container, OLD_IMAGE, NEW_IMAGE, "x",
+                     endpoints_at_create=True).body["NetworkingConfig"]["EndpointsConfig"]
+    assert endpoints["back"]["GwPriority"] == 10 and "GwPriority" not in endpoints["front"]

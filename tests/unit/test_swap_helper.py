@@ -107,3 +107,34 @@ def test_the_swap_helper_has_the_primary_network_and_no_mac_address() -> None:
     assert "MacAddress" not in body
     assert body["NetworkingConfig"] == {"EndpointsConfig": {"front": {"Aliases": ["api"]}}}
     assert "back" in plan.body["NetworkingConfig"]["EndpointsConfig"]  # the plan is unchanged
+
+
+def test_a_successor_with_a_fixed_mac_or_address_goes_through_the_helper() -> None:
+    """A MAC or static address the successor is created (or connected) with is the running
+    updater's: those make the self-update stop the old one first (the swap helper), as
+    published ports do; generated ones do not."""
+    from updater.containers import _pinned_addresses
+
+    def updater(networks: dict[str, dict[str, object]],
+                mac: str | None = None) -> dict[str, object]:
+        return {"Id": "u" * 64, "Config": {"Image": REFERENCE, "MacAddress": mac},
+                "HostConfig": {"NetworkMode": next(iter(networks))},
+                "NetworkSettings": {"Networks": networks}}
+
+    dynamic = updater({"front": {"MacAddress": "02:42:ac:1f:01:05", "IPAddress": "172.31.1.5"},
+                       "back": {"MacAddress": "02:42:ac:1f:02:07", "IPAddress": "172.31.2.7"}})
+    assert _pinned_addresses(recreate.plan(dynamic, {}, {}, REFERENCE)) == []
+    assert _pinned_addresses(recreate.plan(dynamic, {}, {}, REFERENCE,
+                                           endpoints_at_create=True)) == []
+    static = updater({"front": {"IPAddress": "172.31.1.5",
+                                "IPAMConfig": {"IPv4Address": "172.31.1.5"}},
+                      "back": {"MacAddress": "12:34:56:78:9a:bc", "IPAddress": "172.31.2.7"}},
+                     mac="9a:0b:1c:2d:3e:4f")
+    assert _pinned_addresses(recreate.plan(static, {}, {}, REFERENCE,
+                                           endpoints_at_create=True)) == [
+        "mac 9a:0b:1c:2d:3e:4f", "address 172.31.1.5 on front", "mac 12:34:56:78:9a:bc on back"]
+    connected = updater({"front": {"IPAddress": "172.31.1.5"},
+                         "back": {"IPAddress": "172.31.2.7",
+                                  "IPAMConfig": {"IPv4Address": "172.31.2.7"}}})
+    assert _pinned_addresses(recreate.plan(connected, {}, {}, REFERENCE)) == [
+        "address 172.31.2.7 on back"]
