@@ -78,6 +78,13 @@ class PassLookups:
             wanted = {str(ref): ref for ref in refs if str(ref) not in self._answers}
             self._answers.update(_lookup_all(wanted, self._registry, self._workers))
 
+    def forget_failures(self) -> None:
+        """The next phase of the pass (the services, after the containers' updates) asks
+        again for what failed: a timeout minutes ago says little about the registry now."""
+        with self._lock:
+            self._answers = {key: answer for key, answer in self._answers.items()
+                             if not isinstance(answer, RegistryError)}
+
     def digest(self, reference: reference.Reference) -> str:
         self.prefetch([reference])
         answer = self._answers[str(reference)]

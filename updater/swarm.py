@@ -16,6 +16,7 @@ changed: a no-op update would erase the service's PreviousSpec.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -27,7 +28,13 @@ from updater import policy, reference, rollout
 from updater.credentials import CredentialSource
 from updater.detect import DigestSource, PassLookups, unchanged_for
 from updater.engine import Engine
-from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
+from updater.errors import (
+    EngineError,
+    EngineUnavailable,
+    NotFoundInEngine,
+    RegistryError,
+    UpdaterError,
+)
 from updater.rebalance import ServicePlan, node_platforms
 from updater.report import ItemReport, Outcome
 from updater.rollout import Marker, Phase
@@ -307,6 +314,7 @@ class ServiceUpdater:
         at once (concurrently, each distinct reference once)."""
         source = self._source
         lookups = source if isinstance(source, PassLookups) else PassLookups(source)
+        lookups.forget_failures()  # what failed for the containers is asked again, once
         wanted = []
         for service in map(ServiceSnapshot.from_inspect, services):
             try:
@@ -394,8 +402,19 @@ class ServiceUpdater:
                 log.debug("%s: nodes not listed: %s", service.name, exc)
                 return None
         platforms = node_platforms(self._nodes, service.spec.get("TaskTemplate") or {})
-        return unchanged_for(self._registry, ref, [current], remote, platforms or [],
+        note = unchanged_for(self._registry, ref, [current], remote, platforms or [],
                              service.name)
+        if note is None:
+            return None
+        # Kept on its index only while the registry still holds it: a task placed on a new
+        # node pulls it by digest, and registries delete untagged indexes (lifecycle rules).
+        try:
+            self._registry.digest(dataclasses.replace(ref, tag=current, digest=None))
+        except RegistryError as exc:
+            log.info("%s: its index %s is no longer in the registry (%s): rolled to the "
+                     "tag's", service.name, current[:19], exc)
+            return None
+        return note
 
     def _followed(self, service: ServiceSnapshot, marker: Marker,
                   action: Callable[[], tuple[Outcome, str | None]],

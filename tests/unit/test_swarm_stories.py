@@ -240,3 +240,45 @@ def test_containers_and_services_of_one_image_cost_one_lookup_per_pass() -> None
                                 Settings(), sleep=lambda seconds: None).check()
         assert (result.remote_digest, item.new_digest) == (D2, D2)
     assert registry.asked == ["reg.example/app:1"] * 2
+
+
+def test_a_service_stays_on_its_index_only_while_the_registry_holds_it() -> None:
+    """The tag's new index names the same image for the nodes' platform: up-to-date, nothing
+    sent. Once the registry deleted the old index (a lifecycle rule), a task placed on a new
+    node could not pull it: the service is moved to the tag's index."""
+    from updater.errors import ManifestNotFound
+
+    same = "sha256:" + "a" * 64
+
+    class Indexes:
+        deleted = False
+
+        def digest(self, reference: Reference) -> str:
+            if reference.tag == D1:  # the old index, asked for by digest
+                if self.deleted:
+                    raise ManifestNotFound("reg.example/app@sha256:111… not found")
+                return D1
+            return D2
+
+        def platform_digest(self, reference: Reference, digest: str, platform: str) -> str:
+            assert platform == "linux/amd64"
+            return same
+
+    swarm = FakeSwarm(_spec(D1), None, None)
+    swarm.nodes = lambda: [{  # type: ignore[method-assign]
+        "ID": "n1", "Status": {"State": "ready"}, "Spec": {"Availability": "active"},
+        "Description": {"Hostname": "n1", "Platform": {"OS": "linux",
+                                                       "Architecture": "x86_64"}}}]
+    registry = Indexes()
+
+    def check() -> ItemReport:
+        [item] = ServiceUpdater(swarm, registry, NoCredentials(),  # type: ignore[arg-type]
+                                Settings(), sleep=lambda seconds: None).check()
+        return item
+
+    item = check()
+    assert (item.outcome, item.reason) == (
+        Outcome.UP_TO_DATE, "the tag's index changed, its linux/amd64 image did not")
+    registry.deleted = True
+    assert check().outcome is Outcome.AVAILABLE
+    assert swarm.sent == []
