@@ -210,7 +210,7 @@ class Engine:
 
     def _manifest_descriptors(self) -> bool:
         """Whether container inspect names the manifest it was created from (API >= 1.48)."""
-        return tuple(int(part) for part in self.api_version.split(".")[:2]) >= (1, 48)
+        return self._api_at_least(1, 48)
 
     def pull(self, repository: str, digest: str, auth: dict[str, str] | None,
              platform: str | None = None) -> str:
