@@ -33,11 +33,11 @@ from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.proxy import LatencyProxy
 from harness.registry import Registry
-from updater.credentials import SettingsCredentials
-from updater.detect import check, watched
-from updater.engine import Engine
-from updater.registry import RegistryClient
-from updater.settings import Settings
+from updater.core.detect import check, watched
+from updater.core.settings import Settings
+from updater.engine.adapter import Engine
+from updater.registry.client import RegistryClient
+from updater.registry.credentials import SettingsCredentials
 
 REPEATS = 3
 

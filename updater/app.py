@@ -13,27 +13,27 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from updater.containers import ContainerUpdater
-from updater.credentials import (
+from updater.actions.containers import ContainerUpdater
+from updater.actions.passes import UpdatePass
+from updater.actions.services import ServiceUpdater, is_leader
+from updater.core.detect import PassLookups, watched
+from updater.core.rebalance import ServicePlan, placement, plans, result_reason
+from updater.core.report import ItemReport, Outcome, PassReport
+from updater.core.settings import Settings
+from updater.engine.adapter import Engine, own_container_id
+from updater.errors import NotWatched, UpdaterError
+from updater.notify import AppriseSender, Notifier
+from updater.registry.client import RegistryClient
+from updater.registry.credentials import (
     ChainedCredentials,
     CredentialSource,
     DockerConfigCredentials,
     SettingsCredentials,
 )
-from updater.detect import PassLookups, watched
-from updater.engine import Engine, own_container_id
-from updater.errors import NotWatched, UpdaterError
-from updater.history import History
-from updater.journal import Journal, StateLock
-from updater.metrics import Metrics
-from updater.notify import AppriseSender, Notifier
-from updater.passes import UpdatePass
-from updater.rebalance import ServicePlan, placement, plans, result_reason
-from updater.registry import RegistryClient
-from updater.report import ItemReport, Outcome, PassReport
-from updater.settings import Settings
-from updater.state import PlatformDigests
-from updater.swarm import ServiceUpdater, is_leader
+from updater.serve.metrics import Metrics
+from updater.store.history import History
+from updater.store.journal import Journal, StateLock
+from updater.store.state import PlatformDigests
 
 log = logging.getLogger(__name__)
 # How long a pass may go without reporting an item before the loop counts as stuck (an update

@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from updater import __version__, config, logs
 from updater.errors import UpdaterError
-from updater.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
+from updater.store.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
 
 # Each command imports what it needs when it runs: `updater --version` or `updater config`
 # should not pay for the docker SDK, httpx or prometheus_client.
 if TYPE_CHECKING:
-    from updater.api import ApiServer
     from updater.app import Application
-    from updater.credentials import CredentialSource
-    from updater.daemon import Daemon
-    from updater.detect import CheckResult, PassLookups
-    from updater.engine import Engine
-    from updater.report import PassReport
-    from updater.settings import Settings
-    from updater.snapshots import ContainerSnapshot
+    from updater.core.detect import CheckResult, PassLookups
+    from updater.core.report import PassReport
+    from updater.core.settings import Settings
+    from updater.core.snapshots import ContainerSnapshot
+    from updater.engine.adapter import Engine
+    from updater.registry.credentials import CredentialSource
+    from updater.serve.api import ApiServer
+    from updater.serve.daemon import Daemon
 
 log = logging.getLogger("updater")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -206,7 +206,7 @@ def _flags(arguments: argparse.Namespace) -> dict[str, Any]:
 
 
 def _health(_: argparse.Namespace, settings: Settings) -> int:
-    from updater.health import check
+    from updater.serve.health import check
 
     problem = check(settings.state_dir)
     if problem is not None:
@@ -217,9 +217,9 @@ def _health(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
-    from updater.engine import Engine
-    from updater.journal import Journal
-    from updater.swap import swap
+    from updater.actions.swap import swap
+    from updater.engine.adapter import Engine
+    from updater.store.journal import Journal
 
     engine = Engine.connect(settings.docker_host)
     journal = Journal(settings.state_dir)
@@ -237,8 +237,8 @@ def _show_config(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(arguments: argparse.Namespace, settings: Settings) -> int:
-    from updater.detect import watched
-    from updater.engine import Engine
+    from updater.core.detect import watched
+    from updater.engine.adapter import Engine
 
     engine = Engine.connect(settings.docker_host)
     try:
@@ -250,13 +250,13 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Engine,
                   containers: list[ContainerSnapshot], results: list[CheckResult]) -> int:
-    from updater.credentials import (
+    from updater.core.detect import PassLookups, check, require_names
+    from updater.registry.client import RegistryClient
+    from updater.registry.credentials import (
         ChainedCredentials,
         DockerConfigCredentials,
         SettingsCredentials,
     )
-    from updater.detect import PassLookups, check, require_names
-    from updater.registry import RegistryClient
 
     credentials = ChainedCredentials(SettingsCredentials(settings.registries),
                                      DockerConfigCredentials())
@@ -280,10 +280,10 @@ def _report_check(arguments: argparse.Namespace, settings: Settings, engine: Eng
 def _check_services(engine: Engine, registry: PassLookups, credentials: CredentialSource,
                     settings: Settings, names: list[str]) -> list[CheckResult]:
     """Services as `check` rows, when this engine is a swarm manager."""
-    from updater.detect import CheckResult
-    from updater.policy import State
-    from updater.report import Outcome
-    from updater.swarm import ServiceUpdater
+    from updater.actions.services import ServiceUpdater
+    from updater.core.detect import CheckResult
+    from updater.core.policy import State
+    from updater.core.report import Outcome
 
     states = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE_AVAILABLE,
               Outcome.PINNED: State.PINNED}
@@ -298,7 +298,7 @@ def _check_services(engine: Engine, registry: PassLookups, credentials: Credenti
 
 
 def _summary(results: list[CheckResult]) -> str:
-    from updater.policy import State
+    from updater.core.policy import State
 
     counts = Counter(r.state.value for r in results)
     parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
@@ -307,7 +307,7 @@ def _summary(results: list[CheckResult]) -> str:
 
 def _update(arguments: argparse.Namespace, settings: Settings) -> int:
     from updater.app import Application
-    from updater.journal import StateLock
+    from updater.store.journal import StateLock
 
     with StateLock(settings.state_dir), Application(settings) as app:
         report = app.run_pass(arguments.names)
@@ -320,10 +320,10 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def _run(_: argparse.Namespace, settings: Settings) -> int:
     from updater.app import Application
-    from updater.daemon import Daemon
-    from updater.health import Heartbeat
-    from updater.journal import StateLock
-    from updater.report import Outcome
+    from updater.core.report import Outcome
+    from updater.serve.daemon import Daemon
+    from updater.serve.health import Heartbeat
+    from updater.store.journal import StateLock
 
     # A predecessor handing over to this updater lets go of the lock within seconds.
     with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
@@ -372,8 +372,8 @@ def _run(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
-    from updater.api import ApiServer
     from updater.app import DaemonControl
+    from updater.serve.api import ApiServer
 
     listen, token = settings.http_api.listen, settings.http_api.token
     if not listen or not token:
@@ -402,10 +402,10 @@ def _check_rebalanced_names(names: list[str], services: list[dict[str, Any]]) ->
 
 
 def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.actions.services import ServiceUpdater, is_leader
     from updater.app import Application
-    from updater.engine import Engine
-    from updater.rebalance import plans
-    from updater.swarm import ServiceUpdater, is_leader
+    from updater.core.rebalance import plans
+    from updater.engine.adapter import Engine
 
     if arguments.threshold < 0:
         raise UpdaterError(f"--threshold {arguments.threshold} must be 0 or more")
@@ -440,8 +440,8 @@ def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
 def _where(arguments: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
-    from updater.engine import Engine
-    from updater.swarm import where
+    from updater.actions.services import where
+    from updater.engine.adapter import Engine
 
     engine = Engine.connect(settings.docker_host)
     try:
@@ -458,7 +458,7 @@ def _where(arguments: argparse.Namespace, settings: Settings) -> int:
 
 
 def _history(arguments: argparse.Namespace, settings: Settings) -> int:
-    from updater.history import History
+    from updater.store.history import History
 
     history = History(settings.state_dir)
     try:

@@ -18,11 +18,10 @@ from typing import Any
 
 import yaml
 
-from updater.durations import format_duration, parse_duration
-from updater.errors import ConfigError
-from updater.messages import check_template
-from updater.reference import registry_host, registry_key_path
-from updater.settings import (
+from updater.core.durations import format_duration, parse_duration
+from updater.core.messages import check_template
+from updater.core.reference import registry_host, registry_key_path
+from updater.core.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
     HttpApiSettings,
@@ -30,6 +29,7 @@ from updater.settings import (
     RegistrySettings,
     Settings,
 )
+from updater.errors import ConfigError
 
 log = logging.getLogger(__name__)
 MASK = "***"

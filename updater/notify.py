@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from updater import state
-from updater.messages import level_of, passes_level, render
-from updater.report import FAILURES, ItemReport, Outcome, PassReport
-from updater.settings import LOG_LEVELS, Settings
+from updater.core.messages import level_of, passes_level, render
+from updater.core.report import FAILURES, ItemReport, Outcome, PassReport
+from updater.core.settings import LOG_LEVELS, Settings
+from updater.store import state
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 48

@@ -15,7 +15,7 @@ import sys
 
 from updater import config
 from updater.app import Application
-from updater.journal import Journal, Step
+from updater.store.journal import Journal, Step
 
 
 class KillingJournal(Journal):

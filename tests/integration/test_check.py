@@ -20,11 +20,11 @@ from tests.integration.helpers import (
     start,
     write_docker_config,
 )
-from updater.credentials import SettingsCredentials
-from updater.detect import check, watched
-from updater.engine import Engine
-from updater.registry import RegistryClient
-from updater.settings import RegistrySettings, Settings
+from updater.core.detect import check, watched
+from updater.core.settings import RegistrySettings, Settings
+from updater.engine.adapter import Engine
+from updater.registry.client import RegistryClient
+from updater.registry.credentials import SettingsCredentials
 
 pytestmark = [pytest.mark.engine]
 USER, PASSWORD = next(iter(USERS.items()))

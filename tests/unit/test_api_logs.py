@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from updater.api import ApiServer, parse_listen
 from updater.errors import ConfigError
 from updater.logs import JsonFormatter, Redactor
+from updater.serve.api import ApiServer, parse_listen
 
 TOKEN = "s3cret-token-value"
 
@@ -119,8 +119,8 @@ def test_json_log_lines() -> None:
 def test_history_keeps_a_repeated_state_once(tmp_path: Path) -> None:
     """An available update or an error is a row when it starts (or changes), not every pass;
     updates are always rows."""
-    from updater.history import History
-    from updater.report import ItemReport, Outcome
+    from updater.core.report import ItemReport, Outcome
+    from updater.store.history import History
 
     history = History(str(tmp_path))
     available = ItemReport("mon", "r/mon:1", Outcome.AVAILABLE, new_digest="sha256:" + "b" * 64)

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from updater.api import ApiServer
-from updater.daemon import Daemon
-from updater.report import PassReport
-from updater.settings import Settings
+from updater.core.report import PassReport
+from updater.core.settings import Settings
+from updater.serve.api import ApiServer
+from updater.serve.daemon import Daemon
 
 TOKEN = "correct-horse-battery-staple-0123456789"
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from updater.api import ApiServer
 from updater.errors import EngineUnavailable, NotWatched
+from updater.serve.api import ApiServer
 
 TOKEN = "trigger-token-0123456789"
 WATCHED = {"web", "db"}

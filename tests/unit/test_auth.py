@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updater.auth import Challenge, Credentials, TokenCache, parse_challenges, preferred
+from updater.registry.auth import Challenge, Credentials, TokenCache, parse_challenges, preferred
 
 
 def test_docker_hub_bearer_challenge() -> None:

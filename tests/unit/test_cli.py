@@ -58,8 +58,8 @@ def test_usage_errors_are_one_line_with_one_prefix(argv: list[str], expected: st
 def test_history_of_an_unknown_name_is_an_error(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """As for `check` and `update`, a name nothing is known of exits 2; a known one prints."""
-    from updater.history import History
-    from updater.report import ItemReport, Outcome
+    from updater.core.report import ItemReport, Outcome
+    from updater.store.history import History
 
     history = History(str(tmp_path))
     history.record(1.0, [ItemReport("web", "r/web:1", Outcome.UPDATED)])

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from updater import config
+from updater.core.settings import RegistrySettings
 from updater.errors import ConfigError
-from updater.settings import RegistrySettings
 
 
 def _file(tmp_path: Path, text: str) -> str:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from updater.auth import Credentials
-from updater.credentials import (
+from updater.core.settings import RegistrySettings
+from updater.errors import CredentialsUnavailable
+from updater.registry.auth import Credentials
+from updater.registry.credentials import (
     ChainedCredentials,
     DockerConfigCredentials,
     SettingsCredentials,
 )
-from updater.errors import CredentialsUnavailable
-from updater.settings import RegistrySettings
 
 
 def _config(tmp_path: Path, document: object) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from updater.durations import format_duration, parse_duration
+from updater.core.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updater.engine import _announced_pid, _ExecOutput, _same_signal, _split_tag
+from updater.engine.adapter import _announced_pid, _ExecOutput, _same_signal, _split_tag
 
 
 def test_pid_is_read_from_the_first_line_only_once_complete() -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from updater import health
 from updater.errors import ConfigError
-from updater.journal import StateLock
+from updater.serve import health
+from updater.store.journal import StateLock
 
 
 def test_fresh_heartbeat_of_this_process_is_healthy(tmp_path: Path) -> None:

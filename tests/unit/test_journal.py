@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from updater import journal, state
-from updater.journal import Journal
+from updater.store import journal, state
+from updater.store.journal import Journal
 
 OLD_SCHEMA = """
 CREATE TABLE updates (

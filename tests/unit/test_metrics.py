@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from updater.metrics import Metrics
-from updater.report import ItemReport, Outcome, PassReport
+from updater.core.report import ItemReport, Outcome, PassReport
+from updater.serve.metrics import Metrics
 
 
 def _series(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from updater import messages, notify
-from updater.messages import render, render_entry
+from updater import notify
+from updater.core import messages
+from updater.core.messages import render, render_entry
+from updater.core.report import ItemReport, Outcome, PassReport, Versions
+from updater.core.settings import Settings
 from updater.notify import Notifier
-from updater.report import ItemReport, Outcome, PassReport, Versions
-from updater.settings import Settings
 
 OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from updater.daemon import Daemon, next_delay
+from updater.core.policy import options
+from updater.core.report import PassReport
+from updater.core.settings import Settings
 from updater.errors import ConfigError
-from updater.policy import options
-from updater.report import PassReport
-from updater.settings import Settings
+from updater.serve.daemon import Daemon, next_delay
 
 
 def test_options_defaults_and_labels() -> None:
@@ -117,8 +117,8 @@ def test_triggers_during_a_pass_queue_one_more() -> None:
 def test_unreachable_engine_is_retried_with_backoff() -> None:
     """While the engine cannot be reached the daemon keeps going, retrying sooner than its
     interval with a growing delay; it never exits because of it."""
-    from updater.daemon import retry_delay
     from updater.errors import EngineUnavailable
+    from updater.serve.daemon import retry_delay
 
     calls = []
 
@@ -164,8 +164,8 @@ def test_named_triggers_never_move_the_full_pass() -> None:
 def test_run_once_exit_codes() -> None:
     """run_once: 2 when the engine cannot be reached, 1 when an update failed or the pass was
     cut short, 0 otherwise."""
+    from updater.core.report import ItemReport, Outcome
     from updater.errors import EngineUnavailable
-    from updater.report import ItemReport, Outcome
 
     def unreachable(stop_requested: Callable[[], bool], names: tuple[str, ...]) -> PassReport:
         raise EngineUnavailable("cannot reach the Docker engine")
@@ -184,7 +184,7 @@ def test_run_once_exit_codes() -> None:
 def test_health_turns_unhealthy_when_the_loop_is_past_its_deadline(tmp_path: Path) -> None:
     """The heartbeat thread keeps writing, but a loop past the time it was due to make
     progress is reported stuck."""
-    from updater import health
+    from updater.serve import health
 
     deadline = [time.time() + 100]
     beat = health.Heartbeat(str(tmp_path), lambda: None, deadline=lambda: deadline[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updater.order import Node, dependants, graph, update_order
+from updater.core.order import Node, dependants, graph, update_order
 
 
 def test_graph_from_every_kind_of_dependency() -> None:

@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from updater.detect import check, watched
-from updater.engine import own_container_id
+from updater.core.detect import check, watched
+from updater.core.policy import State, bool_label, is_watched, label, local_digests
+from updater.core.reference import Reference, parse
+from updater.core.settings import Settings
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine.adapter import own_container_id
 from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
-from updater.policy import State, bool_label, is_watched, label, local_digests
-from updater.reference import Reference, parse
-from updater.settings import Settings
-from updater.snapshots import ContainerSnapshot
 
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
@@ -178,7 +178,7 @@ def test_an_index_changed_only_for_other_platforms_changes_nothing() -> None:
     """Each platform asked for names the same image in the new index as in the old: the note
     says which; one that differs, or that the new index lacks, or a registry that cannot
     say, leaves it to the digests."""
-    from updater.detect import unchanged_for
+    from updater.core.detect import unchanged_for
 
     ref = parse("reg.example/app:1")
     amd, arm, arm2, s390 = ("sha256:" + c * 64 for c in "1234")

@@ -13,13 +13,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from updater import config, policy
-from updater.auth import parse_challenges, preferred
-from updater.daemon import next_delay
-from updater.durations import format_duration, parse_duration
+from updater import config
+from updater.core import policy
+from updater.core.durations import format_duration, parse_duration
+from updater.core.reference import parse
+from updater.core.settings import Settings
 from updater.errors import ConfigError, InvalidReference
-from updater.reference import parse
-from updater.settings import Settings
+from updater.registry.auth import parse_challenges, preferred
+from updater.serve.daemon import next_delay
 
 # CI runs the same cases every time (a new find should come from a developer's run, not fail
 # someone else's merge); elsewhere every run explores new ones.

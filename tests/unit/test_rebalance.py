@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from updater.rebalance import NodeCapacity, Placement, deviation, matches, plan_service
+from updater.core.rebalance import NodeCapacity, Placement, deviation, matches, plan_service
 
 CPU = 2_000_000_000
 MEMORY = 4 * 1024**3
@@ -152,7 +152,7 @@ def test_node_platforms_are_oci_names_of_the_nodes_a_service_may_run_on() -> Non
     """uname's machine names become the architectures an index names; a node down or drained
     counts (a task may go there later); constraints decide; a node that does not say its
     platform makes it unknown."""
-    from updater.rebalance import node_platforms
+    from updater.core.rebalance import node_platforms
 
     nodes = [_described("a", "x86_64"), _described("b", "aarch64", {"zone": "edge"}, "down"),
              _described("c", "armv7l", {"zone": "edge"}, availability="drain")]

@@ -10,13 +10,13 @@ from typing import Any, cast
 import pytest
 
 from updater import cli
+from updater.actions.services import ServiceUpdater, where
 from updater.app import Application
-from updater.engine import Engine
+from updater.core.rebalance import ServicePlan
+from updater.core.report import ItemReport, Outcome
+from updater.core.settings import Settings
+from updater.engine.adapter import Engine
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
-from updater.rebalance import ServicePlan
-from updater.report import ItemReport, Outcome
-from updater.settings import Settings
-from updater.swarm import ServiceUpdater, where
 
 NODES = [{"ID": f"n{i}", "Description": {"Hostname": f"node{i}"}, "Spec": {"Availability": a},
           "Status": {"State": s, "Addr": f"10.0.0.{i}"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from updater.recreate import plan
+from updater.engine.recreate import plan
 
 CONTAINER_ID = "abcdef1234567890" * 4
 

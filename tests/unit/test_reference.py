@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from updater.core.reference import parse
 from updater.errors import InvalidReference
-from updater.reference import parse
 
 HEX = "a" * 64
 DIGEST = f"sha256:{HEX}"

@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from updater.auth import Credentials
+from updater.core.reference import parse
+from updater.core.settings import RegistrySettings
 from updater.errors import (
     CredentialsUnavailable,
     ManifestNotFound,
@@ -23,9 +24,8 @@ from updater.errors import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
-from updater.reference import parse
-from updater.registry import ACCEPT, RegistryClient, RetryPolicy, is_loopback
-from updater.settings import RegistrySettings
+from updater.registry.auth import Credentials
+from updater.registry.client import ACCEPT, RegistryClient, RetryPolicy, is_loopback
 
 MANIFEST = b'{"schemaVersion": 2}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()

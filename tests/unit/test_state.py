@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from updater import state
 from updater.errors import ConfigError
-from updater.journal import Journal
+from updater.store import state
+from updater.store.journal import Journal
 
 # The layout of the first release: `updates` without kind, backup_id and saved; no version.
 FIRST_RELEASE = """

@@ -9,14 +9,14 @@ from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
 from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
-from updater import recreate
-from updater.containers import Candidate, ContainerUpdater, swap_helper
-from updater.engine import Engine
-from updater.journal import Journal, StateLock, Step
-from updater.reference import parse
-from updater.report import Outcome
-from updater.snapshots import ContainerSnapshot
-from updater.swap import swap
+from updater.actions.containers import Candidate, ContainerUpdater, swap_helper
+from updater.actions.swap import swap
+from updater.core.reference import parse
+from updater.core.report import Outcome
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine import recreate
+from updater.engine.adapter import Engine
+from updater.store.journal import Journal, StateLock, Step
 
 REFERENCE = "reg.example/updater:1"
 
@@ -113,7 +113,7 @@ def test_a_successor_with_a_fixed_mac_or_address_goes_through_the_helper() -> No
     """A MAC or static address the successor is created (or connected) with is the running
     updater's: those make the self-update stop the old one first (the swap helper), as
     published ports do; generated ones do not."""
-    from updater.containers import _pinned_addresses
+    from updater.actions.containers import _pinned_addresses
 
     def updater(networks: dict[str, dict[str, object]],
                 mac: str | None = None) -> dict[str, object]:

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from updater.report import Outcome
-from updater.rollout import LABEL, Marker, Phase, Story, story, told_key
-from updater.swarm import (
+from updater.actions.services import (
     ServiceSnapshot,
     ToldStories,
     held_back,
@@ -18,6 +16,8 @@ from updater.swarm import (
     rolled_out,
     update_timeout,
 )
+from updater.core.report import Outcome
+from updater.core.rollout import LABEL, Marker, Phase, Story, story, told_key
 
 OLD = "reg.example/app:1@sha256:" + "a" * 64
 NEW = "reg.example/app:1@sha256:" + "b" * 64

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from updater.auth import Credentials
+from updater.actions.services import ServiceUpdater
+from updater.core.reference import Reference
+from updater.core.report import ItemReport, Outcome
+from updater.core.rollout import LABEL, Marker
+from updater.core.settings import Settings
 from updater.errors import EngineError, EngineUnavailable
-from updater.reference import Reference
-from updater.report import ItemReport, Outcome
-from updater.rollout import LABEL, Marker
-from updater.settings import Settings
-from updater.swarm import ServiceUpdater
+from updater.registry.auth import Credentials
 
 D1, D2 = ("sha256:" + c * 64 for c in "12")
 OURS = Marker.new(D2, D1, 1_800_000_000)
@@ -216,8 +216,8 @@ def test_failure_action_continue_ends_completed_and_updated() -> None:
 def test_containers_and_services_of_one_image_cost_one_lookup_per_pass() -> None:
     """The pass's PassLookups, given to the container check and to the services: the tag
     both use is asked once; the next pass (new PassLookups) asks again."""
-    from updater.detect import PassLookups, check
-    from updater.snapshots import ContainerSnapshot
+    from updater.core.detect import PassLookups, check
+    from updater.core.snapshots import ContainerSnapshot
 
     class Counting:
         def __init__(self) -> None:

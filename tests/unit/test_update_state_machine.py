@@ -12,13 +12,13 @@ from typing import Any, cast
 import pytest
 
 from tests.unit.fake_engine import Clock, Crash, FakeEngine
-from updater.containers import Candidate, ContainerUpdater
-from updater.engine import Engine
-from updater.journal import Journal
-from updater.policy import ContainerOptions
-from updater.reference import parse
-from updater.report import Outcome
-from updater.snapshots import ContainerSnapshot
+from updater.actions.containers import Candidate, ContainerUpdater
+from updater.core.policy import ContainerOptions
+from updater.core.reference import parse
+from updater.core.report import Outcome
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine.adapter import Engine
+from updater.store.journal import Journal
 
 REFERENCE = "reg.example/app:1"
 OLD_DIGEST, NEW_DIGEST = "sha256:" + "a" * 64, "sha256:" + "b" * 64

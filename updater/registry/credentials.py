@@ -19,10 +19,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from updater.auth import Credentials
+from updater.core.reference import DEFAULT_DOMAIN, registry_host
+from updater.core.settings import RegistrySettings
 from updater.errors import CredentialsUnavailable
-from updater.reference import DEFAULT_DOMAIN, registry_host
-from updater.settings import RegistrySettings
+from updater.registry.auth import Credentials
 
 log = logging.getLogger(__name__)
 HELPER_TIMEOUT = 10.0

@@ -275,7 +275,7 @@ class ApiServer:
         return 202, {"queued": True, "names": list(names)}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
-        from updater.history import DEFAULT_LIMIT, parse_limit
+        from updater.store.history import DEFAULT_LIMIT, parse_limit
 
         try:
             limit = parse_limit((query.get("limit") or [str(DEFAULT_LIMIT)])[0])

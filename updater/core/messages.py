@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import string
 
-from updater.report import ItemReport, Outcome
-from updater.settings import LOG_LEVELS
+from updater.core.report import ItemReport, Outcome
+from updater.core.settings import LOG_LEVELS
 
 log = logging.getLogger(__name__)
 TEMPLATE_FIELDS = ("host", "summary", "entries", "count")

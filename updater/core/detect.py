@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from updater import policy, reference
+from updater.core import policy, reference
+from updater.core.policy import State
+from updater.core.settings import Settings
+from updater.core.snapshots import ContainerSnapshot
 from updater.errors import RegistryError, UpdaterError
-from updater.policy import State
-from updater.settings import Settings
-from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 MAX_WORKERS = 32

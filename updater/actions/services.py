@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from updater import policy, reference, rollout
-from updater.credentials import CredentialSource
-from updater.detect import DigestSource, PassLookups, unchanged_for
-from updater.engine import Engine
+from updater.core import policy, reference, rollout
+from updater.core.detect import DigestSource, PassLookups, unchanged_for
+from updater.core.rebalance import ServicePlan, node_platforms
+from updater.core.report import ItemReport, Outcome
+from updater.core.rollout import Marker, Phase
+from updater.core.settings import Settings
+from updater.engine.adapter import Engine
 from updater.errors import (
     EngineError,
     EngineUnavailable,
@@ -35,10 +38,7 @@ from updater.errors import (
     RegistryError,
     UpdaterError,
 )
-from updater.rebalance import ServicePlan, node_platforms
-from updater.report import ItemReport, Outcome
-from updater.rollout import Marker, Phase
-from updater.settings import Settings
+from updater.registry.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5

@@ -11,17 +11,18 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from updater import hooks, order, policy
-from updater.containers import Candidate, ContainerUpdater, Dependant
-from updater.detect import CheckResult, DigestSource, check, require_names, watched
-from updater.engine import Engine
+from updater.actions import hooks
+from updater.actions.containers import Candidate, ContainerUpdater, Dependant
+from updater.actions.services import ServiceUpdater
+from updater.core import order, policy
+from updater.core.detect import CheckResult, DigestSource, check, require_names, watched
+from updater.core.policy import State
+from updater.core.reference import parse
+from updater.core.report import ItemReport, Outcome, PassReport, Versions
+from updater.core.settings import Settings
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine.adapter import Engine
 from updater.errors import EngineUnavailable, UpdaterError
-from updater.policy import State
-from updater.reference import parse
-from updater.report import ItemReport, Outcome, PassReport, Versions
-from updater.settings import Settings
-from updater.snapshots import ContainerSnapshot
-from updater.swarm import ServiceUpdater
 
 log = logging.getLogger(__name__)
 _STATE_OUTCOMES = {State.UP_TO_DATE: Outcome.UP_TO_DATE, State.PINNED: Outcome.PINNED,

@@ -17,8 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from updater import state
 from updater.errors import ConfigError, StateError
+from updater.store import state
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from updater.durations import parse_duration
+from updater.core.durations import parse_duration
+from updater.core.reference import Reference, repository_of
+from updater.core.settings import Settings
 from updater.errors import ConfigError
-from updater.reference import Reference, repository_of
-from updater.settings import Settings
 
 PREFIX = "updater."
 WATCHTOWER_PREFIX = "com.centurylinklabs.watchtower."

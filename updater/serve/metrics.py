@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from updater.report import Outcome, PassReport
+from updater.core.report import Outcome, PassReport
 
 KINDS = ("container", "service")
 RegistryStats = Callable[[], tuple[Mapping[tuple[str, str, int], int], Mapping[str, float]]]

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from updater import state
+from updater.core.report import ItemReport, Outcome
 from updater.errors import StateError
-from updater.report import ItemReport, Outcome
+from updater.store import state
 
 KEPT_ROWS = 10_000
 # How many entries `updater history` and `GET /v1/history` show: by default, and at most.

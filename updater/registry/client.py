@@ -36,15 +36,8 @@ import httpx
 import tenacity
 
 from updater import __version__
-from updater.auth import (
-    Challenge,
-    Credentials,
-    TokenCache,
-    parse_challenges,
-    preferred,
-    token_key,
-)
-from updater.credentials import CredentialSource
+from updater.core.reference import Reference, registry_host
+from updater.core.settings import RegistrySettings
 from updater.errors import (
     ManifestNotFound,
     RegistryAuthError,
@@ -52,8 +45,15 @@ from updater.errors import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
-from updater.reference import Reference, registry_host
-from updater.settings import RegistrySettings
+from updater.registry.auth import (
+    Challenge,
+    Credentials,
+    TokenCache,
+    parse_challenges,
+    preferred,
+    token_key,
+)
+from updater.registry.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import docker.errors
 import docker.utils
 import requests.exceptions
 
-from updater import recreate
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine import recreate
 from updater.errors import AlreadyExists, EngineError, EngineUnavailable, NotFoundInEngine
-from updater.snapshots import ContainerSnapshot
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60

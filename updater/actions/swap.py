@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from updater.containers import LOCK_TAKE_BACK, SWAP_MARGIN, own_stop_timeout
-from updater.engine import Engine
+from updater.actions.containers import LOCK_TAKE_BACK, SWAP_MARGIN, own_stop_timeout
+from updater.engine.adapter import Engine
 from updater.errors import EngineError, UpdaterError
-from updater.journal import Journal, Step
+from updater.store.journal import Journal, Step
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5

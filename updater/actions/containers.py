@@ -22,15 +22,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from updater import hooks, journal, order, policy, recreate
-from updater.credentials import CredentialSource
-from updater.engine import Engine, image_platform
+from updater.actions import hooks
+from updater.core import order, policy
+from updater.core.policy import ContainerOptions
+from updater.core.reference import Reference
+from updater.core.report import ItemReport, Outcome, Versions
+from updater.core.snapshots import ContainerSnapshot
+from updater.engine import recreate
+from updater.engine.adapter import Engine, image_platform
 from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
-from updater.journal import Entry, Journal, StateLock, Step
-from updater.policy import ContainerOptions
-from updater.reference import Reference
-from updater.report import ItemReport, Outcome, Versions
-from updater.snapshots import ContainerSnapshot
+from updater.registry.credentials import CredentialSource
+from updater.store import journal
+from updater.store.journal import Entry, Journal, StateLock, Step
 
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"

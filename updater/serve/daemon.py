@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from updater import health
+from updater.core.report import PassReport
+from updater.core.settings import Settings
 from updater.errors import EngineUnavailable, UpdaterError
-from updater.report import PassReport
-from updater.settings import Settings
+from updater.serve import health
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
