@@ -4,24 +4,33 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 from updater.actions.containers import ContainerUpdater
 from updater.actions.passes import UpdatePass
-from updater.actions.services import ServiceUpdater, is_leader
-from updater.core.detect import PassLookups, watched
-from updater.core.rebalance import ServicePlan, placement, plans, result_reason
-from updater.core.report import ItemReport, Outcome, PassReport
+from updater.actions.rebalancing import Rebalancer
+from updater.actions.services import ServiceUpdater, TaskPlace, is_leader, where
+from updater.actions.swap import swap
+from updater.core.detect import (
+    CheckResult,
+    PassLookups,
+    check,
+    from_item,
+    require_names,
+    watched,
+)
+from updater.core.policy import State
+from updater.core.rebalance import ServicePlan
+from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine, own_container_id
-from updater.errors import NotWatched, UpdaterError
+from updater.errors import UpdaterError
 from updater.notify import AppriseSender, Notifier
 from updater.registry.client import RegistryClient
 from updater.registry.credentials import (
@@ -43,34 +52,57 @@ PASS_ALLOWANCE = 1800.0
 
 class Application:
     def __init__(self, settings: Settings, journal: Journal | None = None,
-                 lock: StateLock | None = None) -> None:
+                 lock: StateLock | None = None, remember: bool = True) -> None:
+        """`remember=False` (for `check`): registry answers are not stored, so nothing is
+        opened in `state_dir` unless a command asks for the journal or the history."""
         self.settings = settings
         self.lock = lock
-        sources = ChainedCredentials(SettingsCredentials(settings.registries),
-                                     DockerConfigCredentials())
-        self.platforms = PlatformDigests(settings.state_dir)
+        self._remember = remember
         # Set on SIGTERM: registry backoffs end at once, slow notifications are let go.
         self.interrupted = threading.Event()
-        self.registry = RegistryClient(settings.registries, sources,
-                                       timeout=settings.registry_timeout, known=self.platforms,
-                                       stopping=self.interrupted)
-        # Pulls and service updates get what the registry client uses: nothing for a registry
-        # that asks for nothing, and credentials kept fresh like the client's own.
-        self.credentials: CredentialSource = self.registry
-        self.journal = journal or Journal(settings.state_dir)
-        self.history = History(settings.state_dir)
-        self.metrics = Metrics(self.registry.stats)
+        if journal is not None:
+            self.journal = journal
         self._notifier: Notifier | None = None
         self._host: str | None = None
         self._failing = 0  # passes failed in a row
-        self._last_rebalance = -math.inf
-        self._undone: dict[str, tuple[dict[str, int], dict[str, int]]] = {}  # by the swarm
+        self.rebalancer = Rebalancer(settings.rebalance)
+
+    # The long-lived parts, each built once when first used and closed by close().
+    @functools.cached_property
+    def platforms(self) -> PlatformDigests:
+        return PlatformDigests(self.settings.state_dir)
+
+    @functools.cached_property
+    def registry(self) -> RegistryClient:
+        sources = ChainedCredentials(SettingsCredentials(self.settings.registries),
+                                     DockerConfigCredentials())
+        return RegistryClient(self.settings.registries, sources,
+                              timeout=self.settings.registry_timeout,
+                              known=self.platforms if self._remember else None,
+                              stopping=self.interrupted)
+
+    @property
+    def credentials(self) -> CredentialSource:
+        """What pulls and service updates use: the registry client's own (nothing for a
+        registry that asks for nothing, credentials kept fresh as for its requests)."""
+        return self.registry
+
+    @functools.cached_property
+    def journal(self) -> Journal:
+        return Journal(self.settings.state_dir)
+
+    @functools.cached_property
+    def history(self) -> History:
+        return History(self.settings.state_dir)
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.registry.stats)
 
     def close(self) -> None:
-        self.registry.close()
-        self.platforms.close()
-        self.journal.close()
-        self.history.close()
+        for part in ("registry", "platforms", "journal", "history"):
+            if part in self.__dict__:
+                self.__dict__[part].close()
         if self._notifier is not None:
             self._notifier.close()
 
@@ -91,6 +123,25 @@ class Application:
             self.pass_failed(str(exc) if isinstance(exc, UpdaterError)
                              else f"unexpected {type(exc).__name__}; see the updater's log")
             raise
+
+    def check(self, names: Iterable[str] = ()) -> list[CheckResult]:
+        """`check`: what would move, containers and services, changing nothing. One registry
+        lookup per distinct reference; names that match nothing are an error."""
+        names = tuple(names)
+        started = time.monotonic()
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            containers, results = watched(engine.containers(), self.settings, names)
+            lookups = PassLookups(self.registry)  # containers and services of one image: one
+            results += check(containers, lookups, platform_of=engine.platform)
+            services = ServiceUpdater(engine, lookups, self.credentials, self.settings)
+            results += [from_item(item) for item in services.check(names)]
+        finally:
+            engine.close()
+        require_names(names, [r.name for r in results])
+        log.info("check: %s; %d registry requests in %.2fs", _summary(results),
+                 sum(self.registry.stats()[0].values()), time.monotonic() - started)
+        return sorted(results, key=lambda r: (r.kind, r.name))
 
     def unwatched(self, names: Iterable[str]) -> list[str]:
         """Those of `names` that match no watched container and no service: what a pass
@@ -127,7 +178,7 @@ class Application:
             report = UpdatePass(engine, lookups, updater, self.settings, on_item,
                                 own, services, progress).run(tuple(names), stop_requested)
             if not names and not stop_requested() and report.error is None:
-                report.items += self._rebalance(engine, services)
+                report.items += self.rebalancer.periodic(engine, services)
         finally:
             engine.close()
         self._record(report, notifier, full=not names)
@@ -194,41 +245,47 @@ class Application:
     def notifications_in_flight(self) -> int:
         return self._notifier.in_flight() if self._notifier is not None else 0
 
-    def _rebalance(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
-        """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
-        settings = self.settings.rebalance
-        if not settings.enabled or time.monotonic() - self._last_rebalance < settings.interval:
-            return []
-        if not is_leader(engine):
-            return []
-        self._last_rebalance = time.monotonic()
-        found = plans(engine.nodes(), engine.services(), engine.tasks(), settings.threshold)
-        return self.rebalance(engine, services, found)
+    def plan_rebalance(self, names: Sequence[str], threshold: float) -> list[ServicePlan]:
+        """The plans `rebalance` would carry out for the replicated services `names` (all when
+        none)."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            return self.rebalancer.plan(engine, names, threshold)
+        finally:
+            engine.close()
+
+    def carry_out(self, found: list[ServicePlan]) -> list[ItemReport]:
+        """Carry out plans from `plan_rebalance` (the leader alone moves tasks)."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            if not is_leader(engine):
+                raise UpdaterError("only the swarm leader rebalances; run it against the "
+                                   "leader")
+            services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
+            return self.rebalance(engine, services, found)
+        finally:
+            engine.close()
 
     def rebalance(self, engine: Engine, services: ServiceUpdater,
                   found: list[ServicePlan]) -> list[ItemReport]:
-        """Carry out `found`, each reported by where its tasks ended up. A plan the swarm undid
-        (the tasks went back where they were) is not carried out again while the placement
-        and the plan stay the same: a forced update would restart every task for nothing."""
-        items: list[ItemReport] = []
-        for plan in found:
-            attempt = (dict(plan.before), dict(plan.after))
-            if self._undone.get(plan.service) == attempt:
-                log.info("%s: not rebalanced: the swarm undid this same plan last time",
-                         plan.service)
-                continue
-            for done in services.rebalance([plan]):
-                if done.outcome is not Outcome.REBALANCED:
-                    items.append(done)
-                    continue
-                service_id = str(engine.inspect_service(plan.service)["ID"])
-                result = placement(service_id, engine.nodes(), engine.tasks())
-                if {n: result.get(n, 0) for n in plan.before} == attempt[0]:
-                    self._undone[plan.service] = attempt
-                else:
-                    self._undone.pop(plan.service, None)
-                items.append(dataclasses.replace(done, reason=result_reason(plan, result)))
-        return items
+        return self.rebalancer.carry_out(engine, services, found)
+
+    def where(self, service: str) -> list[TaskPlace]:
+        """Where the running tasks of `service` are, with a shell command for each."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            return where(engine, service)
+        finally:
+            engine.close()
+
+    def swap(self, entry: int) -> bool:
+        """The swap helper's part of self-update journal entry `entry`; True when the new
+        updater took over."""
+        engine = Engine.connect(self.settings.docker_host)
+        try:
+            return swap(engine, self.journal, entry, self.settings.health_timeout) == 0
+        finally:
+            engine.close()
 
     def _notifier_for(self, engine: Engine) -> Notifier | None:
         if not self.settings.notify:
@@ -245,28 +302,7 @@ class Application:
         return self._notifier
 
 
-class DaemonControl:
-    """What the HTTP API sees of a running daemon."""
-
-    def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
-                 state: Callable[[], dict[str, Any]]) -> None:
-        self._app = app
-        self._trigger = trigger
-        self._state = state
-
-    def trigger(self, names: tuple[str, ...] = ()) -> None:
-        """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
-        missing = self._app.unwatched(names) if names else []
-        if missing:
-            raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
-                             "check the name and its updater.enable label")
-        self._trigger(names)
-
-    def status(self) -> dict[str, Any]:
-        return self._state()
-
-    def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
-        return self._app.history.entries(name, limit)
-
-    def metrics(self) -> bytes:
-        return self._app.metrics.exposition()
+def _summary(results: list[CheckResult]) -> str:
+    counts = Counter(r.state.value for r in results)
+    parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
+    return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")

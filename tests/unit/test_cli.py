@@ -30,8 +30,8 @@ def test_help_lists_only_the_settings_the_command_uses(command: str,
 
 
 def test_every_setting_has_help_and_a_command() -> None:
-    assert set(cli._SETTING_HELP) == set(config.FLAG_KEYS)
-    assert all(text.strip() for text in cli._SETTING_HELP.values())
+    assert set(cli.SETTING_HELP) == set(config.FLAG_KEYS)
+    assert all(text.strip() for text in cli.SETTING_HELP.values())
     used = {key for keys in cli.COMMAND_SETTINGS.values() for key in keys}
     assert used == set(config.FLAG_KEYS)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import updater
 
 PACKAGE = Path(updater.__file__).parent
-ON_TOP = {"cli.py", "__main__.py"}
+# The command line (a package) and `python -m updater`.
+ON_TOP = (PACKAGE / "cli", PACKAGE / "__main__.py")
 
 
 def _prints_or_exits(tree: ast.AST) -> list[str]:
@@ -28,10 +29,19 @@ def _prints_or_exits(tree: ast.AST) -> list[str]:
 
 
 def test_nothing_below_the_command_line_prints_or_exits() -> None:
-    offenders = {path.name: calls for path in sorted(PACKAGE.rglob("*.py"))
-                 if path.name not in ON_TOP
+    offenders = {str(path.relative_to(PACKAGE)): calls for path in sorted(PACKAGE.rglob("*.py"))
+                 if not any(path == top or top in path.parents for top in ON_TOP)
                  and (calls := _prints_or_exits(ast.parse(path.read_text(), str(path))))}
     assert offenders == {}
+
+
+def test_the_command_line_is_where_printing_happens() -> None:
+    """The walk above skips the command line itself (else the test could pass by finding no
+    module at all)."""
+    printing = [path for path in (PACKAGE / "cli").rglob("*.py")
+                if _prints_or_exits(ast.parse(path.read_text()))]
+    assert printing == [PACKAGE / "cli" / "__init__.py"]
+    assert len(list(PACKAGE.rglob("*.py"))) > 30
 
 
 def test_the_check_finds_what_it_looks_for() -> None:

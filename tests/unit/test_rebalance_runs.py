@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from updater import cli
+from updater.actions.rebalancing import check_rebalanced_names
 from updater.actions.services import ServiceUpdater, where
 from updater.app import Application
 from updater.core.rebalance import ServicePlan
@@ -115,9 +115,9 @@ def test_where_lists_only_tasks_that_run_on_nodes_that_are_up() -> None:
 def test_services_named_for_a_rebalance_must_be_replicated_ones(name: str, message: str) -> None:
     services = [{"Spec": {"Name": "web", "Mode": {"Replicated": {"Replicas": 2}}}},
                 {"Spec": {"Name": "agent", "Mode": {"Global": {}}}}]
-    cli._check_rebalanced_names(["web"], services)
+    check_rebalanced_names(["web"], services)
     with pytest.raises(UpdaterError, match=message):
-        cli._check_rebalanced_names(["web", name], services)
+        check_rebalanced_names(["web", name], services)
 
 
 @pytest.mark.parametrize(("error", "message"), [

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from updater.core import policy, reference
 from updater.core.policy import State
+from updater.core.report import ItemReport, Outcome
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
 from updater.errors import RegistryError, UpdaterError
@@ -110,6 +111,19 @@ class _Planned:
     reference: reference.Reference | None
     local: tuple[str, ...]
     result: CheckResult | None
+
+
+_STATES = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE_AVAILABLE,
+           Outcome.PINNED: State.PINNED}
+
+
+def from_item(item: ItemReport) -> CheckResult:
+    """A check of a service (reported as an item, as `update` reports it) as a `check` row:
+    a reason is an error only when the check failed."""
+    state = _STATES.get(item.outcome, State.ERROR)
+    error, note = (item.reason, None) if state is State.ERROR else (None, item.reason)
+    return CheckResult(item.name, item.kind, item.image, item.old_digest, item.new_digest,
+                       state, error, note)
 
 
 def watched(containers: Iterable[ContainerSnapshot], settings: Settings,

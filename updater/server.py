@@ -1,0 +1,113 @@
+"""`updater run`: the daemon's schedule, the heartbeat and the HTTP API around one
+Application, under the state lock. Built from settings, then `Server.run()` until SIGTERM
+(uvicorn's Config → Server.run shape)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from updater import __version__
+from updater.app import Application
+from updater.core.report import Outcome, PassReport
+from updater.core.settings import Settings
+from updater.errors import NotWatched
+from updater.serve.api import ApiServer
+from updater.serve.daemon import Daemon
+from updater.serve.health import Heartbeat
+from updater.store.journal import StateLock
+
+log = logging.getLogger("updater")
+# A predecessor handing over to this updater lets go of the lock within seconds.
+LOCK_WAIT = 120.0
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.notifications_in_flight = 0  # after run(): what was still being sent
+
+    def run(self) -> int:
+        """Until SIGTERM (or one pass with `run_once`); the daemon's exit code."""
+        settings = self.settings
+        with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
+                Application(settings, lock=lock) as app:
+            api: list[ApiServer] = []
+
+            def one_pass(stop_requested: Callable[[], bool],
+                         names: tuple[str, ...]) -> PassReport:
+                report = app.run_pass(names, stop_requested, daemon.expect)
+                for item in report.items:
+                    if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
+                        log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
+                                 _short(item.old_digest), _short(item.new_digest),
+                                 f" ({item.reason})" if item.reason else "")
+                return report
+
+            def listen() -> None:
+                # Only after recovery: a predecessor handing over to this updater (on the host
+                # network) holds the port until the recovery has stopped it.
+                server = _start_api(settings, app, daemon)
+                if server is not None:
+                    api.append(server)
+
+            daemon = Daemon(settings, one_pass, on_start=app.recover, on_started=listen,
+                            on_stop=app.interrupted.set)
+            heartbeat = Heartbeat(settings.state_dir, daemon.problem, active=lambda: lock.held,
+                                  deadline=lambda: daemon.deadline)
+            heartbeat.start()
+            log.info("updater %s running against %s", __version__, settings.docker_host)
+            try:
+                code = daemon.run()
+            finally:
+                heartbeat.stop()
+                for server in api:
+                    server.stop()
+            self.notifications_in_flight = app.notifications_in_flight()
+        return code
+
+
+def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
+    listen, token = settings.http_api.listen, settings.http_api.token
+    if not listen or not token:
+        return None
+
+    def state() -> dict[str, Any]:
+        report = daemon.last_report
+        return {"version": __version__, "running": daemon.running, "passes": daemon.passes,
+                "last_pass": report.as_dict() if report else None,
+                "last_error": daemon.last_error}
+
+    return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
+
+
+def _short(digest: str | None) -> str:
+    return digest.partition(":")[2][:12] if digest else "-"
+
+
+class DaemonControl:
+    """What the HTTP API sees of a running daemon."""
+
+    def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
+                 state: Callable[[], dict[str, Any]]) -> None:
+        self._app = app
+        self._trigger = trigger
+        self._state = state
+
+    def trigger(self, names: tuple[str, ...] = ()) -> None:
+        """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
+        missing = self._app.unwatched(names) if names else []
+        if missing:
+            raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
+                             "check the name and its updater.enable label")
+        self._trigger(names)
+
+    def status(self) -> dict[str, Any]:
+        return self._state()
+
+    def history(self, name: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._app.history.entries(name, limit)
+
+    def metrics(self) -> bytes:
+        return self._app.metrics.exposition()
