@@ -13,9 +13,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from updater.actions.containers import ContainerUpdater
+from updater.actions.locate import TaskPlace, is_leader, where
 from updater.actions.passes import UpdatePass
 from updater.actions.rebalancing import Rebalancer
-from updater.actions.services import ServiceUpdater, TaskPlace, is_leader, where
+from updater.actions.services import ServiceUpdater
 from updater.actions.swap import swap
 from updater.core.detect import (
     CheckResult,

@@ -9,8 +9,9 @@ from typing import Any, cast
 
 import pytest
 
+from updater.actions.locate import where
 from updater.actions.rebalancing import check_rebalanced_names
-from updater.actions.services import ServiceUpdater, where
+from updater.actions.services import ServiceUpdater
 from updater.app import Application
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, Outcome

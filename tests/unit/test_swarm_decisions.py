@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from updater.actions.services import (
+from updater.actions.told import ToldStories
+from updater.core.report import Outcome
+from updater.core.rollout import LABEL, Marker, Phase, Story, story, told_key
+from updater.core.swarm import (
     ServiceSnapshot,
-    ToldStories,
     held_back,
     rolled_back_from,
     rolled_out,
     update_timeout,
 )
-from updater.core.report import Outcome
-from updater.core.rollout import LABEL, Marker, Phase, Story, story, told_key
 
 OLD = "reg.example/app:1@sha256:" + "a" * 64
 NEW = "reg.example/app:1@sha256:" + "b" * 64

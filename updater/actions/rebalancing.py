@@ -10,7 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from updater.actions.services import ServiceUpdater, is_leader
+from updater.actions.locate import is_leader
+from updater.actions.services import ServiceUpdater
 from updater.core.rebalance import ServicePlan, placement, plans, result_reason
 from updater.core.report import ItemReport, Outcome
 from updater.core.settings import RebalanceSettings

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from updater.actions.services import TaskPlace
+    from updater.actions.locate import TaskPlace
     from updater.core.detect import CheckResult
     from updater.core.rebalance import ServicePlan
     from updater.core.report import PassReport
