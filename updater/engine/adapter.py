@@ -6,11 +6,8 @@ newest work with the same code.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
-import signal
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,11 @@ import requests.exceptions
 
 from updater.core.snapshots import ContainerSnapshot
 from updater.engine import recreate
-from updater.errors import AlreadyExists, EngineError, EngineUnavailable, NotFoundInEngine
+from updater.engine.calls import call, message, reason
+from updater.engine.commands import run_in
+from updater.engine.signals import same_signal
+from updater.engine.swarm import SwarmCalls
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine
 
 log = logging.getLogger(__name__)
 API_TIMEOUT = 60
@@ -31,7 +32,7 @@ MAX_STOP_SECONDS = 10 * 365 * 86400
 WATCHED_STATES = ("running", "restarting", "paused")
 
 
-class Engine:
+class Engine(SwarmCalls):
     """A connected Docker engine."""
 
     def __init__(self, client: docker.DockerClient, host: str) -> None:
@@ -49,7 +50,7 @@ class Engine:
             client = docker.DockerClient(**kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise EngineUnavailable(
-                f"cannot reach the Docker engine at {docker_host} ({_reason(exc)}); "
+                f"cannot reach the Docker engine at {docker_host} ({reason(exc)}); "
                 "check docker_host / DOCKER_HOST and that dockerd is running") from None
         return cls(client, docker_host)
 
@@ -115,62 +116,6 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         return dict(self._call("read engine info", self._api.info))
-
-    def inspect_node(self, node: str) -> dict[str, Any]:
-        return dict(self._call(f"inspect node {node}", self._api.inspect_node, node))
-
-    def tasks(self, service: str | None = None) -> list[dict[str, Any]]:
-        """Tasks of one service, or every task the swarm wants running."""
-        filters = {"service": service} if service else {"desired-state": "running"}
-        return list(self._call("list tasks", self._api.tasks, filters=filters))
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self._call("list nodes", self._api.nodes))
-
-    def services(self) -> list[dict[str, Any]]:
-        return list(self._call("list services", self._api.services))
-
-    def inspect_service(self, service: str) -> dict[str, Any]:
-        return dict(self._call(f"inspect service {service}", self._api.inspect_service,
-                               service))
-
-    def update_service(self, service: str, version: int, spec: dict[str, Any],
-                       registry_auth: str | None, rollback: bool = False) -> None:
-        """POST the whole spec with the version index as the optimistic lock."""
-        url = f"{self._api.base_url}/v{self.api_version}/services/{service}/update"
-        params: dict[str, Any] = {"version": version}
-        if rollback:
-            params["rollback"] = "previous"
-        headers = {"Content-Type": "application/json"}
-        if registry_auth:
-            headers["X-Registry-Auth"] = registry_auth
-        response = self._call(f"update service {service}", self._api.post, url,
-                              data=json.dumps(spec), params=params, headers=headers)
-        if response.status_code >= 400:
-            raise EngineError(f"Docker engine at {self.host} refused to update service "
-                              f"{service}: {_message(response)}")
-
-    def rollback_service(self, service: str, version: int) -> None:
-        spec = self.inspect_service(service)["Spec"]
-        self.update_service(service, version, spec, None, rollback=True)
-
-    def configs(self, label: str) -> list[dict[str, Any]]:
-        """The swarm configs that carry `label`."""
-        return list(self._call("list configs", self._api.configs, filters={"label": label}))
-
-    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> bool:
-        """Create a swarm config; False when one of that name exists (the swarm refuses a
-        second one atomically, so this is a claim only one caller wins)."""
-        try:
-            self._call(f"create config {name}", self._api.create_config, name, data,
-                       labels=labels)
-        except AlreadyExists:
-            return False
-        return True
-
-    def remove_config(self, config: str) -> None:
-        with contextlib.suppress(NotFoundInEngine):
-            self._call(f"remove config {config}", self._api.remove_config, config)
 
     # --- single containers and images -------------------------------------------------------
 
@@ -286,7 +231,7 @@ class Engine:
         seconds = -1 if forever else round(timeout)
         inspect = self.inspect_container(container) or {}
         own = (inspect.get("Config") or {}).get("StopSignal") or "SIGTERM"
-        if signal is None or _same_signal(signal, str(own)):
+        if signal is None or same_signal(signal, str(own)):
             self._post(f"stop {container}", f"/containers/{container}/stop", {"t": seconds},
                        None if forever else API_TIMEOUT + seconds)
             return
@@ -332,27 +277,12 @@ class Engine:
         self._call(f"remove image {image}", self._api.remove_image, image)
 
     def exec(self, container: str, command: str, timeout: float) -> tuple[int | None, str]:
-        """Run `sh -c command` inside the container; its exit code and output. After `timeout`
-        seconds the command and every process it started are killed (the engine has no call
-        to end an exec, so a second exec does it): the code is then None."""
-        created = self._call(f"exec in {container}", self._api.exec_create, container,
-                             ["sh", "-c", _ANNOUNCE_PID + command])
-        run = _ExecOutput()
-        stream = self._call(f"exec in {container}", self._api.exec_start, created["Id"],
-                            stream=True)
-        threading.Thread(target=run.read, args=(stream,), daemon=True).start()
-        if not run.done.wait(timeout):
-            if run.pid is not None:
-                with contextlib.suppress(EngineError):
-                    kill = self._call(f"exec in {container}", self._api.exec_create,
-                                      container, ["sh", "-c", _KILL_TREE, str(run.pid)])
-                    self._call(f"exec in {container}", self._api.exec_start, kill["Id"])
-            run.done.wait(EXEC_KILL_WAIT)
-            return None, run.text()
-        result = self._call(f"inspect exec in {container}", self._api.exec_inspect,
-                            created["Id"])
-        code = result.get("ExitCode")
-        return (int(code) if code is not None else None), run.text()
+        """Run `sh -c command` inside the container; its exit code and output (None after
+        `timeout`, when the command and everything it started were killed)."""
+        return run_in(self._api, self._call, container, command, timeout)
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        return call(self.host, what, function, *args, **kwargs)
 
     def _api_at_least(self, major: int, minor: int) -> bool:
         found = tuple(int(part) for part in self.api_version.split(".")[:2])
@@ -365,96 +295,16 @@ class Engine:
         response = self._call(what, self._api.post, url, params=params, timeout=timeout)
         if response.status_code == 404:
             raise NotFoundInEngine(f"Docker engine at {self.host} failed to {what}: "
-                                   f"{_message(response)}")
+                                   f"{message(response)}")
         if response.status_code >= 400:
             raise EngineError(f"Docker engine at {self.host} failed to {what}: "
-                              f"{_message(response)}")
-
-    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except docker.errors.NotFound as exc:
-            raise NotFoundInEngine(f"Docker engine at {self.host} failed to {what}: "
-                            f"{exc.explanation or exc}") from None
-        except docker.errors.APIError as exc:
-            kind = AlreadyExists if exc.status_code == 409 else EngineError
-            raise kind(f"Docker engine at {self.host} failed to {what}: "
-                       f"{exc.explanation or exc}") from None
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise EngineUnavailable(f"lost the Docker engine at {self.host} while trying to "
-                                    f"{what} ({_reason(exc)})") from None
-
-
-# The hook's shell says its PID first (in the container's PID namespace) so it can be killed.
-_PID_MARK = "updater-hook-pid="
-_ANNOUNCE_PID = f'echo "{_PID_MARK}$$"\n'
-# Kills a process and all its descendants, found through /proc with shell built-ins only.
-_KILL_TREE = (
-    'tree() { for s in /proc/[0-9]*/status; do p=${s#/proc/}; p=${p%/status}; '
-    'while read -r k v; do if [ "$k" = PPid: ]; then [ "$v" = "$1" ] && tree "$p"; break; fi; '
-    'done 2>/dev/null < "$s"; done; kill -KILL "$1" 2>/dev/null; }; tree "$0"')
-EXEC_KILL_WAIT = 5.0
-
-
-class _ExecOutput:
-    """The output of an exec, read on a thread: its PID once announced, the rest as text."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.pid: int | None = None
-        self._chunks: list[bytes] = []
-        self._lock = threading.Lock()
-
-    def read(self, stream: Any) -> None:
-        try:
-            for chunk in stream:
-                with self._lock:
-                    self._chunks.append(chunk)
-                    if self.pid is None:
-                        self.pid = _announced_pid(b"".join(self._chunks))
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
-            pass  # the engine went away: the caller sees no exit code
-        finally:
-            self.done.set()
-
-    def text(self) -> str:
-        with self._lock:
-            data = b"".join(self._chunks).decode("utf-8", "replace")
-        first, _, rest = data.partition("\n")
-        return rest if first.startswith(_PID_MARK) else data
-
-
-def _announced_pid(data: bytes) -> int | None:
-    first, newline, _ = data.partition(b"\n")
-    text = first.decode("ascii", "replace")
-    if newline and text.startswith(_PID_MARK) and text[len(_PID_MARK):].isdigit():
-        return int(text[len(_PID_MARK):])
-    return None
-
+                              f"{message(response)}")
 
 def _own_name(entry: Mapping[str, Any]) -> str:
     """The container's name: the list also holds `/other/alias` for each legacy link to it."""
     names = [str(name).lstrip("/") for name in entry.get("Names") or ()]
     own = [name for name in names if "/" not in name]
     return (own or names or [str(entry["Id"])[:12]])[0]
-
-
-def _same_signal(one: str, other: str) -> bool:
-    number = _signal_number(one)
-    if number is not None:
-        return number == _signal_number(other)
-    return one.strip().upper().removeprefix("SIG") == other.strip().upper().removeprefix("SIG")
-
-
-def _signal_number(name: str) -> int | None:
-    """`SIGTERM`, `TERM`, `term` and `15` alike; None for what is not a signal here."""
-    text = name.strip().upper()
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(signal.Signals["SIG" + text.removeprefix("SIG")])
-    except KeyError:
-        return None
 
 
 def image_platform(image: Mapping[str, Any]) -> str | None:
@@ -471,43 +321,6 @@ def _split_tag(reference: str) -> tuple[str, str]:
     if not name or "/" in tag:
         return reference, "latest"
     return name, tag
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        return str(response.json().get("message", ""))
-    except ValueError:
-        return response.text[:200]
-
-
-_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
-    (FileNotFoundError, "no socket there"),
-    (ConnectionRefusedError, "connection refused"),
-    (PermissionError, "permission denied on the socket"),
-    (TimeoutError, "timed out"),
-)
-
-
-def _reason(exc: BaseException) -> str:
-    """A short cause from the exception chain, by type; never a URL or a message with secrets."""
-    for inner in _chain(exc):
-        for kind, text in _CAUSES:
-            if isinstance(inner, kind):
-                return text
-    return type(exc).__name__
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and what caused it, including errors urllib3 carries in its args."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        nested = [a for a in current.args if isinstance(a, BaseException)]
-        reason = getattr(current, "reason", None)
-        current = current.__cause__ or current.__context__ or (
-            reason if isinstance(reason, BaseException) else nested[0] if nested else None)
-    return chain
 
 
 _CONTAINER_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|resolv\.conf|hosts)")
