@@ -6,11 +6,8 @@ Every message names the bad value, where it came from, and what to write instead
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import difflib
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from updater.core.durations import format_duration, parse_duration
-from updater.core.messages import check_template
+from updater.config import accepted
+from updater.config.display import masked, render
+from updater.core.durations import parse_duration
 from updater.core.reference import registry_host, registry_key_path
 from updater.core.settings import (
     LOG_FORMATS,
@@ -32,115 +30,33 @@ from updater.core.settings import (
 from updater.errors import ConfigError
 
 log = logging.getLogger(__name__)
-MASK = "***"
+__all__ = ["ENV_PREFIX", "FLAG_KEYS", "KNOWN_KEYS", "load", "masked", "render"]
 
-
-# --- parsers for one value; each raises ValueError with a message naming the value ----------
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, dict | list) or value is None:
-        raise ValueError(f"{value!r} is not a single text value")
-    return str(value)
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value in (None, "") else _text(value)
-
-
-def _optional_duration(value: Any) -> float | None:
-    return None if value in (None, "") else parse_duration(value)
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = _text(value).lower()
-        if text not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-def _schedule(value: Any) -> str | None:
-    text = _optional_text(value)
-    if text is None:
-        return None
-    import cronsim  # only loaded when a schedule is configured
-
-    try:
-        cronsim.CronSim(text, _EPOCH)
-    except cronsim.CronSimError as exc:
-        raise ValueError(f"{text!r} is not a 5-field cron expression ({exc})") from None
-    if len(text.split()) != 5:
-        raise ValueError(
-            f"{text!r} is not a 5-field cron expression (minute hour day month weekday)")
-    return text
-
-
-def _notify(value: Any) -> tuple[str, ...]:
-    if value in (None, ""):
-        return ()
-    items = value.split() if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError("expected a list of Apprise URLs")
-    for url in items:
-        if "://" not in url:
-            raise ValueError(f"{_mask_url(url)!r} is not an Apprise URL (scheme://...)")
-    if items:
-        import apprise  # heavy: only loaded when notifications are configured
-
-        for url in items:
-            if not apprise.Apprise().add(url):
-                raise ValueError(f"{_mask_url(url)!r} is not a URL Apprise can send to; check "
-                                 "it against Apprise's list of services")
-    return tuple(items)
-
-
-def _template(value: Any) -> str | None:
-    text = _optional_text(value)
-    if text is None:
-        return None
-    return check_template(text)
-
-
-_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
 _SCALARS: dict[str, Callable[[Any], Any]] = {
-    "docker_host": _text,
+    "docker_host": accepted.single_text,
     "interval": parse_duration,
-    "schedule": _schedule,
+    "schedule": accepted.schedule,
     "jitter": parse_duration,
-    "update_on_start": _bool,
-    "run_once": _bool,
-    "label_enable": _bool,
-    "scope": _optional_text,
-    "monitor_only": _bool,
-    "cleanup": _bool,
-    "stop_timeout": _optional_duration,
+    "update_on_start": accepted.boolean,
+    "run_once": accepted.boolean,
+    "label_enable": accepted.boolean,
+    "scope": accepted.optional_text,
+    "monitor_only": accepted.boolean,
+    "cleanup": accepted.boolean,
+    "stop_timeout": accepted.optional_duration,
     "health_timeout": parse_duration,
-    "rollback": _bool,
-    "rolling_restart": _bool,
-    "notify": _notify,
-    "notify_level": _choice(LOG_LEVELS),
-    "notify_template": _template,
+    "rollback": accepted.boolean,
+    "rolling_restart": accepted.boolean,
+    "notify": accepted.apprise_urls,
+    "notify_level": accepted.choice(LOG_LEVELS),
+    "notify_template": accepted.template,
     "registry_timeout": parse_duration,
-    "state_dir": _text,
-    "log_level": _choice(LOG_LEVELS),
-    "log_format": _choice(LOG_FORMATS),
+    "state_dir": accepted.single_text,
+    "log_level": accepted.choice(LOG_LEVELS),
+    "log_format": accepted.choice(LOG_FORMATS),
 }
-FLAG_KEYS = {key: parser is _bool for key, parser in _SCALARS.items()}
+FLAG_KEYS = {key: parser is accepted.boolean for key, parser in _SCALARS.items()}
 KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries", "rebalance"]))
 _SECTION_KEYS = ("http_api", "rebalance", "registries")
 ENV_PREFIX = "UPDATER_"
@@ -357,45 +273,30 @@ def _secret(fields: Fields, name: str) -> str | None:
         path, source = fields[f"{name}_file"]
         if path not in (None, ""):
             return _read_secret_file(path, f"{source} {name}_file")
-    return _field(fields, name, _optional_text)  # type: ignore[no-any-return]
+    return _field(fields, name, accepted.optional_text)  # type: ignore[no-any-return]
 
 
 def _http_api(fields: Fields) -> HttpApiSettings:
-    return HttpApiSettings(listen=_field(fields, "listen", _optional_text),
+    return HttpApiSettings(listen=_field(fields, "listen", accepted.optional_text),
                            token=_secret(fields, "token"))
-
-
-def _threshold(value: Any) -> float:
-    try:
-        threshold = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number (a standard deviation of tasks per node, "
-                         "e.g. 1.0)") from None
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"{value!r} must be 0 or more")
-    return threshold
 
 
 def _rebalance(fields: Fields) -> RebalanceSettings:
     defaults = RebalanceSettings()
     return RebalanceSettings(
-        enabled=_field(fields, "enabled", _bool, defaults.enabled),
-        threshold=_field(fields, "threshold", _threshold, defaults.threshold),
+        enabled=_field(fields, "enabled", accepted.boolean, defaults.enabled),
+        threshold=_field(fields, "threshold", accepted.threshold, defaults.threshold),
         interval=_field(fields, "interval", parse_duration, defaults.interval),
     )
 
 
 def _registries(hosts: dict[str, Fields]) -> dict[str, RegistrySettings]:
     return {host: RegistrySettings(
-        insecure=_field(fields, "insecure", _optional_bool),
-        username=_field(fields, "username", _optional_text),
+        insecure=_field(fields, "insecure", accepted.optional_bool),
+        username=_field(fields, "username", accepted.optional_text),
         password=_secret(fields, "password"),
-        ca_file=_field(fields, "ca_file", _optional_text),
+        ca_file=_field(fields, "ca_file", accepted.optional_text),
     ) for host, fields in hosts.items()}
-
-
-def _optional_bool(value: Any) -> bool | None:
-    return None if value is None else _bool(value)
 
 
 def _section(value: Any, source: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -408,30 +309,3 @@ def _section(value: Any, source: str, known: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
-# --- display --------------------------------------------------------------------------------
-
-
-def _mask_url(url: str) -> str:
-    scheme, separator, _ = url.partition("://")
-    return f"{scheme}://{MASK}" if separator else MASK
-
-
-def masked(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret replaced by `***`, durations as text."""
-    data = dataclasses.asdict(settings)
-    for key in ("interval", "jitter", "health_timeout", "registry_timeout", "stop_timeout"):
-        if data[key] is not None:
-            data[key] = format_duration(data[key])
-    data["notify"] = [_mask_url(url) for url in settings.notify]
-    data["rebalance"]["interval"] = format_duration(settings.rebalance.interval)
-    if data["http_api"]["token"]:
-        data["http_api"]["token"] = MASK
-    for entry in data["registries"].values():
-        if entry["password"]:
-            entry["password"] = MASK
-    return data
-
-
-def render(settings: Settings) -> str:
-    """YAML text of the effective settings, secrets masked; it reads back as a config file."""
-    return yaml.safe_dump(masked(settings), sort_keys=False, default_flow_style=False)
