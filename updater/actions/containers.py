@@ -14,7 +14,6 @@ taken; `recover()` finishes or undoes what a killed updater left.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import time
@@ -23,6 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from updater.actions import hooks
+from updater.actions.swap import (
+    LOCK_TAKE_BACK,
+    SWAP_MARGIN,
+    SWAP_OF,
+    SWAP_SUFFIX,
+    own_stop_timeout,
+    pinned_addresses,
+    stop_timeout_in,
+    swap_helper,
+)
 from updater.core import order, policy
 from updater.core.policy import ContainerOptions
 from updater.core.reference import Reference
@@ -38,10 +47,6 @@ from updater.store.journal import Entry, Journal, StateLock, Step
 log = logging.getLogger(__name__)
 OLD_SUFFIX = "-updater-old"
 NEW_SUFFIX = "-updater-new"
-SWAP_SUFFIX = "-updater-swap"  # the helper of a self-update whose ports must be let go first
-SWAP_OF = "updater.swap-of"  # its label: the name of the updater it swaps
-SWAP_MARGIN = 60.0
-LOCK_TAKE_BACK = 30.0
 STABLE_SECONDS = 2.0
 POLL_SECONDS = 0.25
 # How long the engine may take to delete a `--rm` container after it stopped.
@@ -490,7 +495,7 @@ class ContainerUpdater:
             plan = self._plan(old, old_image, new_image)
             # A MAC or an address the successor is created with is this container's while it
             # runs: the successor could not start beside it (or would share a MAC with it).
-            pinned = _pinned_addresses(plan)
+            pinned = pinned_addresses(plan)
             if pinned and _removed_on_stop(old):
                 raise EngineError(f"it runs with --rm and has fixed addresses "
                                   f"({', '.join(pinned)}): the swap helper must stop it "
@@ -586,7 +591,7 @@ class ContainerUpdater:
         self._engine.start(helper_id)
         log.info("%s: swap helper %s started; it stops this container and starts %s", name,
                  helper_id[:12], new_id[:12])
-        deadline = self._clock() + _own_stop_timeout_of(plan) + options.health_timeout + \
+        deadline = self._clock() + stop_timeout_in(plan.body) + options.health_timeout + \
             LOCK_TAKE_BACK + SWAP_MARGIN
         while not stop_requested():
             helper = self._engine.inspect_container(helper_id)
@@ -890,52 +895,3 @@ def _host_ports(container: Mapping[str, Any]) -> list[str]:
             if host_port not in ("", "0"):
                 held.append(f"{host_port}->{port}")
     return sorted(set(held))
-
-
-def _pinned_addresses(plan: recreate.CreatePlan) -> list[str]:
-    """The MAC addresses and static IP addresses the replacement is created with (or
-    connected with before its first start), as "mac X" / "address Y on N"."""
-    pinned = [f"mac {plan.body['MacAddress']}"] if plan.body.get("MacAddress") else []
-    endpoints = dict((plan.body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
-    for network, endpoint in {**endpoints, **plan.extra_networks}.items():
-        if endpoint.get("MacAddress"):
-            pinned.append(f"mac {endpoint['MacAddress']} on {network}")
-        ipam = endpoint.get("IPAMConfig") or {}
-        pinned += [f"address {ipam[key]} on {network}"
-                   for key in ("IPv4Address", "IPv6Address") if ipam.get(key)]
-    return pinned
-
-
-def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, Any]:
-    """The create body of the swap helper: the successor's image, mounts, environment and
-    networks (the engine's socket and the state volume among them), running `updater swap
-    ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched.
-
-    Of the networks only the primary one, with no MAC and no static address: it runs beside
-    this container, which holds the MACs and the static addresses (the helper talks to the
-    engine through the socket it mounts; the network is there for an engine reached by TCP)."""
-    body = copy.deepcopy(plan.body)
-    host = body.setdefault("HostConfig", {})
-    host.update(PortBindings={}, PublishAllPorts=False, RestartPolicy={"Name": "no"},
-                AutoRemove=True)
-    body.update(Cmd=["swap", str(entry)], Labels={SWAP_OF: name}, ExposedPorts=None,
-                Healthcheck={"Test": ["NONE"]})
-    body.pop("MacAddress", None)
-    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    if plan.primary_network in endpoints:
-        primary = endpoints[plan.primary_network]
-        for key in ("MacAddress", "IPAMConfig"):
-            primary.pop(key, None)
-        body["NetworkingConfig"] = {"EndpointsConfig": {plan.primary_network: primary}}
-    return body
-
-
-def _own_stop_timeout_of(plan: recreate.CreatePlan) -> float:
-    own = plan.body.get("StopTimeout")
-    return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT
-
-
-def own_stop_timeout(inspect: dict[str, Any]) -> float:
-    own = (inspect.get("Config") or {}).get("StopTimeout")
-    return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT
-
