@@ -9,7 +9,8 @@ from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
 from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
-from updater.actions.containers import Candidate, ContainerUpdater
+from updater.actions.containers import ContainerUpdater
+from updater.actions.steps import Candidate
 from updater.actions.swap import swap, swap_helper
 from updater.core.reference import parse
 from updater.core.report import Outcome
