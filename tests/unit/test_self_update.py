@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updater.actions.containers import _host_ports
+from updater.actions.selfupdate import _host_ports
 
 
 def test_numbered_host_ports_are_held_and_engine_picked_ones_are_not() -> None:

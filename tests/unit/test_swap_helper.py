@@ -9,8 +9,9 @@ from typing import cast
 
 from tests.unit.fake_engine import Clock, FakeEngine
 from tests.unit.test_update_state_machine import OPTIONS, _NoCredentials
-from updater.actions.containers import Candidate, ContainerUpdater, swap_helper
-from updater.actions.swap import swap
+from updater.actions.containers import ContainerUpdater
+from updater.actions.steps import Candidate
+from updater.actions.swap import swap, swap_helper
 from updater.core.reference import parse
 from updater.core.report import Outcome
 from updater.core.snapshots import ContainerSnapshot
@@ -113,7 +114,7 @@ def test_a_successor_with_a_fixed_mac_or_address_goes_through_the_helper() -> No
     """A MAC or static address the successor is created (or connected) with is the running
     updater's: those make the self-update stop the old one first (the swap helper), as
     published ports do; generated ones do not."""
-    from updater.actions.containers import _pinned_addresses
+    from updater.actions.swap import pinned_addresses as _pinned_addresses
 
     def updater(networks: dict[str, dict[str, object]],
                 mac: str | None = None) -> dict[str, object]:

@@ -12,7 +12,8 @@ from typing import Any, cast
 import pytest
 
 from tests.unit.fake_engine import Clock, Crash, FakeEngine
-from updater.actions.containers import Candidate, ContainerUpdater
+from updater.actions.containers import ContainerUpdater
+from updater.actions.steps import Candidate
 from updater.core.policy import ContainerOptions
 from updater.core.reference import parse
 from updater.core.report import Outcome

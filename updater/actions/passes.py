@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from updater.actions import hooks
-from updater.actions.containers import Candidate, ContainerUpdater, Dependant
+from updater.actions.containers import ContainerUpdater
 from updater.actions.services import ServiceUpdater
+from updater.actions.steps import Candidate, Dependant
 from updater.core import order, policy
 from updater.core.detect import CheckResult, DigestSource, check, require_names, watched
 from updater.core.policy import State

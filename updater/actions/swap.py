@@ -5,21 +5,31 @@ starts the successor, and waits for it to take over (it finishes the journal ent
 does not — it exits, or takes too long — the helper removes it, gives the old updater its name
 back and starts it again; the old updater's recovery then closes the entry as rolled back.
 So the host is never left without an updater: one of the two always runs at the end.
+
+Also here: how the helper is built (`swap_helper`), which addresses force a self-update through
+it (`pinned_addresses`), and the timeouts the two updaters and the helper agree on.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from updater.actions.containers import LOCK_TAKE_BACK, SWAP_MARGIN, own_stop_timeout
+from updater.core import policy
+from updater.engine import recreate
 from updater.engine.adapter import Engine
 from updater.errors import EngineError, UpdaterError
 from updater.store.journal import Journal, Step
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
+SWAP_SUFFIX = "-updater-swap"  # the helper of a self-update whose ports must be let go first
+SWAP_OF = "updater.swap-of"  # its label: the name of the updater it swaps
+SWAP_MARGIN = 60.0
+LOCK_TAKE_BACK = 30.0
 
 
 def swap(engine: Engine, journal: Journal, entry_id: int, health_timeout: float,
@@ -68,3 +78,53 @@ def _await_take_over(engine: Engine, journal: Journal, entry_id: int, new_id: st
         if clock() >= deadline:
             return f"did not take over within {timeout:g}s"
         sleep(POLL_SECONDS)
+
+
+def pinned_addresses(plan: recreate.CreatePlan) -> list[str]:
+    """The MAC addresses and static IP addresses the replacement is created with (or
+    connected with before its first start), as "mac X" / "address Y on N"."""
+    pinned = [f"mac {plan.body['MacAddress']}"] if plan.body.get("MacAddress") else []
+    endpoints = dict((plan.body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    for network, endpoint in {**endpoints, **plan.extra_networks}.items():
+        if endpoint.get("MacAddress"):
+            pinned.append(f"mac {endpoint['MacAddress']} on {network}")
+        ipam = endpoint.get("IPAMConfig") or {}
+        pinned += [f"address {ipam[key]} on {network}"
+                   for key in ("IPv4Address", "IPv6Address") if ipam.get(key)]
+    return pinned
+
+
+def swap_helper(plan: recreate.CreatePlan, entry: int, name: str) -> dict[str, Any]:
+    """The create body of the swap helper: the successor's image, mounts, environment and
+    networks (the engine's socket and the state volume among them), running `updater swap
+    ENTRY`, with no ports, no restart, no health check, removed when it ends, unwatched.
+
+    Of the networks only the primary one, with no MAC and no static address: it runs beside
+    this container, which holds the MACs and the static addresses (the helper talks to the
+    engine through the socket it mounts; the network is there for an engine reached by TCP)."""
+    body = copy.deepcopy(plan.body)
+    host = body.setdefault("HostConfig", {})
+    host.update(PortBindings={}, PublishAllPorts=False, RestartPolicy={"Name": "no"},
+                AutoRemove=True)
+    body.update(Cmd=["swap", str(entry)], Labels={SWAP_OF: name}, ExposedPorts=None,
+                Healthcheck={"Test": ["NONE"]})
+    body.pop("MacAddress", None)
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if plan.primary_network in endpoints:
+        primary = endpoints[plan.primary_network]
+        for key in ("MacAddress", "IPAMConfig"):
+            primary.pop(key, None)
+        body["NetworkingConfig"] = {"EndpointsConfig": {plan.primary_network: primary}}
+    return body
+
+
+def own_stop_timeout(inspect: Mapping[str, Any]) -> float:
+    """How long the engine gives a running container to stop: its own `--stop-timeout`."""
+    return stop_timeout_in(inspect.get("Config") or {})
+
+
+def stop_timeout_in(config: Mapping[str, Any]) -> float:
+    """The stop timeout a container config (inspect's `Config`, or a create body) sets, else
+    the engine's default."""
+    own = config.get("StopTimeout")
+    return float(own) if own is not None else policy.DEFAULT_STOP_TIMEOUT

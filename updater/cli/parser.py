@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from updater import __version__, config
+from updater.core.policy import DEFAULT_STOP_TIMEOUT
 from updater.store.history import DEFAULT_LIMIT, MAX_LIMIT, parse_limit
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ SETTING_HELP = {
     "registry_timeout": "time limit of one registry request [10s]",
     "monitor_only": "report and notify available updates, change nothing",
     "cleanup": "remove the old image after an update",
-    "stop_timeout": "how long a container may take to stop [its own, else 10s]",
+    "stop_timeout": f"how long a container may take to stop [its own, else "
+                    f"{DEFAULT_STOP_TIMEOUT:g}s]",
     "health_timeout": "how long a new container may take to run and be healthy [60s]",
     "rollback": "put the old container back when the new one fails [on]",
     "rolling_restart": "accepted for Watchtower users; updates already run one at a time",
