@@ -27,6 +27,7 @@ from updater.core.detect import (
     watched,
 )
 from updater.core.policy import State
+from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
@@ -267,7 +268,7 @@ class Application:
         finally:
             engine.close()
 
-    def rebalance(self, engine: Engine, services: ServiceUpdater,
+    def rebalance(self, engine: SwarmEngine, services: ServiceUpdater,
                   found: list[ServicePlan]) -> list[ItemReport]:
         return self.rebalancer.carry_out(engine, services, found)
 

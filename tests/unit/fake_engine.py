@@ -151,6 +151,11 @@ class FakeEngine:
 
     # --- views for the tests ------------------------------------------------------------------
 
+    def exec(self, container: str, command: str, timeout: float) -> tuple[int | None, str]:
+        """A hook: every command succeeds, saying nothing."""
+        self._act(f"exec in {self._name(container)}")
+        return 0, ""
+
     def named(self) -> dict[str, tuple[str, bool]]:
         """Every container: name -> (image ID, running)."""
         return {str(c["Name"]).lstrip("/"): (str(c["Image"]), bool(c["State"]["Running"]))

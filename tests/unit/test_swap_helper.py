@@ -16,7 +16,6 @@ from updater.core.reference import parse
 from updater.core.report import Outcome
 from updater.core.snapshots import ContainerSnapshot
 from updater.engine import recreate
-from updater.engine.adapter import Engine
 from updater.store.journal import Journal, StateLock, Step
 
 REFERENCE = "reg.example/updater:1"
@@ -50,7 +49,7 @@ def test_the_old_updater_is_stopped_before_the_successor_starts(tmp_path: Path) 
 
     engine.start = start_and_take_over  # type: ignore[method-assign]
     clock = Clock()
-    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 0
+    assert swap(engine, journal, entry, 60.0, clock, clock.sleep) == 0
     assert engine.calls == ["stop updater-updater-old", "start updater"]
 
 
@@ -58,7 +57,7 @@ def test_a_successor_that_exits_gives_the_old_updater_its_name_back(tmp_path: Pa
     engine, journal, entry, _ = _handing_over(tmp_path, broken=True)
     old_image = engine.named()["updater-updater-old"][0]
     clock = Clock()
-    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 1
+    assert swap(engine, journal, entry, 60.0, clock, clock.sleep) == 1
     assert engine.named() == {"updater": (old_image, True)}
     assert clock.now < 5  # it did not wait out the timeout for a successor that exited
 
@@ -67,7 +66,7 @@ def test_a_successor_that_never_takes_over_is_undone_after_the_timeout(tmp_path:
     engine, journal, entry, _ = _handing_over(tmp_path, broken=False)
     old_image = engine.named()["updater-updater-old"][0]
     clock = Clock()
-    assert swap(cast(Engine, engine), journal, entry, 60.0, clock, clock.sleep) == 1
+    assert swap(engine, journal, entry, 60.0, clock, clock.sleep) == 1
     assert engine.named() == {"updater": (old_image, True)}
     assert clock.now >= 60
 
@@ -81,7 +80,7 @@ def test_an_updater_with_rm_and_published_ports_is_not_swapped(tmp_path: Path) -
     own = engine.run("updater", REFERENCE, AutoRemove=True,
                      PortBindings={"8080/tcp": [{"HostIp": "", "HostPort": "8080"}]})
     before = engine.named()
-    updater = ContainerUpdater(cast(Engine, engine), Journal(str(tmp_path)), _NoCredentials(),
+    updater = ContainerUpdater(engine, Journal(str(tmp_path)), _NoCredentials(),
                                own_id=own, lock=cast(StateLock, object()))
     snapshot = ContainerSnapshot(own, "updater", REFERENCE, before["updater"][0], "running")
     item = updater.hand_over(Candidate(snapshot, parse(REFERENCE), "sha256:" + "a" * 64,

@@ -31,6 +31,8 @@ class FakeSwarm:
     """One service, its configs, and what was asked of it; `lost` makes the next service
     inspect fail as a stopping engine's does, and the node no longer the leader."""
 
+    host = "unix:///fake.sock"
+
     def __init__(self, spec: dict[str, Any], previous: dict[str, Any] | None,
                  state: str | None) -> None:
         self.service: dict[str, Any] = {"ID": "s1", "Version": {"Index": 10}, "Spec": spec}
@@ -48,6 +50,9 @@ class FakeSwarm:
         self.service.pop("UpdateStatus", None)
         if state is not None:
             self.service["UpdateStatus"] = {"State": state, "Message": f"{state} for a test"}
+
+    def inspect_container(self, container: str) -> dict[str, Any] | None:
+        return None  # the updater does not run in a task of these services
 
     def info(self) -> dict[str, Any]:
         return {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeID": "n1"}}
@@ -110,7 +115,7 @@ class NoCredentials:
 
 
 def _pass(swarm: FakeSwarm, **settings: Any) -> list[ItemReport]:
-    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),
                              Settings(**settings), sleep=lambda seconds: None)
     return list(updater.run())
 
@@ -171,7 +176,7 @@ def test_the_update_sent_carries_the_marker_in_the_same_spec() -> None:
     swarm = FakeSwarm(_spec(D1), None, None)
     swarm.lost = True  # the engine goes away once the update is sent
     with pytest.raises(EngineUnavailable):
-        list(ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+        list(ServiceUpdater(swarm, Registry(), NoCredentials(),
                             Settings(), sleep=lambda seconds: None).run())
     [spec] = swarm.sent
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"].endswith(f":1@{D2}")
@@ -185,7 +190,7 @@ def test_a_manager_lost_mid_follow_costs_only_that_item() -> None:
     swarm = FakeSwarm(_spec(D2, OURS), _spec(D1), "updating")
     swarm.lost = True
     items: list[ItemReport] = []
-    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),  # type: ignore[arg-type]
+    updater = ServiceUpdater(swarm, Registry(), NoCredentials(),
                              Settings(), sleep=lambda seconds: None)
     with pytest.raises(EngineUnavailable, match="lost the swarm manager"):
         items.extend(updater.run())
@@ -236,7 +241,7 @@ def test_containers_and_services_of_one_image_cost_one_lookup_per_pass() -> None
         swarm = FakeSwarm(_spec(D1), None, None)
         lookups = PassLookups(registry)
         [result] = check([container], lookups)
-        [item] = ServiceUpdater(swarm, lookups, NoCredentials(),  # type: ignore[arg-type]
+        [item] = ServiceUpdater(swarm, lookups, NoCredentials(),
                                 Settings(), sleep=lambda seconds: None).check()
         assert (result.remote_digest, item.new_digest) == (D2, D2)
     assert registry.asked == ["reg.example/app:1"] * 2
@@ -272,7 +277,7 @@ def test_a_service_stays_on_its_index_only_while_the_registry_holds_it() -> None
     registry = Indexes()
 
     def check() -> ItemReport:
-        [item] = ServiceUpdater(swarm, registry, NoCredentials(),  # type: ignore[arg-type]
+        [item] = ServiceUpdater(swarm, registry, NoCredentials(),
                                 Settings(), sleep=lambda seconds: None).check()
         return item
 

@@ -7,7 +7,7 @@ paths are in tests/integration: test_kills, test_safety, test_data_safety.)"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -18,7 +18,6 @@ from updater.core.policy import ContainerOptions
 from updater.core.reference import parse
 from updater.core.report import Outcome
 from updater.core.snapshots import ContainerSnapshot
-from updater.engine.adapter import Engine
 from updater.store.journal import Journal
 
 REFERENCE = "reg.example/app:1"
@@ -43,7 +42,7 @@ def _host(**host: Any) -> FakeEngine:
 
 def _updater(engine: FakeEngine, state: Path) -> ContainerUpdater:
     clock = Clock()
-    return ContainerUpdater(cast(Engine, engine), Journal(str(state)), _NoCredentials(),
+    return ContainerUpdater(engine, Journal(str(state)), _NoCredentials(),
                             clock=clock, sleep=clock.sleep)
 
 

@@ -14,8 +14,8 @@ from updater.actions.recovery import Recovery
 from updater.actions.replace import Replacement
 from updater.actions.selfupdate import SelfUpdate
 from updater.actions.steps import Candidate, Dependant
+from updater.core.ports import ContainerEngine
 from updater.core.report import ItemReport
-from updater.engine.adapter import Engine
 from updater.registry.credentials import CredentialSource
 from updater.store.journal import Journal, StateLock
 
@@ -23,7 +23,7 @@ from updater.store.journal import Journal, StateLock
 class ContainerUpdater:
     """Updates standalone containers on one engine."""
 
-    def __init__(self, engine: Engine, journal: Journal, credentials: CredentialSource,
+    def __init__(self, engine: ContainerEngine, journal: Journal, credentials: CredentialSource,
                  cleanup: bool = False, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, own_id: str | None = None,
                  lock: StateLock | None = None) -> None:

@@ -21,8 +21,8 @@ from updater.actions.steps import (
 )
 from updater.core import order
 from updater.core.policy import ContainerOptions
+from updater.core.ports import ContainerEngine
 from updater.core.report import ItemReport, Outcome
-from updater.engine.adapter import Engine
 from updater.errors import UpdaterError
 from updater.store.journal import DEPENDANT, Entry, Journal, Step
 
@@ -43,7 +43,7 @@ class Stopped:
 class Dependants(EngineSteps):
     """Stops and starts again the dependants of a container being replaced."""
 
-    def __init__(self, engine: Engine, journal: Journal, clock: Callable[[], float],
+    def __init__(self, engine: ContainerEngine, journal: Journal, clock: Callable[[], float],
                  sleep: Callable[[float], None], rebuild: Rebuild) -> None:
         super().__init__(engine, journal, clock, sleep)
         self._rebuild = rebuild

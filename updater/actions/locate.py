@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from updater.engine.adapter import Engine
+from updater.core.ports import SwarmEngine
 from updater.errors import NotFoundInEngine, UpdaterError
 
 
-def is_leader(engine: Engine) -> bool:
+def is_leader(engine: SwarmEngine) -> bool:
     """True when this engine's node is the swarm's leader (asked every pass)."""
     info = engine.info()
     swarm = info.get("Swarm") or {}
@@ -32,7 +32,7 @@ class TaskPlace:
     availability: str = "active"  # the node's: active, pause or drain
 
 
-def where(engine: Engine, service: str) -> list[TaskPlace]:
+def where(engine: SwarmEngine, service: str) -> list[TaskPlace]:
     """The running tasks of `service`: node name, address, container ID and a shell command
     (`-H` the engine we talk to for tasks on this node, Docker's ssh transport for others).
     A task counts when the swarm means it to run and it does, on a node that is up: tasks on

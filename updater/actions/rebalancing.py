@@ -12,10 +12,10 @@ from typing import Any
 
 from updater.actions.locate import is_leader
 from updater.actions.services import ServiceUpdater
+from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan, placement, plans, result_reason
 from updater.core.report import ItemReport, Outcome
 from updater.core.settings import RebalanceSettings
-from updater.engine.adapter import Engine
 from updater.errors import UpdaterError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ class Rebalancer:
         self._last = -math.inf
         self._undone: dict[str, tuple[dict[str, int], dict[str, int]]] = {}  # by the swarm
 
-    def plan(self, engine: Engine, names: Sequence[str], threshold: float) -> list[ServicePlan]:
+    def plan(self, engine: SwarmEngine, names: Sequence[str],
+             threshold: float) -> list[ServicePlan]:
         """The plans for the replicated services `names` (all when none), asked of a manager;
         a name that is not a replicated service is an error."""
         if threshold < 0:
@@ -39,7 +40,7 @@ class Rebalancer:
         check_rebalanced_names(names, services)
         return plans(engine.nodes(), services, engine.tasks(), threshold, names)
 
-    def periodic(self, engine: Engine, services: ServiceUpdater) -> list[ItemReport]:
+    def periodic(self, engine: SwarmEngine, services: ServiceUpdater) -> list[ItemReport]:
         """The periodic rebalance of `rebalance: {enabled, threshold, interval}` (leader only)."""
         settings = self._settings
         if not settings.enabled or time.monotonic() - self._last < settings.interval:
@@ -50,7 +51,7 @@ class Rebalancer:
         found = plans(engine.nodes(), engine.services(), engine.tasks(), settings.threshold)
         return self.carry_out(engine, services, found)
 
-    def carry_out(self, engine: Engine, services: ServiceUpdater,
+    def carry_out(self, engine: SwarmEngine, services: ServiceUpdater,
                   found: list[ServicePlan]) -> list[ItemReport]:
         """Carry out `found`, each reported by where its tasks ended up. A plan the swarm undid
         (the tasks went back where they were) is not carried out again while the placement

@@ -16,8 +16,8 @@ from updater.actions.steps import EngineSteps, LostContainer, stop_limit
 from updater.actions.swap import own_stop_timeout
 from updater.core import policy
 from updater.core.policy import ContainerOptions
+from updater.core.ports import ContainerEngine
 from updater.core.report import ItemReport, Outcome
-from updater.engine.adapter import Engine
 from updater.errors import EngineUnavailable, UpdaterError
 from updater.store.journal import DEPENDANT, Entry, Journal, Step
 
@@ -29,7 +29,7 @@ _PROVEN = frozenset({Step.VERIFIED, Step.REMOVING_OLD})
 class Recovery(EngineSteps):
     """Finishes or undoes what a killed updater left in flight."""
 
-    def __init__(self, engine: Engine, journal: Journal, clock: Callable[[], float],
+    def __init__(self, engine: ContainerEngine, journal: Journal, clock: Callable[[], float],
                  sleep: Callable[[float], None], dependants: Dependants,
                  self_update: SelfUpdate, own_id: str | None) -> None:
         super().__init__(engine, journal, clock, sleep)

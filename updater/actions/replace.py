@@ -35,10 +35,11 @@ from updater.actions.steps import (
     saved_state,
 )
 from updater.core.policy import ContainerOptions
+from updater.core.ports import ContainerEngine
 from updater.core.reference import Reference
 from updater.core.report import ItemReport, Outcome, Versions
 from updater.engine import recreate
-from updater.engine.adapter import Engine, image_platform
+from updater.engine.adapter import image_platform
 from updater.errors import EngineError, EngineUnavailable, UpdaterError
 from updater.registry.credentials import CredentialSource
 from updater.store.journal import Entry, Journal, Step
@@ -51,7 +52,7 @@ _UNTOUCHED = frozenset({Step.BEGIN, Step.CREATING, Step.CREATED, Step.BACKED_UP}
 class Replacement(EngineSteps):
     """Replaces standalone containers, and their dependants, with rollback."""
 
-    def __init__(self, engine: Engine, journal: Journal, credentials: CredentialSource,
+    def __init__(self, engine: ContainerEngine, journal: Journal, credentials: CredentialSource,
                  cleanup: bool, clock: Callable[[], float],
                  sleep: Callable[[float], None]) -> None:
         super().__init__(engine, journal, clock, sleep)

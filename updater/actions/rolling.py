@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, Outcome
 from updater.core.settings import Settings
@@ -24,7 +25,6 @@ from updater.core.swarm import (
     tracked,
     update_timeout,
 )
-from updater.engine.adapter import Engine
 from updater.errors import EngineError
 from updater.registry.credentials import CredentialSource
 
@@ -34,7 +34,7 @@ _FAILED_STATES = ("paused", *ROLLBACK_STATES)
 
 
 class Rollouts:
-    def __init__(self, engine: Engine, credentials: CredentialSource, settings: Settings,
+    def __init__(self, engine: SwarmEngine, credentials: CredentialSource, settings: Settings,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine

@@ -33,9 +33,9 @@ from updater.actions.swap import (
     swap_helper,
 )
 from updater.core.policy import ContainerOptions
+from updater.core.ports import ContainerEngine
 from updater.core.report import ItemReport, Outcome, Versions
 from updater.engine import recreate
-from updater.engine.adapter import Engine
 from updater.errors import EngineError, UpdaterError
 from updater.store.journal import Entry, Journal, StateLock, Step
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class SelfUpdate(EngineSteps):
     """Hands this updater's container over to its successor, or takes over from a predecessor."""
 
-    def __init__(self, engine: Engine, journal: Journal, clock: Callable[[], float],
+    def __init__(self, engine: ContainerEngine, journal: Journal, clock: Callable[[], float],
                  sleep: Callable[[float], None], replacement: Replacement,
                  lock: StateLock | None, own_id: str | None) -> None:
         super().__init__(engine, journal, clock, sleep)

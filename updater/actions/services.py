@@ -26,6 +26,7 @@ from updater.actions.rolling import Rollouts
 from updater.actions.told import ToldStories
 from updater.core import policy, reference, rollout
 from updater.core.detect import DigestSource, PassLookups, unchanged_for
+from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan, node_platforms
 from updater.core.report import ItemReport, Outcome
 from updater.core.rollout import Marker, Phase
@@ -39,7 +40,6 @@ from updater.core.swarm import (
     service_item,
     tracked,
 )
-from updater.engine.adapter import Engine
 from updater.errors import (
     EngineError,
     EngineUnavailable,
@@ -65,7 +65,7 @@ _ENDED = {Phase.DONE: (Outcome.UPDATED, "the rolling update this updater started
 
 
 class ServiceUpdater:
-    def __init__(self, engine: Engine, registry: DigestSource, credentials: CredentialSource,
+    def __init__(self, engine: SwarmEngine, registry: DigestSource, credentials: CredentialSource,
                  settings: Settings, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  own_container: str | None = None) -> None:

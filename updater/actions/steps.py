@@ -14,11 +14,11 @@ from typing import Any
 
 from updater.actions.swap import SWAP_OF, SWAP_SUFFIX
 from updater.core.policy import ContainerOptions
+from updater.core.ports import ContainerEngine
 from updater.core.reference import Reference
 from updater.core.report import ItemReport, Outcome, Versions
 from updater.core.snapshots import ContainerSnapshot
 from updater.engine import recreate
-from updater.engine.adapter import Engine
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
 from updater.store.journal import Entry, Journal, Step
 
@@ -68,7 +68,7 @@ def saved_state(inspect: dict[str, Any]) -> dict[str, Any]:
 class EngineSteps:
     """The steps on one engine, each journalled where it must be, that the procedures share."""
 
-    def __init__(self, engine: Engine, journal: Journal, clock: Callable[[], float],
+    def __init__(self, engine: ContainerEngine, journal: Journal, clock: Callable[[], float],
                  sleep: Callable[[float], None]) -> None:
         self._engine = engine
         self._journal = journal

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from updater.core import policy
+from updater.core.ports import ContainerEngine
 from updater.engine import recreate
-from updater.engine.adapter import Engine
 from updater.errors import EngineError, UpdaterError
 from updater.store.journal import Journal, Step
 
@@ -32,7 +32,7 @@ SWAP_MARGIN = 60.0
 LOCK_TAKE_BACK = 30.0
 
 
-def swap(engine: Engine, journal: Journal, entry_id: int, health_timeout: float,
+def swap(engine: ContainerEngine, journal: Journal, entry_id: int, health_timeout: float,
          clock: Callable[[], float] = time.monotonic,
          sleep: Callable[[float], None] = time.sleep) -> int:
     """Carry out the hand-over journalled as `entry_id`; 0 when the successor took over, 1
@@ -63,7 +63,7 @@ def swap(engine: Engine, journal: Journal, entry_id: int, health_timeout: float,
     return 1
 
 
-def _await_take_over(engine: Engine, journal: Journal, entry_id: int, new_id: str,
+def _await_take_over(engine: ContainerEngine, journal: Journal, entry_id: int, new_id: str,
                      timeout: float, clock: Callable[[], float],
                      sleep: Callable[[float], None]) -> str | None:
     """None once the successor finished the entry; else what went wrong."""
