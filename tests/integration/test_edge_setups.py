@@ -269,12 +269,13 @@ def test_hook_past_its_timeout_is_ended_and_the_pass_goes_on(
         tmp_path: Path) -> None:
     """A pre-update hook `sleep 40` with hook.timeout=3s: the update is skipped within
     seconds (not 40), the hook's processes are gone from the container, which still runs
-    its old image; a post-check hook that never returns does not hold the pass either."""
+    its old image; pre-check and post-check hooks that never return do not hold the pass
+    either."""
     image = _release(engine, registry, unique, "1")
     containers.append(unique)
     engine.client.containers.run(image, name=unique, detach=True, labels={
         **ENABLED, "updater.hook.pre-update": "sleep 40; echo late", "updater.hook.timeout": "3s",
-        "updater.hook.post-check": "sleep 1000"})
+        "updater.hook.pre-check": "sleep 1000", "updater.hook.post-check": "sleep 1000"})
     before = _state(engine, unique)
     _release(engine, registry, unique, "2", keep_local=False)
     started = time.monotonic()

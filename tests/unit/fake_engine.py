@@ -36,10 +36,14 @@ class FakeEngine:
         self.references: dict[str, str] = {}  # repo:tag and repo@digest -> image ID
         self.registry: dict[str, str] = {}  # digest -> image ID a pull of it gives
         self.broken: set[str] = set()  # image IDs whose containers exit at once
+        self.unstartable: set[str] = set()  # image IDs whose containers the engine won't start
         self.calls: list[str] = []  # mutating calls, in order
         self.crash_before: int | None = None  # 1-based index of the call to die before
         self.api_1_44 = False  # whether create takes every network (else: connected after)
         self.bodies: dict[str, dict[str, Any]] = {}  # name created -> create body
+        self.refusals: dict[str, str] = {}  # a call starting with the key fails with the value
+        self.hook_codes: dict[str, int | None] = {}  # exec'd command -> its exit code (None:
+        # it outlived its time limit); any other command succeeds
         self._ids = itertools.count(1)
 
     # --- set-up -----------------------------------------------------------------------------
@@ -116,7 +120,11 @@ class FakeEngine:
 
     def start(self, container: str) -> None:
         self._act(f"start {self._name(container)}")
-        self._start(self._require(container))
+        found = self._require(container)
+        if found["Image"] in self.unstartable:
+            raise EngineError(f"failed to start {self._name(container)}: driver failed "
+                              "programming external connectivity")
+        self._start(found)
 
     def stop(self, container: str, timeout: float, signal: str | None = None) -> None:
         self._act(f"stop {self._name(container)}")
@@ -152,9 +160,9 @@ class FakeEngine:
     # --- views for the tests ------------------------------------------------------------------
 
     def exec(self, container: str, command: str, timeout: float) -> tuple[int | None, str]:
-        """A hook: every command succeeds, saying nothing."""
+        """A hook: its exit code from `hook_codes` (0 for any other), saying nothing."""
         self._act(f"exec in {self._name(container)}")
-        return 0, ""
+        return self.hook_codes.get(command, 0), ""
 
     def named(self) -> dict[str, tuple[str, bool]]:
         """Every container: name -> (image ID, running)."""
@@ -168,6 +176,9 @@ class FakeEngine:
             self.crash_before = None
             raise Crash(what)
         self.calls.append(what)
+        for call, message in self.refusals.items():
+            if what.startswith(call):
+                raise EngineError(message)
 
     def _new(self, name: str, config: dict[str, Any], host: dict[str, Any],
              image_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ paths are in tests/integration: test_kills, test_safety, test_data_safety.)"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,49 @@ def test_a_failed_create_leaves_the_old_container_untouched(tmp_path: Path) -> N
     assert item.outcome is Outcome.FAILED and "not touched" in (item.reason or ""), item
     assert engine.named() == before
     assert not [call for call in engine.calls if call.startswith(("stop", "rename"))]
+
+
+def test_a_failed_pull_leaves_the_old_container_untouched(tmp_path: Path) -> None:
+    engine = _host()
+    engine.refusals["pull"] = "manifest unknown"
+    before = engine.named()
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.FAILED and "manifest unknown" in (item.reason or ""), item
+    assert engine.named() == before
+    assert not [call for call in engine.calls if call.startswith(("stop", "rename", "create"))]
+    assert Journal(str(tmp_path)).unfinished() == []
+
+
+def test_a_new_container_the_engine_will_not_start_is_rolled_back(tmp_path: Path) -> None:
+    """The engine refuses to start the replacement (a port taken, a missing device): the old
+    container is back under its name, running, and the replacement is gone."""
+    engine = _host()
+    engine.unstartable.add(engine.registry[NEW_DIGEST])
+    old = engine.named()["app"]
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.ROLLED_BACK, item
+    assert "external connectivity" in (item.reason or ""), item
+    assert engine.named() == {"app": old}
+    assert Journal(str(tmp_path)).unfinished() == []
+
+
+@pytest.mark.parametrize(("code", "says"), [(7, "exited with code 7"),
+                                            (None, "did not finish within 60s")])
+def test_a_failing_pre_update_hook_skips_the_update(code: int | None, says: str,
+                                                    tmp_path: Path) -> None:
+    """A pre-update hook that fails or outlives its time limit vetoes the update: skipped,
+    the old container never stopped, the replacement made ready beside it removed."""
+    engine = _host()
+    engine.hook_codes["prepare"] = code
+    before = engine.named()
+    candidate = _candidate(engine)
+    candidate = dataclasses.replace(candidate, options=dataclasses.replace(
+        OPTIONS, hooks={"pre-update": "prepare"}))
+    [item] = _updater(engine, tmp_path).update(candidate)
+    assert item.outcome is Outcome.SKIPPED and says in (item.reason or ""), item
+    assert engine.named() == before
+    assert not [call for call in engine.calls if call.startswith(("stop", "rename"))]
+    assert Journal(str(tmp_path)).unfinished() == []
 
 
 @pytest.mark.parametrize("api_1_44", [True, False], ids=["API 1.44+", "API 1.41"])
