@@ -20,12 +20,12 @@ from updater.actions.services import ServiceUpdater
 from updater.actions.swap import swap
 from updater.core.detect import (
     CheckResult,
-    PassLookups,
     check,
     from_item,
     require_names,
     watched,
 )
+from updater.core.lookups import PassLookups
 from updater.core.policy import State
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan
@@ -135,7 +135,8 @@ class Application:
         try:
             containers, results = watched(engine.containers(), self.settings, names)
             lookups = PassLookups(self.registry)  # containers and services of one image: one
-            results += check(containers, lookups, platform_of=engine.platform)
+            results += check(containers, lookups, platform_of=engine.platform,
+                             settings=self.settings)
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings)
             results += [from_item(item) for item in services.check(names)]
         finally:

@@ -648,3 +648,46 @@ def test_a_backoff_ends_at_once_when_the_updater_stops() -> None:
         registry.digest(parse("reg.example/a:1"))
     assert time.monotonic() - started < 2
     assert len(fake.seen) == 1  # the first request; no retry after the stop
+
+
+def _paged(names: list[str], link: Callable[[str], str] | None = None) -> Callable[
+        [httpx.Request], httpx.Response]:
+    """A registry listing `names` 100 at a time (as Docker Hub and distribution 3 do), with
+    `Link` to the next page (`link(last)` makes the header, for odd links)."""
+    registry = FakeRegistry("bearer")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "/tags/list" not in request.url.path:
+            return registry(request)
+        if not registry._authorized(request):
+            return registry(request)
+        registry.seen.append(request)
+        last = request.url.params.get("last")
+        start = names.index(last) + 1 if last else 0
+        page = names[start:start + int(request.url.params.get("n", "1000"))]
+        headers = {}
+        if start + len(page) < len(names):
+            target = (link or (lambda last: f"/v2/app/tags/list?last={last}&n=100"))(page[-1])
+            headers["Link"] = f'<{target}>; rel="next"'
+        return httpx.Response(200, json={"name": "app", "tags": page}, headers=headers)
+
+    answer.seen = registry.seen  # type: ignore[attr-defined]
+    return answer
+
+
+def test_tags_follow_the_link_to_every_page() -> None:
+    names = [f"1.0.{i}" for i in range(250)]
+    fake = _paged(names)
+    with client(fake, ALICE) as registry:
+        assert registry.tags(parse("reg.example/app:1.0.0")) == names
+    pages = [r for r in fake.seen if "/tags/list" in r.url.path]  # type: ignore[attr-defined]
+    assert [r.url.params.get("last") for r in pages] == [None, "1.0.99", "1.0.199"]
+    assert all(r.headers["Authorization"] == "Bearer tok-1" for r in pages)
+
+
+def test_a_link_to_another_host_is_not_followed() -> None:
+    fake = _paged([f"1.0.{i}" for i in range(150)],
+                  lambda last: f"https://evil.example/v2/app/tags/list?last={last}")
+    with client(fake, ALICE) as registry, pytest.raises(RegistryProtocolError,
+                                                        match=r"evil\.example; not followed"):
+        registry.tags(parse("reg.example/app:1.0.0"))

@@ -221,7 +221,8 @@ def test_failure_action_continue_ends_completed_and_updated() -> None:
 def test_containers_and_services_of_one_image_cost_one_lookup_per_pass() -> None:
     """The pass's PassLookups, given to the container check and to the services: the tag
     both use is asked once; the next pass (new PassLookups) asks again."""
-    from updater.core.detect import PassLookups, check
+    from updater.core.detect import check
+    from updater.core.lookups import PassLookups
     from updater.core.snapshots import ContainerSnapshot
 
     class Counting:

@@ -16,7 +16,8 @@ from updater.actions.containers import ContainerUpdater
 from updater.actions.services import ServiceUpdater
 from updater.actions.steps import Candidate, Dependant
 from updater.core import order, policy
-from updater.core.detect import CheckResult, DigestSource, check, require_names, watched
+from updater.core.detect import CheckResult, check, require_names, watched
+from updater.core.lookups import DigestSource
 from updater.core.policy import State
 from updater.core.reference import parse
 from updater.core.report import ItemReport, Outcome, PassReport, Versions
@@ -72,7 +73,8 @@ class UpdatePass:
         self._hooks(containers, "pre-check")
         candidates = []
         for container, result in zip(containers, check(
-                containers, self._registry, platform_of=self._engine.platform), strict=True):
+                containers, self._registry, platform_of=self._engine.platform,
+                settings=self._settings), strict=True):
             # Asked for by name: a digest that was rolled back is tried again.
             item, candidate = self._decide(container, result, retry_rolled_back=bool(names))
             report.items += [item] if item else []
@@ -117,8 +119,9 @@ class UpdatePass:
             return _item(result, Outcome.HELD_BACK, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
                 f"`updater update {container.name}`, tries again")), None
-        return None, Candidate(container, parse(container.image), result.local_digest,
-                               result.remote_digest, options)
+        # Its own tag, or the newer version tag it moves to (`updater.tags=semver`).
+        return None, Candidate(container, parse(result.target or container.image),
+                               result.local_digest, result.remote_digest, options)
 
     def _with_versions(self, item: ItemReport, container: ContainerSnapshot) -> ItemReport:
         """What the running image says of itself (OCI labels), for an item not updated. (The

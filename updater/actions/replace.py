@@ -30,6 +30,7 @@ from updater.actions.steps import (
     EngineSteps,
     LostContainer,
     labels_of,
+    moved_versions,
     name_of,
     removed_when_stopped,
     saved_state,
@@ -72,8 +73,9 @@ class Replacement(EngineSteps):
             old = self._require(container.id)
             old_image = self._engine.inspect_image(str(old["Image"]))
             new_image = self.pull(candidate.reference, candidate.new_digest, old, old_image)
-            versions = Versions.from_labels(labels_of(old_image), labels_of(new_image))
-            plan = self._plan(old, old_image, new_image)
+            versions = moved_versions(Versions.from_labels(
+                labels_of(old_image), labels_of(new_image)), old, candidate.reference)
+            plan = self._plan(old, old_image, new_image, moved_to=candidate.reference)
             self._require_free_names([container.name, *(d.name for d in dependants)])
         except EngineUnavailable:
             raise

@@ -77,7 +77,7 @@ class SelfUpdate(EngineSteps):
             new_image = self._replacement.pull(candidate.reference, candidate.new_digest, old,
                                                old_image)
             versions = Versions.from_labels(labels_of(old_image), labels_of(new_image))
-            plan = self._plan(old, old_image, new_image)
+            plan = self._plan(old, old_image, new_image, moved_to=candidate.reference)
             # A MAC or an address the successor is created with is this container's while it
             # runs: the successor could not start beside it (or would share a MAC with it).
             pinned = pinned_addresses(plan)

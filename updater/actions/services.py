@@ -25,7 +25,8 @@ from updater.actions.locate import is_leader
 from updater.actions.rolling import Rollouts
 from updater.actions.told import ToldStories
 from updater.core import policy, reference, rollout
-from updater.core.detect import DigestSource, PassLookups, unchanged_for
+from updater.core.detect import unchanged_for
+from updater.core.lookups import DigestSource, PassLookups
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan, node_platforms
 from updater.core.report import ItemReport, Outcome

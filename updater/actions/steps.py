@@ -7,6 +7,7 @@ recovery.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from typing import Any
 from updater.actions.swap import SWAP_OF, SWAP_SUFFIX
 from updater.core.policy import ContainerOptions
 from updater.core.ports import ContainerEngine
-from updater.core.reference import Reference
+from updater.core.reference import Reference, parse
 from updater.core.report import ItemReport, Outcome, Versions
 from updater.core.snapshots import ContainerSnapshot
+from updater.core.tags import retagged
 from updater.engine import recreate
 from updater.errors import EngineError, NotFoundInEngine, UpdaterError
 from updater.store.journal import Entry, Journal, Step
@@ -100,11 +102,12 @@ class EngineSteps:
                         "use it")
 
     def _plan(self, old: Mapping[str, Any], old_image: Mapping[str, Any],
-              new_image: Mapping[str, Any],
-              container_refs: Mapping[str, str] | None = None) -> recreate.CreatePlan:
+              new_image: Mapping[str, Any], container_refs: Mapping[str, str] | None = None,
+              moved_to: Reference | None = None) -> recreate.CreatePlan:
         """The replacement's create plan for this engine (every network in the body where it
-        takes them all, so secondary MAC addresses are kept), on the reference `old` runs."""
-        return recreate.plan(old, old_image, new_image, str(old["Config"]["Image"]),
+        takes them all, so secondary MAC addresses are kept), on the reference `old` runs, or
+        on its image name with the newer version tag of `moved_to`."""
+        return recreate.plan(old, old_image, new_image, image_name(old, moved_to),
                              container_refs,
                              endpoints_at_create=self._engine.endpoints_at_create())
 
@@ -249,3 +252,29 @@ def _being_removed(inspect: dict[str, Any]) -> bool:
     status = (inspect.get("State") or {}).get("Status")
     return bool((inspect.get("HostConfig") or {}).get("AutoRemove")) and status in (
         "exited", "dead", "removing")
+
+
+def image_name(old: Mapping[str, Any], moved_to: Reference | None) -> str:
+    """The replacement's `Config.Image`: the old one, as the user wrote it, naming the tag
+    of `moved_to` where that is another (a move to a newer version tag)."""
+    name = str(old["Config"]["Image"])
+    if moved_to is None or moved_to.tag is None:
+        return name
+    try:
+        if parse(name).tag == moved_to.tag:
+            return name
+    except UpdaterError:
+        return name  # an image ID: nothing to rename
+    return retagged(name, moved_to.tag)
+
+
+def moved_versions(versions: Versions, old: Mapping[str, Any],
+                   moved_to: Reference) -> Versions:
+    """The versions of a move to a newer version tag: the tags, where the images' labels say
+    none."""
+    name = image_name(old, moved_to)
+    if name == str(old["Config"]["Image"]):
+        return versions
+    old_tag = parse(str(old["Config"]["Image"])).tag
+    return dataclasses.replace(versions, old=versions.old or old_tag,
+                               new=versions.new or moved_to.tag)

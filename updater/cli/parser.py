@@ -43,6 +43,7 @@ SETTING_HELP = {
     "health_timeout": "how long a new container may take to run and be healthy [60s]",
     "rollback": "put the old container back when the new one fails [on]",
     "rolling_restart": "accepted for Watchtower users; updates already run one at a time",
+    "tags": "digest: follow the tag's digest; semver: move to newer version tags [digest]",
     "notify": "an Apprise URL to notify; repeat for more",
     "notify_level": "the least level notified: debug, info, warning, error [info]",
     "notify_template": "the message body: {entries}, {summary}, {count}, {host} [{entries}]",
@@ -56,7 +57,7 @@ SETTING_HELP = {
     "log_format": "text or json [text]",
 }
 _ENGINE = ("docker_host",)
-_WATCH = ("label_enable", "scope")
+_WATCH = ("label_enable", "scope", "tags")
 _REGISTRY = ("registry_timeout",)
 _UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
            "rolling_restart")

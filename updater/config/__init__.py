@@ -48,6 +48,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "health_timeout": parse_duration,
     "rollback": accepted.boolean,
     "rolling_restart": accepted.boolean,
+    "tags": accepted.choice(("digest", "semver")),
     "notify": accepted.apprise_urls,
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,

@@ -9,34 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from updater.core import policy, reference
+from updater.core import policy, reference, tags
+from updater.core.lookups import (
+    MAX_WORKERS,
+    DigestSource,
+    PassLookups,
+    PlatformSource,
+)
 from updater.core.policy import State
+from updater.core.reference import Reference
 from updater.core.report import ItemReport, Outcome
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
 from updater.errors import RegistryError, UpdaterError
 
 log = logging.getLogger(__name__)
-MAX_WORKERS = 32
 SWARM_TASK = "com.docker.swarm.task.id"
-
-
-class DigestSource(Protocol):
-    def digest(self, reference: reference.Reference) -> str:
-        """The registry's current digest for the reference's tag."""
-
-
-@runtime_checkable
-class PlatformSource(Protocol):
-    def platform_digest(self, reference: reference.Reference, digest: str,
-                        platform: str) -> str | None:
-        """The manifest for `platform` that the index `digest` names (RegistryClient's)."""
 
 
 # The platform ("os/arch[/variant]") a container's image is for; None when unknown.
@@ -55,54 +47,14 @@ class CheckResult:
     state: State
     error: str | None = None
     note: str | None = None  # why the state is what it is, when that is not plain
+    target: str | None = None  # the reference an update moves it to (its tag, or a newer one)
+    waiting: str | None = None  # why an available update is not applied yet
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "image": self.image,
                 "local_digest": self.local_digest, "remote_digest": self.remote_digest,
-                "state": self.state.value, "error": self.error, "note": self.note}
-
-
-class PassLookups:
-    """The registry's answers for one pass: each distinct reference asked once, concurrently
-    where many are known at once, whichever items (containers, services) use it. A failed
-    lookup fails every item that uses it; the next pass (a new PassLookups) asks again."""
-
-    def __init__(self, registry: DigestSource, workers: int = MAX_WORKERS) -> None:
-        self._registry = registry
-        self._workers = workers
-        self._answers: dict[str, str | RegistryError] = {}
-        self._lock = threading.Lock()
-
-    def prefetch(self, refs: Iterable[reference.Reference]) -> None:
-        """Ask for every reference not asked yet, concurrently."""
-        with self._lock:
-            wanted = {str(ref): ref for ref in refs if str(ref) not in self._answers}
-            self._answers.update(_lookup_all(wanted, self._registry, self._workers))
-
-    def forget_failures(self) -> None:
-        """The next phase of the pass (the services, after the containers' updates) asks
-        again for what failed: a timeout minutes ago says little about the registry now."""
-        with self._lock:
-            self._answers = {key: answer for key, answer in self._answers.items()
-                             if not isinstance(answer, RegistryError)}
-
-    def digest(self, reference: reference.Reference) -> str:
-        self.prefetch([reference])
-        answer = self._answers[str(reference)]
-        if isinstance(answer, RegistryError):
-            raise answer
-        return answer
-
-    @property
-    def compares_platforms(self) -> bool:
-        """Whether the registry can say which image an index names for a platform."""
-        return isinstance(self._registry, PlatformSource)
-
-    def platform_digest(self, reference: reference.Reference, digest: str,
-                        platform: str) -> str | None:
-        if not isinstance(self._registry, PlatformSource):
-            return None  # then the digests decide
-        return self._registry.platform_digest(reference, digest, platform)
+                "state": self.state.value, "error": self.error, "note": self.note,
+                "target": self.target, "waiting": self.waiting}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +63,13 @@ class _Planned:
     reference: reference.Reference | None
     local: tuple[str, ...]
     result: CheckResult | None
+    rules: tags.TagPolicy | None = None  # version tags: the rules of its moves
+    target: Reference | None = None  # a newer version tag it moves to
+
+    @property
+    def asked(self) -> Reference | None:
+        """The reference whose digest decides: the newer tag's, else its own tag's."""
+        return self.target or self.reference
 
 
 _STATES = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE_AVAILABLE,
@@ -150,13 +109,18 @@ def require_names(names: Iterable[str], found: Iterable[str]) -> None:
 
 
 def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,
-          workers: int = MAX_WORKERS, platform_of: PlatformOf | None = None) -> list[CheckResult]:
+          workers: int = MAX_WORKERS, platform_of: PlatformOf | None = None,
+          settings: Settings | None = None) -> list[CheckResult]:
     """Check `containers` (already filtered to the watched ones) against their registries.
-    With `platform_of`, a tag whose index changed is compared for the container's platform."""
-    planned = [_plan(container) for container in containers]
+    With `platform_of`, a tag whose index changed is compared for the container's platform.
+    With `settings`, containers on version tags (`updater.tags=semver`) are compared with the
+    newest tag their rules allow (each repository's tags listed once)."""
+    planned = [_plan(container, settings) for container in containers]
     lookups = registry if isinstance(registry, PassLookups) else PassLookups(registry, workers)
-    lookups.prefetch(p.reference for p in planned if p.result is None and p.reference)
-    results = [p.result or _compare(p, _answer(lookups, p.reference)) for p in planned]
+    lookups.prefetch_tags(p.reference for p in planned if p.rules and p.reference)
+    planned = [_choose(p, lookups) if p.rules and p.result is None else p for p in planned]
+    lookups.prefetch(p.asked for p in planned if p.result is None and p.asked)
+    results = [p.result or _compare(p, _answer(lookups, p.asked)) for p in planned]
     if platform_of is None or not isinstance(registry, PlatformSource):
         return results
     return [_for_platform(p, r, registry, platform_of)
@@ -203,12 +167,13 @@ def unchanged_for(registry: PlatformSource, ref: reference.Reference, old: Seque
             else f"the tag's index changed, its images for {shown} did not")
 
 
-def _plan(container: ContainerSnapshot) -> _Planned:
+def _plan(container: ContainerSnapshot, settings: Settings | None) -> _Planned:
     if container.image.startswith("sha256:"):
         message = "created from an image ID, so there is no tag to follow"
         return _Planned(container, None, (), _error(container, None, message))
     try:
         ref = reference.parse(container.image)
+        rules = tags.tag_policy(container.labels, settings) if settings else None
     except UpdaterError as exc:
         return _Planned(container, None, (), _error(container, None, str(exc)))
     local = policy.local_digests(ref, container.repo_digests) or (
@@ -221,23 +186,24 @@ def _plan(container: ContainerSnapshot) -> _Planned:
         message = (f"the local image was never pulled from {ref.repository}, so its registry "
                    "digest is unknown; pull it once to track it")
         return _Planned(container, ref, local, _error(container, None, message))
-    return _Planned(container, ref, local, None)
+    return _Planned(container, ref, local, None, rules)
 
 
-def _lookup_all(wanted: Mapping[str, reference.Reference], registry: DigestSource,
-                workers: int) -> dict[str, str | RegistryError]:
-    if not wanted:
-        return {}
-
-    def lookup(ref: reference.Reference) -> str | RegistryError:
-        try:
-            return registry.digest(ref)
-        except RegistryError as exc:
-            log.warning("check of %s failed: %s", ref, exc)
-            return exc
-
-    with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
-        return dict(zip(wanted, pool.map(lookup, wanted.values()), strict=True))
+def _choose(planned: _Planned, lookups: PassLookups) -> _Planned:
+    """The newest version tag the container's rules allow, as its target (none when its own
+    tag is the newest); an error result when the tags cannot be listed or its tag is no
+    version."""
+    ref, rules, container = planned.reference, planned.rules, planned.container
+    assert ref is not None and ref.tag is not None and rules is not None
+    try:
+        newest = tags.newest(ref.tag, lookups.tags(ref), rules)
+    except (RegistryError, ValueError) as exc:
+        return dataclasses.replace(planned, result=_error(
+            container, planned.local[0] if planned.local else None, str(exc)))
+    if newest is None:
+        return planned
+    log.debug("%s: newer version tag %s", container.name, newest)
+    return dataclasses.replace(planned, target=dataclasses.replace(ref, tag=newest))
 
 
 def _answer(lookups: PassLookups, ref: reference.Reference | None) -> str | RegistryError:
@@ -256,7 +222,13 @@ def _compare(planned: _Planned, remote: str | RegistryError) -> CheckResult:
     log.debug("%s: %s local %s registry %s", container.name, state.value, local[0][:19],
               remote[:19])
     shown = remote if remote in local else local[0]
-    return CheckResult(container.name, "container", container.image, shown, remote, state)
+    if state is not State.UPDATE_AVAILABLE:
+        return CheckResult(container.name, "container", container.image, shown, remote, state)
+    target = planned.target
+    return CheckResult(container.name, "container", container.image, shown, remote, state,
+                       target=tags.retagged(container.image, target.tag) if target and
+                       target.tag else container.image,
+                       note=f"newer version tag {target.tag}" if target else None)
 
 
 def _error(container: ContainerSnapshot, local: str | None, message: str) -> CheckResult:

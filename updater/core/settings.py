@@ -56,6 +56,7 @@ class Settings:
     health_timeout: float = 60.0
     rollback: bool = True
     rolling_restart: bool = False
+    tags: str = "digest"  # or "semver": move to newer version tags (labels may say otherwise)
     notify: tuple[str, ...] = field(default=(), repr=False)
     notify_level: str = "info"
     notify_template: str | None = None

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -39,6 +40,8 @@ from updater.registry.transport import (
 )
 
 log = logging.getLogger(__name__)
+TAGS_PAGE = 100  # tags asked for per page of a tag list
+MAX_TAG_PAGES = 100
 RETRY = RetryPolicy()
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -159,6 +162,26 @@ class RegistryClient:
                 self._platform_digests.pop(next(iter(self._platform_digests)))
             self._platform_digests[key] = found
 
+    def tags(self, reference: Reference) -> list[str]:
+        """Every tag of `reference`'s repository: `GET /v2/<name>/tags/list`, a page of
+        TAGS_PAGE at a time following the registry's `Link` to the next, at most
+        MAX_TAG_PAGES pages. Raises a RegistryError."""
+        endpoint = self._endpoint(reference.domain)
+        scope = f"repository:{reference.path}:pull"
+        path = f"/v2/{reference.path}/tags/list?n={TAGS_PAGE}"
+        found: list[str] = []
+        with endpoint.slots:
+            for _ in range(MAX_TAG_PAGES):
+                response = self._authorized(endpoint, "GET", path, scope, reference)
+                found += _tags_in(response, endpoint.host)
+                following = response.links.get("next", {}).get("url")
+                if not following:
+                    return found
+                path = _next_page(following, endpoint)
+        raise RegistryProtocolError(
+            f"{endpoint.host} lists more than {MAX_TAG_PAGES * TAGS_PAGE} tags for "
+            f"{reference.path}; updater.tags=semver reads at most that many")
+
     def _read_index(self, reference: Reference, digest: str) -> list[Any] | None:
         """The entries of the index (or manifest list) `digest`; None for a manifest of one
         platform."""
@@ -214,6 +237,31 @@ def _raise_for_status(response: httpx.Response, endpoint: Endpoint, reference: R
         raise ManifestNotFound(f"{reference} not found in registry {endpoint.host} (HTTP 404): "
                                "check the repository and tag")
     raise RegistryProtocolError(f"{endpoint.host} answered HTTP {status} for {reference}")
+
+
+def _tags_in(response: httpx.Response, host: str) -> list[str]:
+    try:
+        tags = json.loads(response.content).get("tags")
+    except (ValueError, AttributeError):
+        raise RegistryProtocolError(f"{host} sent a tag list that is not JSON") from None
+    if tags is None:
+        return []  # a repository with no tags says null
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RegistryProtocolError(f"{host} sent a malformed tag list")
+    return tags
+
+
+def _next_page(url: str, endpoint: Endpoint) -> str:
+    """The path of the next page; a `Link` to another host is not followed (the request
+    carries the registry's credentials)."""
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc != endpoint.client.base_url.netloc.decode():
+        raise RegistryProtocolError(f"{endpoint.host} linked the next page of tags to "
+                                    f"{parts.netloc}; not followed")
+    if not parts.path.startswith("/v2/"):
+        raise RegistryProtocolError(f"{endpoint.host} linked the next page of tags to "
+                                    f"{parts.path[:80]!r}; not followed")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _checked_digest(digest: str, host: str) -> str:

@@ -1,0 +1,101 @@
+"""Version tags (`updater.tags=semver`) against a real registry and engine: a repository with
+versions, a suffixed version, a pre-release, `latest` and 150 filler tags; containers move to
+the newest tag their rules allow, keeping their name and configuration, for one tag listing
+per repository per pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import images
+from harness.dockerd import Dockerd
+from harness.registry import Registry
+from tests.integration.helpers import ENABLED, run_updater
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+VERSIONS = ["1.2.3", "1.2.4", "1.3.0", "1.3.0-alpine", "1.10.0", "2.0.0", "2.1.0-rc1"]
+SEMVER = {**ENABLED, "updater.tags": "semver"}
+# name: (tag it runs, its labels, the tag it moves to; None: it stays)
+CONTAINERS = {
+    "major": ("1.2.3", SEMVER, "1.10.0"),
+    "minor": ("1.2.3", {**SEMVER, "updater.tags.within": "minor"}, "1.2.4"),
+    "any": ("1.2.3", {**SEMVER, "updater.tags.within": "none"}, "2.0.0"),
+    "alpine": ("1.3.0-alpine", SEMVER, None),
+    "include": ("1.2.3", {**SEMVER, "updater.tags.include": r"1\.2\..*"}, "1.2.4"),
+    "exclude": ("1.2.3", {**SEMVER, "updater.tags.exclude": r"1\.10\..*"}, "1.3.0"),
+    "digest": ("1.2.3", ENABLED, None),
+}
+
+
+def _publish(engine: Dockerd, registry: Registry, repository: str) -> None:
+    for version in VERSIONS:
+        images.release(engine.client, f"{registry.host}/{repository}:{version}", version)
+    images.retag_in_registry(registry.host, repository, "2.0.0", "latest")
+    for number in range(150):
+        images.retag_in_registry(registry.host, repository, "1.2.3", f"build-{number}")
+
+
+@pytest.mark.matrix
+def test_containers_move_to_the_newest_version_their_rules_allow(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    repository = f"tags/{unique}"
+    _publish(engine, registry, repository)
+    before = {}
+    for name, (tag, labels, _) in CONTAINERS.items():
+        containers.append(f"{unique}-{name}")
+        container = engine.client.containers.run(
+            f"{registry.host}/{repository}:{tag}", name=f"{unique}-{name}", detach=True,
+            labels=labels, environment={"KEEP": name}, restart_policy={"Name": "on-failure",
+                                                                        "MaximumRetryCount": 3})
+        before[name] = container.attrs
+    home = tmp_path / "home"
+    settings = {"state_dir": str(tmp_path / "state")}
+
+    mark = registry.mark()
+    checked = run_updater(["check", "--json"], engine, home, settings)
+    assert checked.returncode == 0, checked.stderr
+    rows = {row["name"].removeprefix(f"{unique}-"): row for row in json.loads(checked.stdout)}
+    served = registry.requests(mark, agent="updater/")
+    listings = [r for r in served if "/tags/list" in r.uri]
+    heads = sorted(r.uri.rsplit("/", 1)[1] for r in served
+                   if r.method == "HEAD" and "/manifests/" in r.uri)
+
+    expected_targets = {name: f"{registry.host}/{repository}:{moved}" if moved else None
+                        for name, (_, _, moved) in CONTAINERS.items()}
+    assert {name: row["target"] for name, row in rows.items()} == expected_targets
+    assert {name: row["state"] for name, row in rows.items()} == {
+        name: "update-available" if moved else "up-to-date"
+        for name, (_, _, moved) in CONTAINERS.items()}
+    assert all(row["waiting"] is None for row in rows.values())
+    # One listing of the repository for the whole pass. (This registry, distribution 2.8,
+    # sends all 158 tags at once whatever `n` asks; following `Link` pages is unit-tested.)
+    assert [r.uri for r in listings] == [f"/v2/{repository}/tags/list?n=100"]
+    # One HEAD per reference asked: each target once, and the digest-following container's.
+    assert heads == sorted({"1.10.0", "1.2.4", "2.0.0", "1.3.0", "1.3.0-alpine", "1.2.3"})
+
+    updated = run_updater(["update", "--json"], engine, home, settings)
+    assert updated.returncode == 0, updated.stderr
+    items = {item["name"].removeprefix(f"{unique}-"): item
+             for item in json.loads(updated.stdout)["items"]}
+    for name, (tag, _, moved) in CONTAINERS.items():
+        after = engine.client.containers.get(f"{unique}-{name}").attrs
+        want = moved or tag
+        assert after["Config"]["Image"] == f"{registry.host}/{repository}:{want}", name
+        assert after["Image"] == engine.client.images.get(
+            f"{registry.host}/{repository}:{want}").id, name
+        assert after["State"]["Running"], name
+        assert f"KEEP={name}" in after["Config"]["Env"], name
+        assert after["HostConfig"]["RestartPolicy"] == before[name]["HostConfig"][
+            "RestartPolicy"], name
+        if moved:
+            assert items[name]["outcome"] == "updated", items[name]
+            assert after["Id"] != before[name]["Id"], name
+            assert (items[name]["old_version"], items[name]["new_version"]) == (tag, moved)
+        else:
+            assert items[name]["outcome"] == "up-to-date", items[name]
+            assert after["Id"] == before[name]["Id"], name
