@@ -702,3 +702,47 @@ def test_an_index_rebuilt_for_a_platform_no_node_runs_rolls_nothing(
     assert item["outcome"] == "updated" and item["new_digest"] == third, item
     wait_running(manager, name, 2, third)
     manager.api.remove_service(name)
+
+
+@pytest.mark.matrix
+def test_services_on_version_tags_move_to_the_newest_their_rules_allow(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """Two services on `1.2.3` with `updater.tags=semver`: within the major one moves to
+    1.10.0, within the minor one to 1.2.4 (never 2.0.0), each spec naming `repo:tag@digest`;
+    the repository's tags are listed once per pass; a second pass changes nothing."""
+    manager = swarm.nodes[0].client()
+    base = f"{swarm.registry_host}/svc/{unique}"
+    digests = {version: release(swarm, f"{base}:{version}", version)
+               for version in ("1.2.3", "1.2.4", "1.10.0", "2.0.0")}
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    rules = {f"{unique}-major": "major", f"{unique}-minor": "minor"}
+    for name, within in rules.items():
+        manager.api.create_service(
+            docker.types.TaskTemplate(docker.types.ContainerSpec(
+                f"{base}:1.2.3@{digests['1.2.3']}")),
+            name=name, mode=docker.types.ServiceMode("replicated", replicas=2),
+            labels={"updater.enable": "true", "updater.tags": "semver",
+                    "updater.tags.within": within})
+        wait_running(manager, name, 2, digests["1.2.3"])
+    moves = {f"{unique}-major": "1.10.0", f"{unique}-minor": "1.2.4"}
+
+    mark = swarm.registry_log.stat().st_size
+    checked = updater(swarm, 1, ["check", "--json", *rules], tmp_path)
+    rows = {row["name"]: row for row in json.loads(checked.stdout)}
+    assert {name: (row["state"], row["target"]) for name, row in rows.items()} == {
+        name: ("update-available", f"{base}:{tag}") for name, tag in moves.items()}
+    with swarm.registry_log.open("rb") as log:
+        log.seek(mark)
+        listed = [line for line in log.read().decode("utf-8", "replace").splitlines()
+                  if f'"GET /v2/svc/{unique}/tags/list' in line]  # the access log's lines
+    assert len(listed) == 1, listed
+
+    items = report(updater(swarm, 1, ["update", "--json"], tmp_path))
+    for name, tag in moves.items():
+        assert items[name]["outcome"] == "updated", items[name]
+        assert items[name]["new_digest"] == digests[tag]
+        spec = manager.api.inspect_service(name)["Spec"]
+        assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == f"{base}:{tag}@{digests[tag]}"
+        wait_running(manager, name, 2, digests[tag])
+    again = report(updater(swarm, 1, ["update", "--json"], tmp_path))
+    assert {name: again[name]["outcome"] for name in rules} == dict.fromkeys(rules, "up-to-date")

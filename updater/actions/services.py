@@ -18,15 +18,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from updater.actions.locate import is_leader
 from updater.actions.rolling import Rollouts
+from updater.actions.service_lookups import service_lookups, target
 from updater.actions.told import ToldStories
-from updater.core import policy, reference, rollout
+from updater.core import policy, reference, rollout, tags
 from updater.core.detect import unchanged_for
-from updater.core.lookups import DigestSource, PassLookups
+from updater.core.lookups import DigestSource
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan, node_platforms
 from updater.core.report import ItemReport, Outcome
@@ -39,6 +40,7 @@ from updater.core.swarm import (
     image_of,
     new_spec,
     service_item,
+    service_options,
     tracked,
 )
 from updater.errors import (
@@ -75,7 +77,7 @@ class ServiceUpdater:
         self._source = registry
         # Each run's answers: one lookup per distinct reference, shared with the containers of
         # the pass when it gives one PassLookups to both.
-        self._registry = self._lookups()
+        self._registry = service_lookups(registry, (), (), settings)
         self._credentials = credentials
         self._settings = settings
         self._sleep = sleep
@@ -105,7 +107,7 @@ class ServiceUpdater:
         self._told = ToldStories(self._engine, services)
         self._lost = None
         self._nodes = None
-        self._registry = self._lookups(services, names)
+        self._registry = service_lookups(self._source, services, names, self._settings)
         # This updater's own service last: its rolling update replaces this very task.
         for service in sorted(services, key=lambda s: s["ID"] == own):
             snapshot = ServiceSnapshot.from_inspect(service)
@@ -128,32 +130,13 @@ class ServiceUpdater:
         items = []
         self._nodes = None
         services = self._engine.services()
-        self._registry = self._lookups(services, names)
+        self._registry = service_lookups(self._source, services, names, self._settings)
         for service in services:
             snapshot = ServiceSnapshot.from_inspect(service)
             if not names or snapshot.name in names:
                 item = self._one(snapshot, change=False)
                 items += [item] if item else []
         return items
-
-    def _lookups(self, services: Sequence[Mapping[str, Any]] = (),
-                 names: tuple[str, ...] = ()) -> PassLookups:
-        """This run's registry answers, the digest of every watched service's tag asked for
-        at once (concurrently, each distinct reference once)."""
-        source = self._source
-        lookups = source if isinstance(source, PassLookups) else PassLookups(source)
-        lookups.forget_failures()  # what failed for the containers is asked again, once
-        wanted = []
-        for service in map(ServiceSnapshot.from_inspect, services):
-            try:
-                if (not names or service.name in names) and \
-                        policy.is_watched(service.labels, self._settings):
-                    ref, _ = tracked(service.image)
-                    wanted += [ref] if ref.tag is not None else []
-            except UpdaterError:
-                continue  # reported when the service's turn comes
-        lookups.prefetch(wanted)
-        return lookups
 
     def _own_service(self) -> str | None:
         """The service whose task this updater runs in, if any."""
@@ -172,7 +155,8 @@ class ServiceUpdater:
             ref, current = tracked(service.image)
             if ref.tag is None:
                 return service_item(service, Outcome.PINNED, current, None)
-            options = self._options(service)
+            options = service_options(service.labels, self._settings)
+            asked = target(ref, tags.tag_policy(service.labels, self._settings), self._registry)
         except UpdaterError as exc:
             return service_item(service, Outcome.ERROR, current, None, str(exc))
         if change and not options.monitor_only:
@@ -181,7 +165,7 @@ class ServiceUpdater:
             found = self._story(service, current, options)
             if found is not None:
                 return found
-        return self._against_registry(service, ref, current, options, change, own,
+        return self._against_registry(service, asked, current, options, change, own,
                                       retry_rolled_back)
 
     def _against_registry(self, service: ServiceSnapshot, ref: reference.Reference,
@@ -202,7 +186,10 @@ class ServiceUpdater:
         held = None if retry_rolled_back else held_back(service, remote)
         if options.monitor_only or not change or held:
             outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
-            return service_item(service, outcome, current, remote, held if change else None)
+            moved = tracked(service.image)[0].tag != ref.tag
+            return service_item(service, outcome, current, remote, held if change else (
+                f"newer version tag {ref.tag}" if moved else None),
+                target=f"{service.image.split('@')[0].rsplit(':', 1)[0]}:{ref.tag}")
         marker = Marker.new(remote, current, time.time())
         spec = new_spec(service, ref, marker)
         started = self._clock()
@@ -320,16 +307,6 @@ class ServiceUpdater:
         self._rollouts.await_rollback(service, spec, image_of(spec), health)  # ROLLING_BACK
         return Outcome.ROLLED_BACK, f"rolled back to the previous spec ({said})"
 
-    def _options(self, service: ServiceSnapshot) -> ServiceOptions:
-        """monitor-only, rollback and health-timeout from the service's labels and settings."""
-        labels = service.labels
-        monitor_only = (self._settings.monitor_only
-                        or policy.bool_label(labels, "monitor-only") is True)
-        rollback = policy.bool_label(labels, "rollback")
-        health = policy.duration_label(labels, "health-timeout", self._settings.health_timeout)
-        return ServiceOptions(monitor_only, self._settings.rollback if rollback is None
-                              else rollback, health)
-
     def rebalance(self, plans: list[ServicePlan]) -> list[ItemReport]:
         """Carry out plans one service at a time: a forced rolling update each, waiting for
         it to converge before the next."""
@@ -346,3 +323,4 @@ class ServiceUpdater:
                                      "not rolled, so not followed or rolled back")
         return self._rollouts.follow(service, spec, service.image, options.rollback,
                             options.health_timeout)
+

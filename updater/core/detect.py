@@ -82,7 +82,7 @@ def from_item(item: ItemReport) -> CheckResult:
     state = _STATES.get(item.outcome, State.ERROR)
     error, note = (item.reason, None) if state is State.ERROR else (None, item.reason)
     return CheckResult(item.name, item.kind, item.image, item.old_digest, item.new_digest,
-                       state, error, note)
+                       state, error, note, target=item.target)
 
 
 def watched(containers: Iterable[ContainerSnapshot], settings: Settings,

@@ -66,6 +66,7 @@ class ItemReport:
     reason: str | None = None
     seconds: float = 0.0
     versions: Versions = Versions()
+    target: str | None = None  # the reference an available update moves it to
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "image": self.image,

@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from updater.core import reference, rollout
+from updater.core import policy, reference, rollout
 from updater.core.report import ItemReport, Outcome
 from updater.core.rollout import Marker
+from updater.core.settings import Settings
 from updater.errors import UpdaterError
 
 ROLLBACK_STATES = ("rollback_started", "rollback_paused", "rollback_completed")
@@ -135,10 +136,20 @@ def image_of(spec: Mapping[str, Any] | None) -> str:
                .get("Image") or "")
 
 
-def service_item(service: ServiceSnapshot, outcome: Outcome, old: str | None, new: str | None,
-          reason: str | None = None, seconds: float = 0.0) -> ItemReport:
+def service_options(labels: Mapping[str, str], settings: Settings) -> ServiceOptions:
+    """monitor-only, rollback and health-timeout from a service's labels and the settings;
+    ConfigError naming a bad label."""
+    monitor_only = settings.monitor_only or policy.bool_label(labels, "monitor-only") is True
+    rollback = policy.bool_label(labels, "rollback")
+    health = policy.duration_label(labels, "health-timeout", settings.health_timeout)
+    return ServiceOptions(monitor_only, settings.rollback if rollback is None else rollback,
+                          health)
+
+
+def service_item(service: ServiceSnapshot, outcome: Outcome, old: str | None,
+                 new: str | None, reason: str | None = None, seconds: float = 0.0,
+                 target: str | None = None) -> ItemReport:
     """The report of one service's pass."""
     return ItemReport(service.name, service.image.split("@")[0], outcome, kind="service",
-                      old_digest=old, new_digest=new, reason=reason, seconds=seconds)
-
-
+                      old_digest=old, new_digest=new, reason=reason, seconds=seconds,
+                      target=target)
