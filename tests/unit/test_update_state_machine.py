@@ -14,10 +14,10 @@ import pytest
 
 from tests.unit.fake_engine import Clock, Crash, FakeEngine
 from updater.actions.containers import ContainerUpdater
-from updater.actions.steps import Candidate
+from updater.actions.steps import Candidate, moved_versions
 from updater.core.policy import ContainerOptions
 from updater.core.reference import parse
-from updater.core.report import Outcome
+from updater.core.report import Outcome, Versions
 from updater.core.snapshots import ContainerSnapshot
 from updater.store.journal import Journal
 
@@ -216,3 +216,26 @@ def test_a_secondary_mac_is_kept_where_the_engine_takes_every_network(
             assert endpoints == {"front": {}}, name
     connects = [call for call in engine.calls if call.startswith("connect")]
     assert len(connects) == (0 if api_1_44 else 2), engine.calls
+
+
+def test_a_move_to_a_newer_version_tag_names_it_in_the_replacement(tmp_path: Path) -> None:
+    """`updater.tags=semver` chose `reg.example/app:2`: the replacement's Config.Image names
+    that tag (as the old one was written), the image is tagged so locally, and the versions
+    reported are the images' own."""
+    engine = _host()
+    candidate = dataclasses.replace(_candidate(engine), reference=parse("reg.example/app:2"))
+    [item] = _updater(engine, tmp_path).update(candidate)
+    assert item.outcome is Outcome.UPDATED, item
+    found = engine.inspect_container("app")
+    assert found is not None and found["Config"]["Image"] == "reg.example/app:2"
+    assert engine.references["reg.example/app:2"] == engine.registry[NEW_DIGEST]
+    assert (item.versions.old, item.versions.new) == ("1", "2")
+
+
+def test_versions_of_a_move_fall_back_to_the_tags() -> None:
+    old = {"Config": {"Image": "reg:5000/app:1.2.3"}}
+    assert moved_versions(Versions(), old, parse("reg:5000/app:1.10.0")) == Versions(
+        old="1.2.3", new="1.10.0")
+    assert moved_versions(Versions(), old, parse("reg:5000/app:1.2.3")) == Versions()
+    assert moved_versions(Versions("a", "b"), old, parse("reg:5000/app:2.0.0")) == Versions(
+        "a", "b")
