@@ -4,6 +4,7 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import socket
@@ -26,11 +27,13 @@ from updater.core.detect import (
     watched,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import State
+from updater.core.policy import Sightings, State, duration_label, too_young
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan
+from updater.core.reference import parse
 from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
+from updater.core.snapshots import ContainerSnapshot
 from updater.engine.adapter import Engine, own_container_id
 from updater.errors import UpdaterError
 from updater.notify import AppriseSender, Notifier
@@ -44,6 +47,7 @@ from updater.registry.credentials import (
 from updater.serve.metrics import Metrics
 from updater.store.history import History
 from updater.store.journal import Journal, StateLock
+from updater.store.seen import FirstSeen, SeenSoFar
 from updater.store.state import PlatformDigests
 
 log = logging.getLogger(__name__)
@@ -98,11 +102,19 @@ class Application:
         return History(self.settings.state_dir)
 
     @functools.cached_property
+    def seen(self) -> FirstSeen | SeenSoFar:
+        """When each digest was first seen (the minimum age counts from it); `check` reads
+        it without recording."""
+        if self._remember:
+            return FirstSeen(self.settings.state_dir)
+        return SeenSoFar(self.settings.state_dir)
+
+    @functools.cached_property
     def metrics(self) -> Metrics:
         return Metrics(self.registry.stats)
 
     def close(self) -> None:
-        for part in ("registry", "platforms", "journal", "history"):
+        for part in ("registry", "platforms", "journal", "history", "seen"):
             if part in self.__dict__:
                 self.__dict__[part].close()
         if self._notifier is not None:
@@ -135,9 +147,12 @@ class Application:
         try:
             containers, results = watched(engine.containers(), self.settings, names)
             lookups = PassLookups(self.registry)  # containers and services of one image: one
-            results += check(containers, lookups, platform_of=engine.platform,
-                             settings=self.settings)
-            services = ServiceUpdater(engine, lookups, self.credentials, self.settings)
+            found = check(containers, lookups, platform_of=engine.platform,
+                          settings=self.settings)
+            results += [waiting(result, container, self.settings, self.seen)
+                        for container, result in zip(containers, found, strict=True)]
+            services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
+                                      seen=self.seen)
             results += [from_item(item) for item in services.check(names)]
         finally:
             engine.close()
@@ -177,9 +192,9 @@ class Application:
             # services together.
             lookups = PassLookups(self.registry)
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
-                                      own_container=own)
-            report = UpdatePass(engine, lookups, updater, self.settings, on_item,
-                                own, services, progress).run(tuple(names), stop_requested)
+                                      own_container=own, seen=self.seen)
+            report = UpdatePass(engine, lookups, updater, self.settings, on_item, own,
+                                services, progress, self.seen).run(tuple(names), stop_requested)
             if not names and not stop_requested() and report.error is None:
                 report.items += self.rebalancer.periodic(engine, services)
         finally:
@@ -309,3 +324,20 @@ def _summary(results: list[CheckResult]) -> str:
     counts = Counter(r.state.value for r in results)
     parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
     return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
+
+
+def waiting(result: CheckResult, container: ContainerSnapshot, settings: Settings,
+            seen: Sightings) -> CheckResult:
+    """`result`, saying why an available update waits (its minimum age), as `update` would."""
+    if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
+        return result
+    try:
+        min_age = duration_label(container.labels, "min-age", settings.min_age)
+    except UpdaterError:
+        return result  # reported by `update`, which reads every option
+    if min_age <= 0:
+        return result
+    now = time.time()
+    repository = parse(result.target or container.image).repository
+    wait = too_young(min_age, seen.first_seen(repository, result.remote_digest, now), now)
+    return dataclasses.replace(result, waiting=wait)

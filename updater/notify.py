@@ -20,6 +20,8 @@ from updater.core.settings import LOG_LEVELS, Settings
 from updater.store import state
 
 log = logging.getLogger(__name__)
+# Told once per new digest: an available update (monitor-only) and one waiting its age.
+_ONCE_PER_DIGEST = frozenset({Outcome.AVAILABLE, Outcome.WAITING})
 MAX_ATTEMPTS = 48
 # How long the loop waits for one destination to take one message.
 SEND_SECONDS = 10.0
@@ -127,7 +129,7 @@ class Notifier:
                 self._deliver(items)
             now = time.time()
             for item in items:
-                if item.outcome is Outcome.AVAILABLE and item.new_digest:
+                if item.outcome in _ONCE_PER_DIGEST and item.new_digest:
                     self._db.execute("INSERT OR IGNORE INTO notified VALUES (?, ?)",
                                      (item.name, item.new_digest))
                 elif item.outcome in _REMINDED:
@@ -151,7 +153,7 @@ class Notifier:
             log.exception("notification %r not sent", title)
 
     def _already_told(self, item: ItemReport) -> bool:
-        if item.outcome is Outcome.AVAILABLE:
+        if item.outcome in _ONCE_PER_DIGEST:
             row = self._db.execute("SELECT 1 FROM notified WHERE name = ? AND digest = ?",
                                    (item.name, item.new_digest)).fetchone()
             return row is not None

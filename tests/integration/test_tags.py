@@ -6,6 +6,7 @@ per repository per pass."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,41 @@ def test_containers_move_to_the_newest_version_their_rules_allow(
         else:
             assert items[name]["outcome"] == "up-to-date", items[name]
             assert after["Id"] == before[name]["Id"], name
+
+
+def test_a_new_image_waits_for_its_minimum_age_and_nothing_is_pulled_before(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`updater.min-age=5s`: the first pass after a push reports `waiting` with when it becomes
+    eligible (and `check` shows it as `waiting`), pulls nothing and leaves the container; a
+    pass after 5 s of this updater knowing the digest updates it."""
+    image = f"{registry.host}/age/{unique}:latest"
+    images.release(engine.client, image, "1")
+    name = f"{unique}-aged"
+    containers.append(name)
+    engine.client.containers.run(image, name=name, detach=True,
+                                 labels={**ENABLED, "updater.min-age": "5s"})
+    before = engine.client.containers.get(name).attrs
+    new = images.release(engine.client, image, "2", keep_local=False)
+    home, settings = tmp_path / "home", {"state_dir": str(tmp_path / "state")}
+
+    mark = registry.mark()
+    first = run_updater(["update", "--json"], engine, home, settings)
+    [item] = json.loads(first.stdout)["items"]
+    assert (first.returncode, item["outcome"], item["new_digest"]) == (0, "waiting", new)
+    assert "minimum age 5s: eligible at" in item["reason"]
+    pulled = [r for r in registry.requests(mark) if r.method == "GET" and (
+        "/blobs/" in r.uri or ("/manifests/" in r.uri and not r.agent.startswith("updater/")))]
+    assert pulled == []  # the engine pulled nothing (the updater may read the new manifest)
+    assert engine.client.containers.get(name).attrs["Id"] == before["Id"]
+    checked = run_updater(["check", "--json"], engine, home, settings)
+    [row] = json.loads(checked.stdout)
+    assert row["state"] == "update-available" and row["waiting"] == item["reason"]
+
+    time.sleep(5.5)
+    second = run_updater(["update", "--json"], engine, home, settings)
+    [item] = json.loads(second.stdout)["items"]
+    assert (second.returncode, item["outcome"]) == (0, "updated"), item
+    after = engine.client.containers.get(name).attrs
+    assert after["Id"] != before["Id"] and after["State"]["Running"]
+    assert after["Image"] == engine.client.images.get(f"{registry.host}/age/{unique}@{new}").id

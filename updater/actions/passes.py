@@ -19,7 +19,7 @@ from updater.core import order, policy
 from updater.core.detect import CheckResult, check, require_names, watched
 from updater.core.lookups import DigestSource
 from updater.core.policy import State
-from updater.core.reference import parse
+from updater.core.reference import Reference, parse
 from updater.core.report import ItemReport, Outcome, PassReport, Versions
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
@@ -38,8 +38,10 @@ class UpdatePass:
                  settings: Settings,
                  on_item: Callable[[ItemReport], None] = lambda item: None,
                  own_id: str | None = None, services: ServiceUpdater | None = None,
-                 progress: Callable[[float], None] = lambda seconds: None) -> None:
+                 progress: Callable[[float], None] = lambda seconds: None,
+                 seen: policy.Sightings | None = None) -> None:
         self._engine = engine
+        self._seen = seen or policy.SeenInMemory()
         self._progress = progress
         self._own_id = own_id
         self._services = services
@@ -109,19 +111,38 @@ class UpdatePass:
             options = policy.options(container.labels, self._settings, own_timeout)
         except UpdaterError as exc:
             return _item(result, Outcome.ERROR, str(exc)), None
+        # Its own tag, or the newer version tag it moves to (`updater.tags=semver`).
+        moved_to = parse(result.target or container.image)
+        not_now = self._not_now(container, result, options, moved_to, retry_rolled_back)
+        if not_now is not None:
+            return not_now, None
+        return None, Candidate(container, moved_to, result.local_digest, result.remote_digest,
+                               options)
+
+    def _not_now(self, container: ContainerSnapshot, result: CheckResult,
+                 options: policy.ContainerOptions, moved_to: Reference,
+                 retry_rolled_back: bool) -> ItemReport | None:
+        """The policy step between detection and action: why an available update is not
+        applied now (monitor-only, rolled back from before, younger than its minimum age), or
+        None when it may move."""
+        remote = str(result.remote_digest)
         if options.monitor_only:
-            log.info("%s: update available (%s), monitor only", container.name,
-                     result.remote_digest[:19])
-            return self._with_versions(_item(result, Outcome.AVAILABLE), container), None
-        when = self._updater.rolled_back(container.name, result.remote_digest)
+            log.info("%s: update available (%s), monitor only", container.name, remote[:19])
+            return self._with_versions(_item(result, Outcome.AVAILABLE), container)
+        when = self._updater.rolled_back(container.name, remote)
         if when is not None and not retry_rolled_back:
             # Trying it every pass would stop and restart the container every pass.
             return _item(result, Outcome.HELD_BACK, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
-                f"`updater update {container.name}`, tries again")), None
-        # Its own tag, or the newer version tag it moves to (`updater.tags=semver`).
-        return None, Candidate(container, parse(result.target or container.image),
-                               result.local_digest, result.remote_digest, options)
+                f"`updater update {container.name}`, tries again"))
+        if options.min_age > 0:
+            now = time.time()
+            first = self._seen.first_seen(moved_to.repository, remote, now)
+            wait = policy.too_young(options.min_age, first, now)
+            if wait is not None:
+                log.info("%s: update available, waiting: %s", container.name, wait)
+                return self._with_versions(_item(result, Outcome.WAITING, wait), container)
+        return None
 
     def _with_versions(self, item: ItemReport, container: ContainerSnapshot) -> ItemReport:
         """What the running image says of itself (OCI labels), for an item not updated. (The
@@ -237,7 +258,7 @@ def _from_check(result: CheckResult) -> ItemReport:
 
 def _item(result: CheckResult, outcome: Outcome, reason: str | None = None) -> ItemReport:
     return ItemReport(result.name, result.image, outcome, old_digest=result.local_digest,
-                      new_digest=result.remote_digest, reason=reason)
+                      new_digest=result.remote_digest, reason=reason, target=result.target)
 
 
 def _candidate_item(candidate: Candidate, outcome: Outcome, reason: str) -> ItemReport:

@@ -71,8 +71,10 @@ class ServiceUpdater:
     def __init__(self, engine: SwarmEngine, registry: DigestSource, credentials: CredentialSource,
                  settings: Settings, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 own_container: str | None = None) -> None:
+                 own_container: str | None = None,
+                 seen: policy.Sightings | None = None) -> None:
         self._engine = engine
+        self._seen = seen or policy.SeenInMemory()
         self._own_container = own_container
         self._source = registry
         # Each run's answers: one lookup per distinct reference, shared with the containers of
@@ -181,15 +183,10 @@ class ServiceUpdater:
         unchanged = self._unchanged_on_nodes(service, ref, current, remote)
         if unchanged is not None:
             return service_item(service, Outcome.UP_TO_DATE, current, remote, unchanged)
-        # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
-        # user's rollback); asked for by name, it is tried again.
-        held = None if retry_rolled_back else held_back(service, remote)
-        if options.monitor_only or not change or held:
-            outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
-            moved = tracked(service.image)[0].tag != ref.tag
-            return service_item(service, outcome, current, remote, held if change else (
-                f"newer version tag {ref.tag}" if moved else None),
-                target=f"{service.image.split('@')[0].rsplit(':', 1)[0]}:{ref.tag}")
+        not_now = self._not_now(service, ref, current, remote, options, change,
+                                retry_rolled_back)
+        if not_now is not None:
+            return not_now
         marker = Marker.new(remote, current, time.time())
         spec = new_spec(service, ref, marker)
         started = self._clock()
@@ -202,6 +199,28 @@ class ServiceUpdater:
         log.info("%s: rolling update to %s started", service.name, remote[:19])
         return self._followed(service, marker, lambda: self._after_send(
             service, spec, options, own), started)
+
+    def _not_now(self, service: ServiceSnapshot, ref: reference.Reference, current: str | None,
+                 remote: str, options: ServiceOptions, change: bool,
+                 retry_rolled_back: bool) -> ItemReport | None:
+        """The policy step between detection and action: why `remote` is not applied now
+        (monitor-only, a check, rolled back from, too young), or None: it may move."""
+        # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
+        # user's rollback); asked for by name, it is tried again.
+        held = None if retry_rolled_back else held_back(service, remote)
+        if not options.monitor_only and not held and options.min_age > 0:
+            now = time.time()
+            first = self._seen.first_seen(ref.repository, remote, now)
+            wait = policy.too_young(options.min_age, first, now)
+            if wait is not None:
+                return service_item(service, Outcome.WAITING, current, remote, wait,
+                                    target=_named(service, ref))
+        if options.monitor_only or not change or held:
+            outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
+            moved = tracked(service.image)[0].tag != ref.tag
+            return service_item(service, outcome, current, remote, held if change else (
+                f"newer version tag {ref.tag}" if moved else None), target=_named(service, ref))
+        return None
 
     def _unchanged_on_nodes(self, service: ServiceSnapshot, ref: reference.Reference,
                             current: str | None, remote: str) -> str | None:
@@ -324,3 +343,8 @@ class ServiceUpdater:
         return self._rollouts.follow(service, spec, service.image, options.rollback,
                             options.health_timeout)
 
+
+
+def _named(service: ServiceSnapshot, ref: reference.Reference) -> str:
+    """The reference an update moves `service` to, as its spec names its repository."""
+    return f"{service.image.split('@')[0].rsplit(':', 1)[0]}:{ref.tag}"

@@ -44,6 +44,7 @@ SETTING_HELP = {
     "rollback": "put the old container back when the new one fails [on]",
     "rolling_restart": "accepted for Watchtower users; updates already run one at a time",
     "tags": "digest: follow the tag's digest; semver: move to newer version tags [digest]",
+    "min_age": "apply a new image only once this updater has known it this long [0]",
     "notify": "an Apprise URL to notify; repeat for more",
     "notify_level": "the least level notified: debug, info, warning, error [info]",
     "notify_template": "the message body: {entries}, {summary}, {count}, {host} [{entries}]",
@@ -60,7 +61,7 @@ _ENGINE = ("docker_host",)
 _WATCH = ("label_enable", "scope", "tags")
 _REGISTRY = ("registry_timeout",)
 _UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
-           "rolling_restart")
+           "rolling_restart", "min_age")
 _NOTIFY = ("notify", "notify_level", "notify_template")
 _SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
 _STATE = ("state_dir",)

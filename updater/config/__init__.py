@@ -49,6 +49,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "rollback": accepted.boolean,
     "rolling_restart": accepted.boolean,
     "tags": accepted.choice(("digest", "semver")),
+    "min_age": parse_duration,
     "notify": accepted.apprise_urls,
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,

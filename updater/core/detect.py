@@ -79,6 +79,9 @@ _STATES = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE
 def from_item(item: ItemReport) -> CheckResult:
     """A check of a service (reported as an item, as `update` reports it) as a `check` row:
     a reason is an error only when the check failed."""
+    if item.outcome is Outcome.WAITING:
+        return CheckResult(item.name, item.kind, item.image, item.old_digest, item.new_digest,
+                           State.UPDATE_AVAILABLE, target=item.target, waiting=item.reason)
     state = _STATES.get(item.outcome, State.ERROR)
     error, note = (item.reason, None) if state is State.ERROR else (None, item.reason)
     return CheckResult(item.name, item.kind, item.image, item.old_digest, item.new_digest,

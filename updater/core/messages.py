@@ -12,7 +12,8 @@ from updater.core.settings import LOG_LEVELS
 log = logging.getLogger(__name__)
 TEMPLATE_FIELDS = ("host", "summary", "entries", "count")
 DEFAULT_TEMPLATE = "{entries}"
-_LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.RECOVERED: "warning",
+_LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.WAITING: "info",
+             Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
              Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
              Outcome.REBALANCED: "info", Outcome.PAUSED: "warning"}

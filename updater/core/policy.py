@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
-from updater.core.durations import parse_duration
+from updater.core.durations import format_duration, parse_duration
 from updater.core.reference import Reference, repository_of
 from updater.core.settings import Settings
 from updater.errors import ConfigError
@@ -99,6 +101,7 @@ class ContainerOptions:
     hook_timeout: float
     hooks: Mapping[str, str]
     depends_on: tuple[str, ...]
+    min_age: float = 0.0
 
 
 HOOKS = ("pre-check", "pre-update", "post-update", "post-check")
@@ -126,6 +129,7 @@ def options(labels: Mapping[str, str], settings: Settings,
         hook_timeout=duration_label(labels, "hook.timeout", DEFAULT_HOOK_TIMEOUT),
         hooks={hook: text for hook in HOOKS if (text := label(labels, f"hook.{hook}"))},
         depends_on=depends_on(labels),
+        min_age=duration_label(labels, "min-age", settings.min_age),
     )
 
 
@@ -144,3 +148,28 @@ def depends_on(labels: Mapping[str, str]) -> tuple[str, ...]:
     """Container names from `updater.depends-on` (or Watchtower's), comma-separated."""
     value = label(labels, "depends-on") or ""
     return tuple(name.strip().lstrip("/") for name in value.split(",") if name.strip())
+
+
+class Sightings(Protocol):
+    """When a digest of a repository was first seen by this updater (the state database's)."""
+
+    def first_seen(self, repository: str, digest: str, now: float) -> float: ...
+
+
+class SeenInMemory:
+    """Sightings of this process only (where no state database is given)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def first_seen(self, repository: str, digest: str, now: float) -> float:
+        return self._seen.setdefault((repository, digest), now)
+
+
+def too_young(min_age: float, first_seen: float, now: float) -> str | None:
+    """Why a digest first seen at `first_seen` waits under `min_age`, or None once eligible."""
+    eligible = first_seen + min_age
+    if min_age <= 0 or now >= eligible:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(eligible))
+    return f"minimum age {format_duration(min_age)}: eligible at {when}"

@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     UP_TO_DATE = "up-to-date"
     AVAILABLE = "update-available"
     HELD_BACK = "held-back"  # an update that was rolled back, not tried again until asked
+    # An available update not applied yet: its image is younger than the minimum age.
+    WAITING = "waiting"
     PINNED = "pinned"
     ERROR = "error"
     RECOVERED = "recovered"
@@ -73,7 +75,7 @@ class ItemReport:
                 "outcome": self.outcome.value, "old_digest": self.old_digest,
                 "new_digest": self.new_digest, "old_version": self.versions.old,
                 "new_version": self.versions.new, "source": self.versions.source,
-                "revision": self.versions.revision, "reason": self.reason,
+                "revision": self.versions.revision, "reason": self.reason, "target": self.target,
                 "seconds": round(self.seconds, 3)}
 
 

@@ -57,6 +57,7 @@ class Settings:
     rollback: bool = True
     rolling_restart: bool = False
     tags: str = "digest"  # or "semver": move to newer version tags (labels may say otherwise)
+    min_age: float = 0.0  # a new digest is applied once this updater has known it this long
     notify: tuple[str, ...] = field(default=(), repr=False)
     notify_level: str = "info"
     notify_template: str | None = None

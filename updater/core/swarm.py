@@ -118,6 +118,7 @@ class ServiceOptions:
     monitor_only: bool
     rollback: bool
     health_timeout: float
+    min_age: float = 0.0
 
 
 def new_spec(service: ServiceSnapshot, ref: reference.Reference,
@@ -143,7 +144,7 @@ def service_options(labels: Mapping[str, str], settings: Settings) -> ServiceOpt
     rollback = policy.bool_label(labels, "rollback")
     health = policy.duration_label(labels, "health-timeout", settings.health_timeout)
     return ServiceOptions(monitor_only, settings.rollback if rollback is None else rollback,
-                          health)
+                          health, policy.duration_label(labels, "min-age", settings.min_age))
 
 
 def service_item(service: ServiceSnapshot, outcome: Outcome, old: str | None,

@@ -21,7 +21,7 @@ MAX_LIMIT = KEPT_ROWS
 _QUIET = (Outcome.UP_TO_DATE.value, Outcome.PINNED.value, Outcome.HELD_BACK.value)
 # Stored once while they stay the same.
 _ONCE = (Outcome.AVAILABLE.value, Outcome.ERROR.value, Outcome.ROLLING.value,
-         Outcome.PAUSED.value)
+         Outcome.PAUSED.value, Outcome.WAITING.value)
 _COLUMNS = ("time", "name", "kind", "image", "outcome", "old_digest", "new_digest",
             "old_version", "new_version", "reason", "seconds")
 _INSERT = ("INSERT INTO history (time, name, kind, image, outcome, old_digest, new_digest, "

@@ -48,7 +48,7 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 # The layout this updater writes (PRAGMA user_version). 0: a database from before versions
 # were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _to_1(db: sqlite3.Connection) -> None:
@@ -72,7 +72,15 @@ def _to_3(db: sqlite3.Connection) -> None:
                "PRIMARY KEY (repository, digest, platform))")
 
 
-_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3}
+def _to_4(db: sqlite3.Connection) -> None:
+    """When this updater first saw each digest of a repository (the minimum age counts from
+    it)."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS first_seen (repository TEXT NOT NULL, "
+               "digest TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (repository, digest))")
+
+
+_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3, 4: _to_4}
 
 
 class PlatformDigests:
