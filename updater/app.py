@@ -5,6 +5,7 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import logging
 import socket
@@ -27,7 +28,13 @@ from updater.core.detect import (
     watched,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import Sightings, State, duration_label, too_young
+from updater.core.policy import (
+    Sightings,
+    State,
+    duration_label,
+    why_waiting,
+    window_label,
+)
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan
 from updater.core.reference import parse
@@ -328,16 +335,16 @@ def _summary(results: list[CheckResult]) -> str:
 
 def waiting(result: CheckResult, container: ContainerSnapshot, settings: Settings,
             seen: Sightings) -> CheckResult:
-    """`result`, saying why an available update waits (its minimum age), as `update` would."""
+    """`result`, saying why an available update waits (its minimum age or its window), as
+    `update` would."""
     if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
         return result
     try:
         min_age = duration_label(container.labels, "min-age", settings.min_age)
+        window = window_label(container.labels, settings.update_window)
     except UpdaterError:
         return result  # reported by `update`, which reads every option
-    if min_age <= 0:
-        return result
-    now = time.time()
     repository = parse(result.target or container.image).repository
-    wait = too_young(min_age, seen.first_seen(repository, result.remote_digest, now), now)
+    wait = why_waiting(seen, repository, result.remote_digest, min_age, window,
+                       datetime.datetime.now().astimezone())
     return dataclasses.replace(result, waiting=wait)

@@ -5,6 +5,7 @@ order (their dependants stopped first and started after), and report every outco
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
 import time
@@ -39,8 +40,11 @@ class UpdatePass:
                  on_item: Callable[[ItemReport], None] = lambda item: None,
                  own_id: str | None = None, services: ServiceUpdater | None = None,
                  progress: Callable[[float], None] = lambda seconds: None,
-                 seen: policy.Sightings | None = None) -> None:
+                 seen: policy.Sightings | None = None,
+                 local_now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
+                     ).astimezone()) -> None:
         self._engine = engine
+        self._local_now = local_now
         self._seen = seen or policy.SeenInMemory()
         self._progress = progress
         self._own_id = own_id
@@ -135,13 +139,11 @@ class UpdatePass:
             return _item(result, Outcome.HELD_BACK, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
                 f"`updater update {container.name}`, tries again"))
-        if options.min_age > 0:
-            now = time.time()
-            first = self._seen.first_seen(moved_to.repository, remote, now)
-            wait = policy.too_young(options.min_age, first, now)
-            if wait is not None:
-                log.info("%s: update available, waiting: %s", container.name, wait)
-                return self._with_versions(_item(result, Outcome.WAITING, wait), container)
+        wait = policy.why_waiting(self._seen, moved_to.repository, remote, options.min_age,
+                                  options.window, self._local_now())
+        if wait is not None:
+            log.info("%s: update available, waiting: %s", container.name, wait)
+            return self._with_versions(_item(result, Outcome.WAITING, wait), container)
         return None
 
     def _with_versions(self, item: ItemReport, container: ContainerSnapshot) -> ItemReport:
@@ -166,6 +168,11 @@ class UpdatePass:
         for name in ordered:
             if stop_requested():
                 items.append(_candidate_item(by_name[name], Outcome.SKIPPED, "shutting down"))
+                continue
+            # A window that closed while earlier items were updated: the rest waits.
+            closed = policy.outside_window(by_name[name].options.window, self._local_now())
+            if closed is not None:
+                items.append(_candidate_item(by_name[name], Outcome.WAITING, closed))
                 continue
             self._progress(_budget(by_name[name]))
             try:

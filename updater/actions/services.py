@@ -16,6 +16,7 @@ changed: a no-op update would erase the service's PreviousSpec.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -204,17 +205,16 @@ class ServiceUpdater:
                  remote: str, options: ServiceOptions, change: bool,
                  retry_rolled_back: bool) -> ItemReport | None:
         """The policy step between detection and action: why `remote` is not applied now
-        (monitor-only, a check, rolled back from, too young), or None: it may move."""
+        (monitor-only, a check, rolled back from, too young, no window), or None."""
         # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
         # user's rollback); asked for by name, it is tried again.
         held = None if retry_rolled_back else held_back(service, remote)
-        if not options.monitor_only and not held and options.min_age > 0:
-            now = time.time()
-            first = self._seen.first_seen(ref.repository, remote, now)
-            wait = policy.too_young(options.min_age, first, now)
-            if wait is not None:
-                return service_item(service, Outcome.WAITING, current, remote, wait,
-                                    target=_named(service, ref))
+        wait = None if options.monitor_only or held else policy.why_waiting(
+            self._seen, ref.repository, remote, options.min_age, options.window,
+            datetime.datetime.now().astimezone())
+        if wait is not None:
+            return service_item(service, Outcome.WAITING, current, remote, wait,
+                                target=_named(service, ref))
         if options.monitor_only or not change or held:
             outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
             moved = tracked(service.image)[0].tag != ref.tag

@@ -45,6 +45,7 @@ SETTING_HELP = {
     "rolling_restart": "accepted for Watchtower users; updates already run one at a time",
     "tags": "digest: follow the tag's digest; semver: move to newer version tags [digest]",
     "min_age": "apply a new image only once this updater has known it this long [0]",
+    "update_window": "when updates may be applied, e.g. '0 2 * * 6, 3h' [any time]",
     "notify": "an Apprise URL to notify; repeat for more",
     "notify_level": "the least level notified: debug, info, warning, error [info]",
     "notify_template": "the message body: {entries}, {summary}, {count}, {host} [{entries}]",
@@ -61,7 +62,7 @@ _ENGINE = ("docker_host",)
 _WATCH = ("label_enable", "scope", "tags")
 _REGISTRY = ("registry_timeout",)
 _UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
-           "rolling_restart", "min_age")
+           "rolling_restart", "min_age", "update_window")
 _NOTIFY = ("notify", "notify_level", "notify_template")
 _SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
 _STATE = ("state_dir",)

@@ -50,6 +50,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "rolling_restart": accepted.boolean,
     "tags": accepted.choice(("digest", "semver")),
     "min_age": parse_duration,
+    "update_window": accepted.update_window,
     "notify": accepted.apprise_urls,
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,

@@ -10,6 +10,7 @@ from typing import Any
 
 from updater.core.durations import parse_duration
 from updater.core.messages import check_template
+from updater.core.windows import UpdateWindow, parse_window
 
 MASK = "***"
 
@@ -112,3 +113,10 @@ def mask_url(url: str) -> str:
     """An Apprise URL with everything after the scheme (tokens, passwords) masked."""
     scheme, separator, _ = url.partition("://")
     return f"{scheme}://{MASK}" if separator else MASK
+
+
+def update_window(value: Any) -> UpdateWindow | None:
+    """`{schedule: "0 2 * * 6", duration: 3h}`, or `0 2 * * 6, 3h`; empty: none."""
+    if value in (None, ""):
+        return None
+    return parse_window(value)

@@ -16,11 +16,14 @@ from updater.core.settings import Settings
 def masked(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret replaced by `***`, durations as text."""
     data = dataclasses.asdict(settings)
-    for key in ("interval", "jitter", "health_timeout", "registry_timeout", "stop_timeout"):
+    for key in ("interval", "jitter", "health_timeout", "registry_timeout", "stop_timeout",
+                "min_age"):
         if data[key] is not None:
             data[key] = format_duration(data[key])
     data["notify"] = [mask_url(url) for url in settings.notify]
     data["rebalance"]["interval"] = format_duration(settings.rebalance.interval)
+    if settings.update_window is not None:
+        data["update_window"]["duration"] = format_duration(settings.update_window.duration)
     if data["http_api"]["token"]:
         data["http_api"]["token"] = MASK
     for entry in data["registries"].values():

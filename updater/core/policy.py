@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -12,6 +13,7 @@ from typing import Protocol
 from updater.core.durations import format_duration, parse_duration
 from updater.core.reference import Reference, repository_of
 from updater.core.settings import Settings
+from updater.core.windows import UpdateWindow, parse_window
 from updater.errors import ConfigError
 
 PREFIX = "updater."
@@ -102,6 +104,7 @@ class ContainerOptions:
     hooks: Mapping[str, str]
     depends_on: tuple[str, ...]
     min_age: float = 0.0
+    window: UpdateWindow | None = None
 
 
 HOOKS = ("pre-check", "pre-update", "post-update", "post-check")
@@ -130,7 +133,31 @@ def options(labels: Mapping[str, str], settings: Settings,
         hooks={hook: text for hook in HOOKS if (text := label(labels, f"hook.{hook}"))},
         depends_on=depends_on(labels),
         min_age=duration_label(labels, "min-age", settings.min_age),
+        window=window_label(labels, settings.update_window),
     )
+
+
+def window_label(labels: Mapping[str, str],
+                 default: UpdateWindow | None) -> UpdateWindow | None:
+    """`updater.update-window` (`0 2 * * 6, 3h`; `none`: any time), else `default`."""
+    value = label(labels, "update-window")
+    if value is None:
+        return default
+    if value.strip().lower() in ("", "none"):
+        return None
+    try:
+        return parse_window(value)
+    except ValueError as exc:
+        raise ConfigError(f"label {PREFIX}update-window: {exc}") from None
+
+
+def outside_window(window: UpdateWindow | None, now: datetime.datetime) -> str | None:
+    """Why an update waits for its window at `now` (local, timezone-aware), or None."""
+    opens = window.opens(now) if window is not None else None
+    if window is None or opens is None:
+        return None
+    return (f"update window ({window.describe()}) opens at "
+            f"{opens.strftime('%Y-%m-%d %H:%M:%S %z')}")
 
 
 def duration_label(labels: Mapping[str, str], name: str, default: float) -> float:
@@ -173,3 +200,14 @@ def too_young(min_age: float, first_seen: float, now: float) -> str | None:
         return None
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(eligible))
     return f"minimum age {format_duration(min_age)}: eligible at {when}"
+
+
+def why_waiting(seen: Sightings, repository: str, digest: str, min_age: float,
+                window: UpdateWindow | None, now: datetime.datetime) -> str | None:
+    """Why an available `digest` is not applied at `now` (local, timezone-aware): younger than
+    `min_age` by this updater's first sight of it (recorded here), or outside `window`."""
+    if min_age > 0:
+        first = seen.first_seen(repository, digest, now.timestamp())
+        if (wait := too_young(min_age, first, now.timestamp())) is not None:
+            return wait
+    return outside_window(window, now)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from updater.core.windows import UpdateWindow
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
@@ -58,6 +60,7 @@ class Settings:
     rolling_restart: bool = False
     tags: str = "digest"  # or "semver": move to newer version tags (labels may say otherwise)
     min_age: float = 0.0  # a new digest is applied once this updater has known it this long
+    update_window: UpdateWindow | None = None  # when updates may be applied (None: any time)
     notify: tuple[str, ...] = field(default=(), repr=False)
     notify_level: str = "info"
     notify_template: str | None = None

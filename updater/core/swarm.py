@@ -13,6 +13,7 @@ from updater.core import policy, reference, rollout
 from updater.core.report import ItemReport, Outcome
 from updater.core.rollout import Marker
 from updater.core.settings import Settings
+from updater.core.windows import UpdateWindow
 from updater.errors import UpdaterError
 
 ROLLBACK_STATES = ("rollback_started", "rollback_paused", "rollback_completed")
@@ -119,6 +120,7 @@ class ServiceOptions:
     rollback: bool
     health_timeout: float
     min_age: float = 0.0
+    window: UpdateWindow | None = None
 
 
 def new_spec(service: ServiceSnapshot, ref: reference.Reference,
@@ -144,7 +146,8 @@ def service_options(labels: Mapping[str, str], settings: Settings) -> ServiceOpt
     rollback = policy.bool_label(labels, "rollback")
     health = policy.duration_label(labels, "health-timeout", settings.health_timeout)
     return ServiceOptions(monitor_only, settings.rollback if rollback is None else rollback,
-                          health, policy.duration_label(labels, "min-age", settings.min_age))
+                          health, policy.duration_label(labels, "min-age", settings.min_age),
+                          policy.window_label(labels, settings.update_window))
 
 
 def service_item(service: ServiceSnapshot, outcome: Outcome, old: str | None,

@@ -1,7 +1,8 @@
-"""Version tags (`updater.tags=semver`) against a real registry and engine: a repository with
-versions, a suffixed version, a pre-release, `latest` and 150 filler tags; containers move to
-the newest tag their rules allow, keeping their name and configuration, for one tag listing
-per repository per pass."""
+"""Update policies against a real registry and engine. Version tags (`updater.tags=semver`): a
+repository with versions, a suffixed version, a pre-release, `latest` and 150 filler tags;
+containers move to the newest tag their rules allow, keeping their name and configuration,
+for one tag listing per repository per pass. Minimum age and update windows: an available
+update waits, pulling nothing, and is applied once allowed."""
 
 from __future__ import annotations
 
@@ -138,3 +139,30 @@ def test_a_new_image_waits_for_its_minimum_age_and_nothing_is_pulled_before(
     after = engine.client.containers.get(name).attrs
     assert after["Id"] != before["Id"] and after["State"]["Running"]
     assert after["Image"] == engine.client.images.get(f"{registry.host}/age/{unique}@{new}").id
+
+
+def test_updates_wait_outside_their_window_and_apply_inside_it(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """Two containers of one image: one whose window opens on 1 January only waits (with when
+    it opens), the other, whose window is open (every minute, for two), is updated."""
+    image = f"{registry.host}/window/{unique}:latest"
+    images.release(engine.client, image, "1")
+    windows = {"closed": "0 0 1 1 *, 1h", "open": "* * * * *, 2m"}
+    for name, window in windows.items():
+        containers.append(f"{unique}-{name}")
+        engine.client.containers.run(image, name=f"{unique}-{name}", detach=True,
+                                     labels={**ENABLED, "updater.update-window": window})
+    closed_id = engine.client.containers.get(f"{unique}-closed").id
+    new = images.release(engine.client, image, "2", keep_local=False)
+
+    result = run_updater(["update", "--json"], engine, tmp_path / "home",
+                         {"state_dir": str(tmp_path / "state")})
+    items = {item["name"].removeprefix(f"{unique}-"): item
+             for item in json.loads(result.stdout)["items"]}
+    assert result.returncode == 0, result.stderr
+    assert (items["closed"]["outcome"], items["closed"]["new_digest"]) == ("waiting", new)
+    assert "update window (0 0 1 1 *, 1h) opens at" in items["closed"]["reason"]
+    assert "-01-01 00:00:00" in items["closed"]["reason"]
+    assert engine.client.containers.get(f"{unique}-closed").id == closed_id
+    assert items["open"]["outcome"] == "updated", items["open"]
