@@ -10,7 +10,7 @@ from typing import Any
 
 from updater import __version__
 from updater.app import Application
-from updater.core.report import Outcome, PassReport
+from updater.core.report import Outcome, PassReport, pending
 from updater.core.settings import Settings
 from updater.errors import NotWatched
 from updater.serve.api import ApiServer
@@ -79,7 +79,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                 "last_pass": report.as_dict() if report else None,
                 "last_error": daemon.last_error}
 
-    return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state)).start()
+    return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state,
+                                                  lambda: daemon.last_report)).start()
 
 
 def _short(digest: str | None) -> str:
@@ -90,10 +91,12 @@ class DaemonControl:
     """What the HTTP API sees of a running daemon."""
 
     def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
-                 state: Callable[[], dict[str, Any]]) -> None:
+                 state: Callable[[], dict[str, Any]],
+                 last_report: Callable[[], PassReport | None] = lambda: None) -> None:
         self._app = app
         self._trigger = trigger
         self._state = state
+        self._last_report = last_report
 
     def trigger(self, names: tuple[str, ...] = ()) -> None:
         """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
@@ -111,3 +114,8 @@ class DaemonControl:
 
     def metrics(self) -> bytes:
         return self._app.metrics.exposition()
+
+    def pending(self) -> dict[str, Any]:
+        """What the last pass left waiting (no registry request: a dashboard may poll it)."""
+        report = self._last_report()
+        return pending(report) if report is not None else {"as_of": None, "items": []}

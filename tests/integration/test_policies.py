@@ -131,6 +131,9 @@ def test_a_new_image_waits_for_its_minimum_age_and_nothing_is_pulled_before(
     checked = run_updater(["check", "--json"], engine, home, settings)
     [row] = json.loads(checked.stdout)
     assert row["state"] == "update-available" and row["waiting"] == item["reason"]
+    listed = run_updater(["pending", "--json"], engine, home, settings)
+    [waits] = [row for row in json.loads(listed.stdout) if row["name"] == name]
+    assert (waits["waiting"], waits["remote_digest"]) == (item["reason"], new)
 
     time.sleep(5.5)
     second = run_updater(["update", "--json"], engine, home, settings)

@@ -34,6 +34,9 @@ class Control:
     def metrics(self) -> bytes:
         return b"updater_passes_total 3.0\n"
 
+    def pending(self) -> dict[str, Any]:
+        return {"as_of": None, "items": []}
+
 
 @pytest.fixture
 def api() -> Iterator[tuple[str, Control]]:

@@ -42,6 +42,9 @@ class Control:
     def metrics(self) -> bytes:
         return b""
 
+    def pending(self) -> dict[str, Any]:
+        return {"as_of": None, "items": []}
+
 
 @pytest.fixture
 def server() -> Iterator[ApiServer]:

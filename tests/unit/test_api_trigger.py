@@ -9,11 +9,19 @@ from typing import Any
 import httpx
 import pytest
 
+from updater.core.report import ItemReport, Outcome, PassReport, pending
 from updater.errors import EngineUnavailable, NotWatched
 from updater.serve.api import ApiServer
 
 TOKEN = "trigger-token-0123456789"
 WATCHED = {"web", "db"}
+REPORT = PassReport(started=100.0, finished=160.0, items=[
+    ItemReport("web", "reg/web:1", Outcome.WAITING, new_digest="sha256:b",
+               reason="minimum age 3d: eligible at 2026-12-05 02:00:00 UTC",
+               target="reg/web:1"),
+    ItemReport("db", "reg/db:16", Outcome.UP_TO_DATE),
+    ItemReport("api", "reg/api:2", Outcome.HELD_BACK, new_digest="sha256:c",
+               reason="held back: this image was rolled back at 12:00")])
 
 
 class Control:
@@ -37,6 +45,9 @@ class Control:
 
     def metrics(self) -> bytes:
         return b""
+
+    def pending(self) -> dict[str, Any]:
+        return pending(REPORT)
 
 
 @pytest.fixture
@@ -72,3 +83,17 @@ def test_empty_name_is_400(api: tuple[httpx.Client, Control]) -> None:
     client, control = api
     assert client.post("/v1/update", params={"name": ""}).status_code == 400
     assert control.queued == []
+
+
+def test_pending_lists_what_the_last_pass_left_waiting(api: tuple[httpx.Client, Control]) -> None:
+    client, _ = api
+    answer = client.get("/v1/pending")
+    assert answer.status_code == 200
+    assert answer.json() == {"as_of": 160.0, "items": [
+        {"name": "api", "kind": "container", "image": "reg/api:2", "target": None,
+         "digest": "sha256:c", "outcome": "held-back",
+         "why": "held back: this image was rolled back at 12:00"},
+        {"name": "web", "kind": "container", "image": "reg/web:1", "target": "reg/web:1",
+         "digest": "sha256:b", "outcome": "waiting",
+         "why": "minimum age 3d: eligible at 2026-12-05 02:00:00 UTC"}]}
+    assert httpx.get(f"{client.base_url}/v1/pending").status_code == 401  # no token

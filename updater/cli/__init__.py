@@ -74,6 +74,16 @@ def _check(arguments: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _pending(arguments: argparse.Namespace, settings: Settings) -> int:
+    with _application(settings, remember=False) as app:
+        waiting = [r for r in app.check(arguments.names) if r.waiting]
+    if arguments.json:
+        print(json.dumps([r.as_dict() for r in waiting], indent=2))
+    else:
+        print(render.pending_table(waiting))
+    return EXIT_OK
+
+
 def _update(arguments: argparse.Namespace, settings: Settings) -> int:
     from updater.store.journal import StateLock
 
@@ -157,6 +167,7 @@ def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "check": _check, "update": _update, "run": _run, "rebalance": _rebalance, "where": _where,
-    "history": _history, "health": _health, "config": _show_config, "swap": _swap,
+    "check": _check, "pending": _pending, "update": _update, "run": _run,
+    "rebalance": _rebalance, "where": _where, "history": _history, "health": _health,
+    "config": _show_config, "swap": _swap,
 }

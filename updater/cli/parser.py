@@ -71,6 +71,7 @@ _ALL = tuple(SETTING_HELP)
 # The settings each command uses; `config` shows them all, so it takes them all.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "check": _ENGINE + _WATCH + _REGISTRY + _LOGS,
+    "pending": _ENGINE + _WATCH + _REGISTRY + _LOGS,
     "update": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,
     "run": _ALL,
     "rebalance": _ENGINE + _REGISTRY + _STATE + _LOGS,
@@ -101,6 +102,11 @@ def build(handlers: dict[str, Handler]) -> Parser:
     checker.add_argument("names", nargs="*", metavar="NAME",
                          help="only these containers or services")
     checker.add_argument("--json", action="store_true", help="print a JSON array")
+    waiter = command("pending", "what waits, and why (minimum age, update window); "
+                                "changes nothing")
+    waiter.add_argument("names", nargs="*", metavar="NAME",
+                        help="only these containers or services")
+    waiter.add_argument("--json", action="store_true", help="print a JSON array")
     updater = command("update", "apply updates now, once")
     updater.add_argument("names", nargs="*", metavar="NAME",
                          help="only these containers or services")

@@ -24,6 +24,15 @@ def check_table(results: list[CheckResult]) -> str:
     return text
 
 
+def pending_table(results: list[CheckResult]) -> str:
+    if not results:
+        return "nothing waits"
+    rows = [("NAME", "KIND", "TARGET", "DIGEST", "WAITING")]
+    rows += [(r.name, r.kind, r.target or r.image, short(r.remote_digest), r.waiting or "")
+             for r in results]
+    return columns(rows)
+
+
 def report_table(report: PassReport) -> str:
     rows = [("NAME", "IMAGE", "OUTCOME", "FROM", "TO", "")]
     rows += [(i.name, i.image, i.outcome.value, short(i.old_digest), short(i.new_digest),

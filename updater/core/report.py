@@ -104,3 +104,17 @@ class PassReport:
     def as_dict(self) -> dict[str, Any]:
         return {"started": self.started, "finished": self.finished, "error": self.error,
                 "items": [item.as_dict() for item in self.items]}
+
+
+# What waits: an update younger than its minimum age or outside its window, and one held back
+# after a rollback.
+PENDING = frozenset({Outcome.WAITING, Outcome.HELD_BACK})
+
+
+def pending(report: PassReport) -> dict[str, Any]:
+    """What the pass `report` left waiting, and why, as of its end."""
+    items = [{"name": i.name, "kind": i.kind, "image": i.image, "target": i.target,
+              "digest": i.new_digest, "outcome": i.outcome.value, "why": i.reason}
+             for i in report.items if i.outcome in PENDING]
+    return {"as_of": report.finished or report.started,
+            "items": sorted(items, key=lambda i: (i["kind"], i["name"]))}

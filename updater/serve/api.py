@@ -141,6 +141,9 @@ class Control(Protocol):
 
     def metrics(self) -> bytes: ...
 
+    def pending(self) -> dict[str, Any]:
+        """What the last pass left waiting, and why."""
+
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces); ConfigError when malformed."""
@@ -240,6 +243,7 @@ class ApiServer:
             ("GET", "/v1/status"): lambda: (200, self._control.status()),
             ("POST", "/v1/update"): lambda: self._trigger(query),
             ("GET", "/v1/history"): lambda: self._history(query),
+            ("GET", "/v1/pending"): lambda: (200, self._control.pending()),
         }
         if (method, url.path) == ("GET", "/v1/health"):
             return _send(request, 200, {"status": "ok"})
