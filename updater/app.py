@@ -4,15 +4,14 @@ dockerd is picked up. Every pass report goes to history, notifications and metri
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import functools
 import logging
+import re
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from updater.actions.containers import ContainerUpdater
 from updater.actions.locate import TaskPlace, is_leader, where
@@ -25,24 +24,17 @@ from updater.core.detect import (
     check,
     from_item,
     require_names,
+    summary,
     watched,
+    with_waiting,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import (
-    Sightings,
-    State,
-    duration_label,
-    why_waiting,
-    window_label,
-)
-from updater.core.ports import SwarmEngine
+from updater.core.policy import APPROVED, State
 from updater.core.rebalance import ServicePlan
-from updater.core.reference import parse
 from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
-from updater.core.snapshots import ContainerSnapshot
 from updater.engine.adapter import Engine, own_container_id
-from updater.errors import UpdaterError
+from updater.errors import NotWatched, UpdaterError
 from updater.notify import AppriseSender, Notifier
 from updater.registry.client import RegistryClient
 from updater.registry.credentials import (
@@ -52,12 +44,15 @@ from updater.registry.credentials import (
     SettingsCredentials,
 )
 from updater.serve.metrics import Metrics
+from updater.store.decisions import DecisionsSoFar, OperatorDecisions
 from updater.store.history import History
 from updater.store.journal import Journal, StateLock
 from updater.store.seen import FirstSeen, SeenSoFar
 from updater.store.state import PlatformDigests
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # How long a pass may go without reporting an item before the loop counts as stuck (an update
 # in progress declares its own, longer bound).
 PASS_ALLOWANCE = 1800.0
@@ -117,11 +112,18 @@ class Application:
         return SeenSoFar(self.settings.state_dir)
 
     @functools.cached_property
+    def decisions(self) -> OperatorDecisions | DecisionsSoFar:
+        """Operators' approvals and skips; `check` reads them without opening for writing."""
+        if self._remember:
+            return OperatorDecisions(self.settings.state_dir)
+        return DecisionsSoFar(self.settings.state_dir)
+
+    @functools.cached_property
     def metrics(self) -> Metrics:
         return Metrics(self.registry.stats)
 
     def close(self) -> None:
-        for part in ("registry", "platforms", "journal", "history", "seen"):
+        for part in ("registry", "platforms", "journal", "history", "seen", "decisions"):
             if part in self.__dict__:
                 self.__dict__[part].close()
         if self._notifier is not None:
@@ -156,17 +158,41 @@ class Application:
             lookups = PassLookups(self.registry)  # containers and services of one image: one
             found = check(containers, lookups, platform_of=engine.platform,
                           settings=self.settings)
-            results += [waiting(result, container, self.settings, self.seen)
+            results += [with_waiting(result, container, self.settings, self.seen,
+                                     self.decisions)
                         for container, result in zip(containers, found, strict=True)]
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
-                                      seen=self.seen)
+                                      seen=self.seen, decisions=self.decisions)
             results += [from_item(item) for item in services.check(names)]
         finally:
             engine.close()
         require_names(names, [r.name for r in results])
-        log.info("check: %s; %d registry requests in %.2fs", _summary(results),
+        log.info("check: %s; %d registry requests in %.2fs", summary(results),
                  sum(self.registry.stats()[0].values()), time.monotonic() - started)
         return sorted(results, key=lambda r: (r.kind, r.name))
+
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        """Approve (or skip for good) `digest`, else the one `name` waits for now, for the
+        item `name`; that digest. UpdaterError for an unknown name or a bad digest."""
+        if digest is None:
+            found = [r.remote_digest for r in self.check([name])
+                     if r.name == name and r.state is State.UPDATE_AVAILABLE]
+            if not found or found[0] is None:
+                raise UpdaterError(f"{name} has no update waiting now; give the digest to "
+                                   f"{'approve' if decision == APPROVED else 'skip'} with "
+                                   "--digest")
+            digest = found[0]
+        elif not DIGEST.fullmatch(digest):
+            raise UpdaterError(f"--digest {digest[:80]!r} is not a digest; write sha256: and "
+                               "64 hex digits, as `updater pending` shows it")
+        elif missing := self.unwatched([name]):
+            raise NotWatched(f"no watched container or service named {missing[0]}; check the "
+                             "name and its updater.enable label")
+        decisions = self.decisions
+        assert isinstance(decisions, OperatorDecisions), "decided by a read-only application"
+        decisions.decide(name, digest, decision)
+        log.info("%s: %s %s", name, decision, digest)
+        return digest
 
     def unwatched(self, names: Iterable[str]) -> list[str]:
         """Those of `names` that match no watched container and no service: what a pass
@@ -199,9 +225,11 @@ class Application:
             # services together.
             lookups = PassLookups(self.registry)
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
-                                      own_container=own, seen=self.seen)
+                                      own_container=own, seen=self.seen,
+                                      decisions=self.decisions)
             report = UpdatePass(engine, lookups, updater, self.settings, on_item, own,
-                                services, progress, self.seen).run(tuple(names), stop_requested)
+                                services, progress, self.seen, self.decisions).run(
+                                    tuple(names), stop_requested)
             if not names and not stop_requested() and report.error is None:
                 report.items += self.rebalancer.periodic(engine, services)
         finally:
@@ -270,47 +298,38 @@ class Application:
     def notifications_in_flight(self) -> int:
         return self._notifier.in_flight() if self._notifier is not None else 0
 
-    def plan_rebalance(self, names: Sequence[str], threshold: float) -> list[ServicePlan]:
-        """The plans `rebalance` would carry out for the replicated services `names` (all when
-        none)."""
+    def _on_engine(self, use: Callable[[Engine], T]) -> T:
+        """`use` a connection to the engine, closed after."""
         engine = Engine.connect(self.settings.docker_host)
         try:
-            return self.rebalancer.plan(engine, names, threshold)
+            return use(engine)
         finally:
             engine.close()
 
+    def plan_rebalance(self, names: Sequence[str], threshold: float) -> list[ServicePlan]:
+        """The plans `rebalance` would carry out for the replicated services `names` (all when
+        none)."""
+        return self._on_engine(lambda engine: self.rebalancer.plan(engine, names, threshold))
+
     def carry_out(self, found: list[ServicePlan]) -> list[ItemReport]:
         """Carry out plans from `plan_rebalance` (the leader alone moves tasks)."""
-        engine = Engine.connect(self.settings.docker_host)
-        try:
+        def carry(engine: Engine) -> list[ItemReport]:
             if not is_leader(engine):
                 raise UpdaterError("only the swarm leader rebalances; run it against the "
                                    "leader")
             services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
-            return self.rebalance(engine, services, found)
-        finally:
-            engine.close()
-
-    def rebalance(self, engine: SwarmEngine, services: ServiceUpdater,
-                  found: list[ServicePlan]) -> list[ItemReport]:
-        return self.rebalancer.carry_out(engine, services, found)
+            return self.rebalancer.carry_out(engine, services, found)
+        return self._on_engine(carry)
 
     def where(self, service: str) -> list[TaskPlace]:
         """Where the running tasks of `service` are, with a shell command for each."""
-        engine = Engine.connect(self.settings.docker_host)
-        try:
-            return where(engine, service)
-        finally:
-            engine.close()
+        return self._on_engine(lambda engine: where(engine, service))
 
     def swap(self, entry: int) -> bool:
         """The swap helper's part of self-update journal entry `entry`; True when the new
         updater took over."""
-        engine = Engine.connect(self.settings.docker_host)
-        try:
-            return swap(engine, self.journal, entry, self.settings.health_timeout) == 0
-        finally:
-            engine.close()
+        return self._on_engine(lambda engine: swap(
+            engine, self.journal, entry, self.settings.health_timeout) == 0)
 
     def _notifier_for(self, engine: Engine) -> Notifier | None:
         if not self.settings.notify:
@@ -325,26 +344,3 @@ class Application:
             self._notifier = Notifier(self.settings, self._host or socket.gethostname(),
                                       AppriseSender(self.settings.notify), self.interrupted)
         return self._notifier
-
-
-def _summary(results: list[CheckResult]) -> str:
-    counts = Counter(r.state.value for r in results)
-    parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
-    return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
-
-
-def waiting(result: CheckResult, container: ContainerSnapshot, settings: Settings,
-            seen: Sightings) -> CheckResult:
-    """`result`, saying why an available update waits (its minimum age or its window), as
-    `update` would."""
-    if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
-        return result
-    try:
-        min_age = duration_label(container.labels, "min-age", settings.min_age)
-        window = window_label(container.labels, settings.update_window)
-    except UpdaterError:
-        return result  # reported by `update`, which reads every option
-    repository = parse(result.target or container.image).repository
-    wait = why_waiting(seen, repository, result.remote_digest, min_age, window,
-                       datetime.datetime.now().astimezone())
-    return dataclasses.replace(result, waiting=wait)

@@ -115,6 +115,13 @@ class DaemonControl:
     def metrics(self) -> bytes:
         return self._app.metrics.exposition()
 
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        """Record the decision; an approved update is applied by a pass queued for `name`."""
+        decided = self._app.decide(name, digest, decision)
+        if decision == "approved":
+            self._trigger((name,))
+        return decided
+
     def pending(self) -> dict[str, Any]:
         """What the last pass left waiting (no registry request: a dashboard may poll it)."""
         report = self._last_report()

@@ -169,3 +169,48 @@ def test_updates_wait_outside_their_window_and_apply_inside_it(
     assert "-01-01 00:00:00" in items["closed"]["reason"]
     assert engine.client.containers.get(f"{unique}-closed").id == closed_id
     assert items["open"]["outcome"] == "updated", items["open"]
+
+
+def test_an_update_waits_for_its_approval_bound_to_its_digest(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """`updater.approve=true`: a new digest waits, saying how to approve it; `updater approve
+    NAME` approves what it waits for, and the next pass applies it; a newer push waits again
+    (the approval was for the other digest); `updater skip` rejects that one for good."""
+    image = f"{registry.host}/approve/{unique}:latest"
+    images.release(engine.client, image, "1")
+    name = f"{unique}-approved"
+    containers.append(name)
+    engine.client.containers.run(image, name=name, detach=True,
+                                 labels={**ENABLED, "updater.approve": "true"})
+    home, settings = tmp_path / "home", {"state_dir": str(tmp_path / "state")}
+
+    def update() -> dict[str, object]:
+        result = run_updater(["update", "--json"], engine, home, settings)
+        assert result.returncode == 0, result.stderr
+        [item] = json.loads(result.stdout)["items"]
+        return dict(item)
+
+    second = images.release(engine.client, image, "2", keep_local=False)
+    waits = update()
+    assert (waits["outcome"], waits["reason"]) == (
+        "waiting", f"waiting for approval: updater approve {name} --digest {second}")
+    listed = json.loads(run_updater(["pending", "--json"], engine, home, settings).stdout)
+    assert [(row["name"], row["waiting"]) for row in listed] == [(name, waits["reason"])]
+    approved = run_updater(["approve", name], engine, home, settings)
+    assert approved.returncode == 0 and second in approved.stdout, approved.stderr
+    assert update()["outcome"] == "updated"
+    assert engine.client.containers.get(name).attrs["Image"] == engine.client.images.get(
+        f"{registry.host}/approve/{unique}@{second}").id
+
+    third = images.release(engine.client, image, "3", keep_local=False)
+    assert update()["outcome"] == "waiting"
+    skipped = run_updater(["skip", name, "--digest", third], engine, home, settings)
+    assert skipped.returncode == 0, skipped.stderr
+    held = update()
+    assert (held["outcome"], held["new_digest"]) == ("held-back", third)
+    assert "rejected with `updater skip`" in str(held["reason"])
+    assert engine.client.containers.get(name).attrs["Image"] == engine.client.images.get(
+        f"{registry.host}/approve/{unique}@{second}").id
+    bad = run_updater(["approve", name, "--digest", "latest"], engine, home, settings)
+    assert bad.returncode == 2 and "is not a digest" in bad.stderr

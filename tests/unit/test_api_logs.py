@@ -37,6 +37,9 @@ class Control:
     def pending(self) -> dict[str, Any]:
         return {"as_of": None, "items": []}
 
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        return digest or ""
+
 
 @pytest.fixture
 def api() -> Iterator[tuple[str, Control]]:

@@ -45,6 +45,9 @@ class Control:
     def pending(self) -> dict[str, Any]:
         return {"as_of": None, "items": []}
 
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        return digest or ""
+
 
 @pytest.fixture
 def server() -> Iterator[ApiServer]:

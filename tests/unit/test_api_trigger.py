@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from updater.core.report import ItemReport, Outcome, PassReport, pending
-from updater.errors import EngineUnavailable, NotWatched
+from updater.errors import EngineUnavailable, NotWatched, UpdaterError
 from updater.serve.api import ApiServer
 
 TOKEN = "trigger-token-0123456789"
 WATCHED = {"web", "db"}
+WAITING_DIGEST = "sha256:" + "b" * 64
 REPORT = PassReport(started=100.0, finished=160.0, items=[
     ItemReport("web", "reg/web:1", Outcome.WAITING, new_digest="sha256:b",
                reason="minimum age 3d: eligible at 2026-12-05 02:00:00 UTC",
@@ -27,6 +28,7 @@ REPORT = PassReport(started=100.0, finished=160.0, items=[
 class Control:
     def __init__(self) -> None:
         self.queued: list[tuple[str, ...]] = []
+        self.decided: list[tuple[str, str, str]] = []
         self.engine_down = False
 
     def trigger(self, names: tuple[str, ...] = ()) -> None:
@@ -48,6 +50,14 @@ class Control:
 
     def pending(self) -> dict[str, Any]:
         return pending(REPORT)
+
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        if name not in WATCHED:
+            raise NotWatched(f"no watched container or service named {name}")
+        if digest is not None and not digest.startswith("sha256:"):
+            raise UpdaterError(f"--digest {digest!r} is not a digest")
+        self.decided.append((name, digest or WAITING_DIGEST, decision))
+        return digest or WAITING_DIGEST
 
 
 @pytest.fixture
@@ -97,3 +107,21 @@ def test_pending_lists_what_the_last_pass_left_waiting(api: tuple[httpx.Client, 
          "digest": "sha256:b", "outcome": "waiting",
          "why": "minimum age 3d: eligible at 2026-12-05 02:00:00 UTC"}]}
     assert httpx.get(f"{client.base_url}/v1/pending").status_code == 401  # no token
+
+
+def test_approve_and_skip(api: tuple[httpx.Client, Control]) -> None:
+    """An approval of what `web` waits for now, or of a named digest; a skip names its digest;
+    an unknown name is 404, a bad digest 400; nothing is decided without the token."""
+    client, control = api
+    answer = client.post("/v1/approve", params={"name": "web"})
+    assert (answer.status_code, answer.json()) == (200, {
+        "name": "web", "digest": WAITING_DIGEST, "decision": "approved"})
+    digest = "sha256:" + "c" * 64
+    assert client.post("/v1/skip", params={"name": "db", "digest": digest}).status_code == 200
+    assert client.post("/v1/skip", params={"name": "db"}).status_code == 400
+    assert client.post("/v1/approve", params={"name": "nope"}).status_code == 404
+    assert client.post("/v1/approve", params={"name": "web", "digest": "x"}).status_code == 400
+    assert client.post("/v1/approve", params=[("name", "web"), ("name", "db")]).status_code == 400
+    assert httpx.post(f"{client.base_url}/v1/approve",
+                      params={"name": "web"}).status_code == 401
+    assert control.decided == [("web", WAITING_DIGEST, "approved"), ("db", digest, "skipped")]

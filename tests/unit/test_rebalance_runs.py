@@ -67,7 +67,7 @@ PLAN = ServicePlan("web", {"node1": 4, "node2": 0}, {"node1": 2, "node2": 2}, 2.
 
 
 def _run(app: Application, engine: FakeEngine, services: FakeServices) -> list[ItemReport]:
-    return app.rebalance(cast(Engine, engine), cast(ServiceUpdater, services), [PLAN])
+    return app.rebalancer.carry_out(cast(Engine, engine), cast(ServiceUpdater, services), [PLAN])
 
 
 def test_a_plan_the_swarm_undid_is_not_carried_out_again(tmp_path: Path) -> None:

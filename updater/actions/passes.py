@@ -41,10 +41,12 @@ class UpdatePass:
                  own_id: str | None = None, services: ServiceUpdater | None = None,
                  progress: Callable[[float], None] = lambda seconds: None,
                  seen: policy.Sightings | None = None,
+                 decisions: policy.Decisions | None = None,
                  local_now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
                      ).astimezone()) -> None:
         self._engine = engine
         self._local_now = local_now
+        self._decisions = decisions or policy.NoDecisions()
         self._seen = seen or policy.SeenInMemory()
         self._progress = progress
         self._own_id = own_id
@@ -139,12 +141,14 @@ class UpdatePass:
             return _item(result, Outcome.HELD_BACK, (
                 f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
                 f"`updater update {container.name}`, tries again"))
-        wait = policy.why_waiting(self._seen, moved_to.repository, remote, options.min_age,
-                                  options.window, self._local_now())
-        if wait is not None:
-            log.info("%s: update available, waiting: %s", container.name, wait)
-            return self._with_versions(_item(result, Outcome.WAITING, wait), container)
-        return None
+        found = policy.why_waiting(options, container.name, moved_to.repository, remote,
+                                   self._local_now(), self._seen, self._decisions)
+        if found is None:
+            return None
+        for_good, why = found
+        log.info("%s: update available, %s", container.name, why)
+        outcome = Outcome.HELD_BACK if for_good else Outcome.WAITING
+        return self._with_versions(_item(result, outcome, why), container)
 
     def _with_versions(self, item: ItemReport, container: ContainerSnapshot) -> ItemReport:
         """What the running image says of itself (OCI labels), for an item not updated. (The

@@ -73,9 +73,11 @@ class ServiceUpdater:
                  settings: Settings, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  own_container: str | None = None,
-                 seen: policy.Sightings | None = None) -> None:
+                 seen: policy.Sightings | None = None,
+                 decisions: policy.Decisions | None = None) -> None:
         self._engine = engine
         self._seen = seen or policy.SeenInMemory()
+        self._decisions = decisions or policy.NoDecisions()
         self._own_container = own_container
         self._source = registry
         # Each run's answers: one lookup per distinct reference, shared with the containers of
@@ -204,17 +206,16 @@ class ServiceUpdater:
     def _not_now(self, service: ServiceSnapshot, ref: reference.Reference, current: str | None,
                  remote: str, options: ServiceOptions, change: bool,
                  retry_rolled_back: bool) -> ItemReport | None:
-        """The policy step between detection and action: why `remote` is not applied now
-        (monitor-only, a check, rolled back from, too young, no window), or None."""
-        # A rolled-back digest, tried every pass, would cost an outage every pass (and undo a
-        # user's rollback); asked for by name, it is tried again.
+        """The policy step between detection and action: why `remote` is not applied now, or
+        None. (A rolled-back digest is held back: tried every pass, it would cost an outage
+        every pass; asked for by name, it is tried again.)"""
         held = None if retry_rolled_back else held_back(service, remote)
-        wait = None if options.monitor_only or held else policy.why_waiting(
-            self._seen, ref.repository, remote, options.min_age, options.window,
-            datetime.datetime.now().astimezone())
-        if wait is not None:
-            return service_item(service, Outcome.WAITING, current, remote, wait,
-                                target=_named(service, ref))
+        found = None if options.monitor_only or held else policy.why_waiting(
+            options, service.name, ref.repository, remote, datetime.datetime.now().astimezone(),
+            self._seen, self._decisions)
+        if found is not None:
+            return service_item(service, Outcome.HELD_BACK if found[0] else Outcome.WAITING,
+                                current, remote, found[1], target=_named(service, ref))
         if options.monitor_only or not change or held:
             outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
             moved = tracked(service.image)[0].tag != ref.tag

@@ -84,6 +84,20 @@ def _pending(arguments: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _approve(arguments: argparse.Namespace, settings: Settings) -> int:
+    with _application(settings) as app:
+        digest = app.decide(arguments.name, arguments.digest, "approved")
+    print(f"{arguments.name}: {digest} approved; the next pass applies it")
+    return EXIT_OK
+
+
+def _skip(arguments: argparse.Namespace, settings: Settings) -> int:
+    with _application(settings) as app:
+        digest = app.decide(arguments.name, arguments.digest, "skipped")
+    print(f"{arguments.name}: {digest} skipped; it is never applied")
+    return EXIT_OK
+
+
 def _update(arguments: argparse.Namespace, settings: Settings) -> int:
     from updater.store.journal import StateLock
 
@@ -167,7 +181,8 @@ def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
 
 
 _HANDLERS: dict[str, Handler] = {
-    "check": _check, "pending": _pending, "update": _update, "run": _run,
+    "check": _check, "pending": _pending, "approve": _approve, "skip": _skip,
+    "update": _update, "run": _run,
     "rebalance": _rebalance, "where": _where, "history": _history, "health": _health,
     "config": _show_config, "swap": _swap,
 }

@@ -46,6 +46,7 @@ SETTING_HELP = {
     "tags": "digest: follow the tag's digest; semver: move to newer version tags [digest]",
     "min_age": "apply a new image only once this updater has known it this long [0]",
     "update_window": "when updates may be applied, e.g. '0 2 * * 6, 3h' [any time]",
+    "approve": "each new image waits for `updater approve NAME` [off]",
     "notify": "an Apprise URL to notify; repeat for more",
     "notify_level": "the least level notified: debug, info, warning, error [info]",
     "notify_template": "the message body: {entries}, {summary}, {count}, {host} [{entries}]",
@@ -62,7 +63,7 @@ _ENGINE = ("docker_host",)
 _WATCH = ("label_enable", "scope", "tags")
 _REGISTRY = ("registry_timeout",)
 _UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
-           "rolling_restart", "min_age", "update_window")
+           "rolling_restart", "min_age", "update_window", "approve")
 _NOTIFY = ("notify", "notify_level", "notify_template")
 _SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
 _STATE = ("state_dir",)
@@ -72,6 +73,8 @@ _ALL = tuple(SETTING_HELP)
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "check": _ENGINE + _WATCH + _REGISTRY + _LOGS,
     "pending": _ENGINE + _WATCH + _REGISTRY + _LOGS,
+    "approve": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
+    "skip": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
     "update": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,
     "run": _ALL,
     "rebalance": _ENGINE + _REGISTRY + _STATE + _LOGS,
@@ -107,6 +110,13 @@ def build(handlers: dict[str, Handler]) -> Parser:
     waiter.add_argument("names", nargs="*", metavar="NAME",
                         help="only these containers or services")
     waiter.add_argument("--json", action="store_true", help="print a JSON array")
+    approver = command("approve", "let an update waiting for approval be applied (bound to its "
+                                  "digest)")
+    approver.add_argument("name", metavar="NAME", help="the container or service")
+    approver.add_argument("--digest", help="the digest approved [the one NAME waits for now]")
+    skipper = command("skip", "never apply this digest to NAME (a newer one waits again)")
+    skipper.add_argument("name", metavar="NAME", help="the container or service")
+    skipper.add_argument("--digest", required=True, help="the digest skipped")
     updater = command("update", "apply updates now, once")
     updater.add_argument("names", nargs="*", metavar="NAME",
                          help="only these containers or services")

@@ -51,6 +51,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "tags": accepted.choice(("digest", "semver")),
     "min_age": parse_duration,
     "update_window": accepted.update_window,
+    "approve": accepted.boolean,
     "notify": accepted.apprise_urls,
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,

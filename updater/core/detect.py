@@ -8,7 +8,9 @@ that use it and the others go on.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -237,3 +239,26 @@ def _compare(planned: _Planned, remote: str | RegistryError) -> CheckResult:
 def _error(container: ContainerSnapshot, local: str | None, message: str) -> CheckResult:
     return CheckResult(container.name, "container", container.image, local, None, State.ERROR,
                        message)
+
+
+def summary(results: list[CheckResult]) -> str:
+    """`N watched: a up-to-date, b update-available, ...`, for the log."""
+    counts = Counter(r.state.value for r in results)
+    parts = [f"{counts[state.value]} {state.value}" for state in State if counts[state.value]]
+    return f"{len(results)} watched" + (": " + ", ".join(parts) if parts else "")
+
+
+def with_waiting(result: CheckResult, container: ContainerSnapshot, settings: Settings,
+                 seen: policy.Sightings, decisions: policy.Decisions) -> CheckResult:
+    """`result`, saying why an available update waits (an approval, its minimum age, its
+    window) or was skipped, as `update` would."""
+    if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
+        return result
+    try:
+        rules = policy.options(container.labels, settings, None)
+    except UpdaterError:
+        return result  # reported by `update`, which reads every option
+    repository = reference.parse(result.target or container.image).repository
+    found = policy.why_waiting(rules, container.name, repository, result.remote_digest,
+                               datetime.datetime.now().astimezone(), seen, decisions)
+    return dataclasses.replace(result, waiting=found[1] if found else None)

@@ -105,6 +105,7 @@ class ContainerOptions:
     depends_on: tuple[str, ...]
     min_age: float = 0.0
     window: UpdateWindow | None = None
+    approve: bool = False
 
 
 HOOKS = ("pre-check", "pre-update", "post-update", "post-check")
@@ -134,6 +135,8 @@ def options(labels: Mapping[str, str], settings: Settings,
         depends_on=depends_on(labels),
         min_age=duration_label(labels, "min-age", settings.min_age),
         window=window_label(labels, settings.update_window),
+        approve=settings.approve if (wanted := bool_label(labels, "approve")) is None
+        else wanted,
     )
 
 
@@ -202,12 +205,49 @@ def too_young(min_age: float, first_seen: float, now: float) -> str | None:
     return f"minimum age {format_duration(min_age)}: eligible at {when}"
 
 
-def why_waiting(seen: Sightings, repository: str, digest: str, min_age: float,
-                window: UpdateWindow | None, now: datetime.datetime) -> str | None:
-    """Why an available `digest` is not applied at `now` (local, timezone-aware): younger than
-    `min_age` by this updater's first sight of it (recorded here), or outside `window`."""
-    if min_age > 0:
+APPROVED, SKIPPED = "approved", "skipped"
+
+
+class Decisions(Protocol):
+    """What an operator decided for a digest of an item (`updater approve` / `skip`)."""
+
+    def decision(self, name: str, digest: str) -> str | None: ...
+
+
+class NoDecisions:
+    def decision(self, name: str, digest: str) -> str | None:
+        return None
+
+
+class Rules(Protocol):
+    """The rules that may hold an available update back (a container's or service's)."""
+
+    @property
+    def approve(self) -> bool: ...
+
+    @property
+    def min_age(self) -> float: ...
+
+    @property
+    def window(self) -> UpdateWindow | None: ...
+
+
+def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: datetime.datetime,
+                seen: Sightings, decisions: Decisions) -> tuple[bool, str] | None:
+    """Why an available `digest` of the item `name` is not applied at `now` (local, timezone
+    aware): (True, why) when it was rejected for good (`updater skip`); (False, why) while it
+    waits for an approval, for its minimum age by this updater's first sight of it (recorded
+    here), or for its window; None when it may move."""
+    if rules.approve:
+        decided = decisions.decision(name, digest)
+        if decided == SKIPPED:
+            return True, ("skipped: this image was rejected with `updater skip`; a newer one "
+                          "waits for approval")
+        if decided != APPROVED:
+            return False, f"waiting for approval: updater approve {name} --digest {digest}"
+    if rules.min_age > 0:
         first = seen.first_seen(repository, digest, now.timestamp())
-        if (wait := too_young(min_age, first, now.timestamp())) is not None:
-            return wait
-    return outside_window(window, now)
+        if (wait := too_young(rules.min_age, first, now.timestamp())) is not None:
+            return False, wait
+    closed = outside_window(rules.window, now)
+    return (False, closed) if closed is not None else None

@@ -61,6 +61,7 @@ class Settings:
     tags: str = "digest"  # or "semver": move to newer version tags (labels may say otherwise)
     min_age: float = 0.0  # a new digest is applied once this updater has known it this long
     update_window: UpdateWindow | None = None  # when updates may be applied (None: any time)
+    approve: bool = False  # each new digest waits for `updater approve`
     notify: tuple[str, ...] = field(default=(), repr=False)
     notify_level: str = "info"
     notify_template: str | None = None

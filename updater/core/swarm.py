@@ -121,6 +121,7 @@ class ServiceOptions:
     health_timeout: float
     min_age: float = 0.0
     window: UpdateWindow | None = None
+    approve: bool = False
 
 
 def new_spec(service: ServiceSnapshot, ref: reference.Reference,
@@ -147,7 +148,9 @@ def service_options(labels: Mapping[str, str], settings: Settings) -> ServiceOpt
     health = policy.duration_label(labels, "health-timeout", settings.health_timeout)
     return ServiceOptions(monitor_only, settings.rollback if rollback is None else rollback,
                           health, policy.duration_label(labels, "min-age", settings.min_age),
-                          policy.window_label(labels, settings.update_window))
+                          policy.window_label(labels, settings.update_window),
+                          settings.approve if (approve := policy.bool_label(labels, "approve"))
+                          is None else approve)
 
 
 def service_item(service: ServiceSnapshot, outcome: Outcome, old: str | None,

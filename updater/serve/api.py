@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
-from updater.errors import ConfigError, EngineError, NotWatched
+from updater.errors import ConfigError, EngineError, NotWatched, UpdaterError
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
@@ -144,6 +144,10 @@ class Control(Protocol):
     def pending(self) -> dict[str, Any]:
         """What the last pass left waiting, and why."""
 
+    def decide(self, name: str, digest: str | None, decision: str) -> str:
+        """Approve or skip `digest` (else the one `name` waits for) of `name`; the digest.
+        NotWatched for an unknown name, UpdaterError for a bad digest."""
+
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces); ConfigError when malformed."""
@@ -244,6 +248,8 @@ class ApiServer:
             ("POST", "/v1/update"): lambda: self._trigger(query),
             ("GET", "/v1/history"): lambda: self._history(query),
             ("GET", "/v1/pending"): lambda: (200, self._control.pending()),
+            ("POST", "/v1/approve"): lambda: self._decide(query, "approved"),
+            ("POST", "/v1/skip"): lambda: self._decide(query, "skipped"),
         }
         if (method, url.path) == ("GET", "/v1/health"):
             return _send(request, 200, {"status": "ok"})
@@ -277,6 +283,22 @@ class ApiServer:
         except EngineError as exc:  # the names cannot be checked now
             return 503, {"error": str(exc)}
         return 202, {"queued": True, "names": list(names)}
+
+    def _decide(self, query: dict[str, list[str]], decision: str) -> tuple[int, Any]:
+        names, digests = query.get("name") or [], query.get("digest") or []
+        if len(names) != 1 or not names[0] or len(names[0]) > 255 or len(digests) > 1:
+            return 400, {"error": "give one ?name= and at most one ?digest="}
+        if decision == "skipped" and not digests:
+            return 400, {"error": "a skip names the image it rejects: give ?digest="}
+        try:
+            digest = self._control.decide(names[0], digests[0] if digests else None, decision)
+        except NotWatched as exc:
+            return 404, {"error": str(exc)}
+        except EngineError as exc:
+            return 503, {"error": str(exc)}
+        except UpdaterError as exc:
+            return 400, {"error": str(exc)}
+        return 200, {"name": names[0], "digest": digest, "decision": decision}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         from updater.store.history import DEFAULT_LIMIT, parse_limit

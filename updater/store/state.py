@@ -48,7 +48,7 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 # The layout this updater writes (PRAGMA user_version). 0: a database from before versions
 # were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _to_1(db: sqlite3.Connection) -> None:
@@ -80,7 +80,14 @@ def _to_4(db: sqlite3.Connection) -> None:
                "digest TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (repository, digest))")
 
 
-_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3, 4: _to_4}
+def _to_5(db: sqlite3.Connection) -> None:
+    """Operators' approvals and skips, each bound to one digest of one item."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS decisions (name TEXT NOT NULL, digest TEXT NOT NULL, "
+               "decision TEXT NOT NULL, time REAL NOT NULL, PRIMARY KEY (name, digest))")
+
+
+_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
 
 
 class PlatformDigests:
