@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import socket
 import threading
 import time
@@ -29,7 +28,7 @@ from updater.core.detect import (
     with_waiting,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import APPROVED, State
+from updater.core.policy import APPROVED, State, checked_digest
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
@@ -52,7 +51,7 @@ from updater.store.state import PlatformDigests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_STATE_PARTS = ("platforms", "journal", "history", "seen", "decisions")
 # How long a pass may go without reporting an item before the loop counts as stuck (an update
 # in progress declares its own, longer bound).
 PASS_ALLOWANCE = 1800.0
@@ -122,8 +121,14 @@ class Application:
     def metrics(self) -> Metrics:
         return Metrics(self.registry.stats)
 
+    def open_state(self) -> None:
+        """Open (create, upgrade) the state database now, not at the first pass that needs it
+        (a daemon's start); ConfigError when `state_dir` cannot be used."""
+        for part in _STATE_PARTS:
+            getattr(self, part)
+
     def close(self) -> None:
-        for part in ("registry", "platforms", "journal", "history", "seen", "decisions"):
+        for part in ("registry", *_STATE_PARTS):
             if part in self.__dict__:
                 self.__dict__[part].close()
         if self._notifier is not None:
@@ -182,10 +187,7 @@ class Application:
                                    f"{'approve' if decision == APPROVED else 'skip'} with "
                                    "--digest")
             digest = found[0]
-        elif not DIGEST.fullmatch(digest):
-            raise UpdaterError(f"--digest {digest[:80]!r} is not a digest; write sha256: and "
-                               "64 hex digits, as `updater pending` shows it")
-        elif missing := self.unwatched([name]):
+        elif checked_digest(digest) and (missing := self.unwatched([name])):
             raise NotWatched(f"no watched container or service named {missing[0]}; check the "
                              "name and its updater.enable label")
         decisions = self.decisions

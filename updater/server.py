@@ -33,6 +33,7 @@ class Server:
         settings = self.settings
         with StateLock(settings.state_dir, wait=LOCK_WAIT) as lock, \
                 Application(settings, lock=lock) as app:
+            app.open_state()  # before the heartbeat says it started
             api: list[ApiServer] = []
 
             def one_pass(stop_requested: Callable[[], bool],

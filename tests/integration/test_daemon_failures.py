@@ -101,10 +101,11 @@ def test_a_label_no_timer_can_hold_costs_only_its_container(
 
 @pytest.fixture
 def small_state(tmp_path: Path) -> Iterator[Path]:
-    """A 100 KB tmpfs as state_dir."""
+    """A 256 KB tmpfs as state_dir: room for a new state database while it is created (its
+    write-ahead log and shared memory take 96 KB then), and little more."""
     state = tmp_path / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(state)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)], check=True)
     try:
         yield state
     finally:

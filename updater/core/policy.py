@@ -14,7 +14,7 @@ from updater.core.durations import format_duration, parse_duration
 from updater.core.reference import Reference, repository_of
 from updater.core.settings import Settings
 from updater.core.windows import UpdateWindow, parse_window
-from updater.errors import ConfigError
+from updater.errors import ConfigError, UpdaterError
 
 PREFIX = "updater."
 WATCHTOWER_PREFIX = "com.centurylinklabs.watchtower."
@@ -251,3 +251,14 @@ def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: date
             return False, wait
     closed = outside_window(rules.window, now)
     return (False, closed) if closed is not None else None
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def checked_digest(digest: str) -> str:
+    """`digest` when it is one (`sha256:` and 64 hex digits); else UpdaterError naming it."""
+    if not _DIGEST.fullmatch(digest):
+        raise UpdaterError(f"--digest {digest[:80]!r} is not a digest; write sha256: and 64 hex "
+                           "digits, as `updater pending` shows it")
+    return digest
