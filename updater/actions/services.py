@@ -4,10 +4,9 @@ lock, and the registry credentials in `X-Registry-Auth`, so the swarm's own roll
 (UpdateConfig) does the work; then `UpdateStatus` is followed to `completed` (or, when the swarm
 sets none because no task needs replacing, the tasks are), within a bound built from the
 update's own batches and the per-task health timeout, and a failure is rolled back to the
-previous spec when rollback is on. Jobs are not rolled: their spec is updated once, which runs
-them once on the new image, and never rolled back (that would run them again).
-
-A service whose last change was a rollback (this updater's, the swarm's failure action or a
+previous spec when rollback is on (the mechanics are `rolling`'s). Jobs are not rolled: their
+spec is updated once, which runs them once on the new image, and never rolled back. A service
+whose last change was a rollback (this updater's, the swarm's failure action or a
 user's `docker service rollback`) is held back from the digest it was rolled back from, until
 a newer one is pushed or `updater update NAME` asks for it. Nothing is sent when nothing
 changed: a no-op update would erase the service's PreviousSpec.
