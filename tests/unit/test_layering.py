@@ -47,3 +47,11 @@ def test_the_command_line_is_where_printing_happens() -> None:
 def test_the_check_finds_what_it_looks_for() -> None:
     assert _prints_or_exits(ast.parse("import os, sys\nprint(1)\nsys.exit(2)\nos._exit(3)")) == [
         "print() at line 2", "sys.exit() at line 3", "os._exit() at line 4"]
+
+
+def test_no_module_is_over_350_lines() -> None:
+    """Each module reads on its own: one that grows past this is split by what it owns."""
+    sizes = {str(path.relative_to(PACKAGE)): len(path.read_text().splitlines())
+             for path in PACKAGE.rglob("*.py")}
+    assert {name: size for name, size in sizes.items() if size > 350} == {}
+    assert len(sizes) > 30
