@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from updater.core.detect import check, watched
+from updater.core.detect import check, require_names, watched
 from updater.core.policy import State, bool_label, is_watched, label, local_digests
 from updater.core.reference import Reference, parse
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
 from updater.engine.adapter import own_container_id
-from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
+from updater.errors import ConfigError, ManifestNotFound, NotWatched, RegistryUnavailable
 
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
@@ -197,3 +197,11 @@ def test_an_index_changed_only_for_other_platforms_changes_nothing() -> None:
     assert unchanged_for(registry, ref, ["old"], "arm-rebuilt", [], "web") is None
     failing = _Indexes(registry.indexes, failing=True)
     assert unchanged_for(failing, ref, ["old"], "arm-rebuilt", ["linux/amd64"], "web") is None
+
+
+def test_an_unknown_name_is_not_watched() -> None:
+    """A name that matches nothing is NotWatched (the API answers 404 for it, as for `POST
+    /v1/approve?name=` without a digest), naming containers and services alike."""
+    require_names(["web"], ["web", "db"])
+    with pytest.raises(NotWatched, match="no watched container or service named nope"):
+        require_names(["nope", "web"], ["web"])
