@@ -205,3 +205,26 @@ def test_an_unknown_name_is_not_watched() -> None:
     require_names(["web"], ["web", "db"])
     with pytest.raises(NotWatched, match="no watched container or service named nope"):
         require_names(["nope", "web"], ["web"])
+
+
+class _Skipped:
+    def decision(self, name: str, digest: str) -> str | None:
+        return "skipped" if (name, digest) == ("web", "sha256:bad") else None
+
+
+def test_a_skipped_digest_is_held_back_without_approvals_too() -> None:
+    """`updater skip web --digest D` says D is never applied: that holds for an item without
+    `approve` as well (held back for good), and only for D and that item."""
+    import datetime
+
+    from updater.core.policy import SeenInMemory, options, why_waiting
+
+    rules = options({}, Settings(), None)
+    now = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    found = why_waiting(rules, "web", "reg/app", "sha256:bad", now, SeenInMemory(), _Skipped())
+    assert found == (True, "skipped: this image was rejected with `updater skip`; a newer one "
+                           "is applied as usual")
+    assert why_waiting(rules, "web", "reg/app", "sha256:new", now, SeenInMemory(),
+                       _Skipped()) is None
+    assert why_waiting(rules, "db", "reg/app", "sha256:bad", now, SeenInMemory(),
+                       _Skipped()) is None
