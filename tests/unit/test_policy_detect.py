@@ -228,3 +228,28 @@ def test_a_skipped_digest_is_held_back_without_approvals_too() -> None:
                        _Skipped()) is None
     assert why_waiting(rules, "db", "reg/app", "sha256:bad", now, SeenInMemory(),
                        _Skipped()) is None
+
+
+class _Approvals:
+    def __init__(self) -> None:
+        self.approved: set[str] = set()
+
+    def decision(self, name: str, digest: str) -> str | None:
+        return "approved" if digest in self.approved else None
+
+
+def test_the_minimum_age_counts_from_first_sight_not_from_the_approval() -> None:
+    """With approvals and a minimum age, the clock starts when the digest is first seen (while
+    it waits for approval): approved a day later, a 1h-old-enough image moves at once."""
+    import datetime
+
+    from updater.core.policy import SeenInMemory, options, why_waiting
+
+    rules = options({"updater.approve": "true", "updater.min-age": "1h"}, Settings(), None)
+    seen, decisions = SeenInMemory(), _Approvals()
+    first = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    waits = why_waiting(rules, "web", "reg/app", "sha256:new", first, seen, decisions)
+    assert waits is not None and waits[1].startswith("waiting for approval")
+    decisions.approved.add("sha256:new")
+    later = first + datetime.timedelta(days=1)
+    assert why_waiting(rules, "web", "reg/app", "sha256:new", later, seen, decisions) is None

@@ -243,11 +243,11 @@ def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: date
     if decided == SKIPPED:
         return True, ("skipped: this image was rejected with `updater skip`; a newer one "
                       + ("waits for approval" if rules.approve else "is applied as usual"))
+    # Sighted before the approval is asked for: an image approved late is as old as it is.
+    first = seen.first_seen(repository, digest, now.timestamp()) if rules.min_age > 0 else 0.0
     if rules.approve and decided != APPROVED:
         return False, f"waiting for approval: updater approve {name} --digest {digest}"
-    if rules.min_age > 0:
-        first = seen.first_seen(repository, digest, now.timestamp())
-        if (wait := too_young(rules.min_age, first, now.timestamp())) is not None:
-            return False, wait
+    if (wait := too_young(rules.min_age, first, now.timestamp())) is not None:
+        return False, wait
     closed = outside_window(rules.window, now)
     return (False, closed) if closed is not None else None
