@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from updater import cli, config
+from updater.cli.parser import build, flags, parse
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMAND_SETTINGS))
@@ -39,8 +40,8 @@ def test_every_setting_has_help_and_a_command() -> None:
 @pytest.mark.parametrize(("argv", "expected"), [
     (["history", "--bogus"], "updater history: unrecognized arguments: --bogus "
                              "(see updater history --help)"),
-    (["check", "--state-dir", "/x"], "updater check: unrecognized arguments: --state-dir "
-                                     "(see updater check --help)"),
+    (["check", "--cleanup"], "updater check: unrecognized arguments: --cleanup "
+                             "(see updater check --help)"),
     (["history", "--limit", "-1"], "updater history: argument --limit: limit '-1' must be a "
                                    "whole number from 1 to 10000 (see updater history --help)"),
     (["nosuch"], "updater: argument COMMAND: invalid choice: 'nosuch'"),
@@ -68,3 +69,15 @@ def test_history_of_an_unknown_name_is_an_error(tmp_path: Path,
     assert capsys.readouterr().err.startswith("updater: no history for NOSUCH")
     assert cli.main(["history", "--state-dir", str(tmp_path), "web"]) == cli.EXIT_OK
     assert "web" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["check", "pending"])
+def test_check_and_pending_take_what_decides_waiting(command: str) -> None:
+    """`check` and `pending` read first sightings and decisions from `state_dir` and apply
+    min_age, update_window and approve as `update` does: they take the same flags, so
+    `update --state-dir D --approve` and `pending --state-dir D --approve` agree."""
+    argv = [command, "--state-dir", "/srv/u", "--approve", "--min-age", "1h",
+            "--update-window", "0 2 * * 6, 3h"]
+    given = flags(parse(build(cli._HANDLERS), argv))
+    assert (given["state_dir"], given["approve"], given["min_age"]) == ("/srv/u", True, "1h")
+    assert given["update_window"] == "0 2 * * 6, 3h"

@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from updater.core.detect import check, watched
+from updater.core.detect import check, require_names, watched
 from updater.core.policy import State, bool_label, is_watched, label, local_digests
 from updater.core.reference import Reference, parse
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
 from updater.engine.adapter import own_container_id
-from updater.errors import ConfigError, ManifestNotFound, RegistryUnavailable
+from updater.errors import ConfigError, ManifestNotFound, NotWatched, RegistryUnavailable
 
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
@@ -197,3 +197,59 @@ def test_an_index_changed_only_for_other_platforms_changes_nothing() -> None:
     assert unchanged_for(registry, ref, ["old"], "arm-rebuilt", [], "web") is None
     failing = _Indexes(registry.indexes, failing=True)
     assert unchanged_for(failing, ref, ["old"], "arm-rebuilt", ["linux/amd64"], "web") is None
+
+
+def test_an_unknown_name_is_not_watched() -> None:
+    """A name that matches nothing is NotWatched (the API answers 404 for it, as for `POST
+    /v1/approve?name=` without a digest), naming containers and services alike."""
+    require_names(["web"], ["web", "db"])
+    with pytest.raises(NotWatched, match="no watched container or service named nope"):
+        require_names(["nope", "web"], ["web"])
+
+
+class _Skipped:
+    def decision(self, name: str, digest: str) -> str | None:
+        return "skipped" if (name, digest) == ("web", "sha256:bad") else None
+
+
+def test_a_skipped_digest_is_held_back_without_approvals_too() -> None:
+    """`updater skip web --digest D` says D is never applied: that holds for an item without
+    `approve` as well (held back for good), and only for D and that item."""
+    import datetime
+
+    from updater.core.policy import SeenInMemory, options, why_waiting
+
+    rules = options({}, Settings(), None)
+    now = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    found = why_waiting(rules, "web", "reg/app", "sha256:bad", now, SeenInMemory(), _Skipped())
+    assert found == (True, "skipped: this image was rejected with `updater skip`; a newer one "
+                           "is applied as usual")
+    assert why_waiting(rules, "web", "reg/app", "sha256:new", now, SeenInMemory(),
+                       _Skipped()) is None
+    assert why_waiting(rules, "db", "reg/app", "sha256:bad", now, SeenInMemory(),
+                       _Skipped()) is None
+
+
+class _Approvals:
+    def __init__(self) -> None:
+        self.approved: set[str] = set()
+
+    def decision(self, name: str, digest: str) -> str | None:
+        return "approved" if digest in self.approved else None
+
+
+def test_the_minimum_age_counts_from_first_sight_not_from_the_approval() -> None:
+    """With approvals and a minimum age, the clock starts when the digest is first seen (while
+    it waits for approval): approved a day later, a 1h-old-enough image moves at once."""
+    import datetime
+
+    from updater.core.policy import SeenInMemory, options, why_waiting
+
+    rules = options({"updater.approve": "true", "updater.min-age": "1h"}, Settings(), None)
+    seen, decisions = SeenInMemory(), _Approvals()
+    first = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    waits = why_waiting(rules, "web", "reg/app", "sha256:new", first, seen, decisions)
+    assert waits is not None and waits[1].startswith("waiting for approval")
+    decisions.approved.add("sha256:new")
+    later = first + datetime.timedelta(days=1)
+    assert why_waiting(rules, "web", "reg/app", "sha256:new", later, seen, decisions) is None

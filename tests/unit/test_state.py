@@ -88,3 +88,43 @@ def test_a_failed_upgrade_leaves_the_old_layout(tmp_path: Path,
     assert "kind" not in columns
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0
     db.close()
+
+
+_READ_ON_A_RO_MOUNT = """
+import sys
+from updater.store.decisions import DecisionsSoFar
+from updater.store.seen import SeenSoFar
+print(DecisionsSoFar(sys.argv[1]).decision("web", sys.argv[2]),
+      SeenSoFar(sys.argv[1]).first_seen("reg/app", sys.argv[2], 5000.0))
+"""
+
+
+def test_check_reads_decisions_and_sightings_from_a_read_only_state_dir(
+        tmp_path: Path) -> None:
+    """A state_dir mounted read-only (as for a `check` beside the daemon), holding a closed WAL
+    database: approvals and first sightings are read as they are, not taken for "undecided" and
+    "first seen now"."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from updater.store.decisions import OperatorDecisions
+    from updater.store.seen import FirstSeen
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a read-only bind mount")
+    digest = "sha256:" + "a" * 64
+    decisions, seen = OperatorDecisions(str(tmp_path)), FirstSeen(str(tmp_path))
+    decisions.decide("web", digest, "approved")
+    seen.first_seen("reg/app", digest, 1000.0)
+    decisions.close()
+    seen.close()
+    assert not (tmp_path / "updater.db-shm").exists()
+    script = (f"mount --bind {tmp_path} {tmp_path} && mount -o remount,bind,ro {tmp_path} && "
+              f"exec {sys.executable} -c '{_READ_ON_A_RO_MOUNT}' {tmp_path} {digest}")
+    found = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60, check=False)
+    if "mount:" in found.stderr:
+        pytest.skip(f"no bind mount here: {found.stderr.strip()}")
+    assert (found.returncode, found.stdout.split()) == (0, ["approved", "1000.0"]), found.stderr

@@ -48,6 +48,15 @@ def test_written_as_in_the_config_file_or_short(text: str) -> None:
     assert parse_window({"schedule": "0 2 * * 6", "duration": "3h"}) == SATURDAY_2AM
 
 
+@pytest.mark.parametrize("text", ["0 2 * * 6,0, 3h", "0 2 * * 6,0,3h",
+                                  '{schedule: "0 2 * * 6,0", duration: 3h}',
+                                  "{schedule: '0 2 * * 6,0', duration: 3h}"])
+def test_a_cron_list_is_kept_in_the_text_forms(text: str) -> None:
+    """A schedule with a list (`6,0`: Saturday and Sunday), as an env var or label writes it,
+    keeps its list; the duration is what follows the last comma."""
+    assert parse_window(text) == UpdateWindow("0 2 * * 6,0", 3 * 3600.0)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("0 2 * * 6", "is not an update window"), ("0 2 * * 6 *, 3h", "not a 5-field cron"),
     ("0 25 * * 6, 3h", "not a 5-field cron"), ("0 2 * * 6, 8d", "at most 7d"),

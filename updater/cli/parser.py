@@ -67,12 +67,14 @@ _UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollbac
 _NOTIFY = ("notify", "notify_level", "notify_template")
 _SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
 _STATE = ("state_dir",)
+_WAITING = ("min_age", "update_window", "approve")
 _LOGS = ("log_level", "log_format")
 _ALL = tuple(SETTING_HELP)
 # The settings each command uses; `config` shows them all, so it takes them all.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "check": _ENGINE + _WATCH + _REGISTRY + _LOGS,
-    "pending": _ENGINE + _WATCH + _REGISTRY + _LOGS,
+    # What waits is read from the state database, by the rules `update` applies.
+    "check": _ENGINE + _WATCH + _REGISTRY + _WAITING + _STATE + _LOGS,
+    "pending": _ENGINE + _WATCH + _REGISTRY + _WAITING + _STATE + _LOGS,
     "approve": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
     "skip": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
     "update": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,

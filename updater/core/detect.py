@@ -27,7 +27,7 @@ from updater.core.reference import Reference
 from updater.core.report import ItemReport, Outcome
 from updater.core.settings import Settings
 from updater.core.snapshots import ContainerSnapshot
-from updater.errors import RegistryError, UpdaterError
+from updater.errors import NotWatched, RegistryError, UpdaterError
 
 log = logging.getLogger(__name__)
 SWARM_TASK = "com.docker.swarm.task.id"
@@ -106,11 +106,12 @@ def watched(containers: Iterable[ContainerSnapshot], settings: Settings,
 
 
 def require_names(names: Iterable[str], found: Iterable[str]) -> None:
-    """UpdaterError naming every asked-for name that matched no watched container."""
+    """NotWatched naming every asked-for name that matched no watched container or service."""
     missing = set(names) - set(found)
     if missing:
-        raise UpdaterError(f"no watched container named {', '.join(sorted(missing))}; "
-                           "check the name and its updater.enable label")
+        raise NotWatched(f"no watched container or service named "
+                         f"{', '.join(sorted(missing))}; check the name and its "
+                         "updater.enable label")
 
 
 def check(containers: Iterable[ContainerSnapshot], registry: DigestSource,

@@ -235,20 +235,20 @@ class Rules(Protocol):
 def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: datetime.datetime,
                 seen: Sightings, decisions: Decisions) -> tuple[bool, str] | None:
     """Why an available `digest` of the item `name` is not applied at `now` (local, timezone
-    aware): (True, why) when it was rejected for good (`updater skip`); (False, why) while it
-    waits for an approval, for its minimum age by this updater's first sight of it (recorded
-    here), or for its window; None when it may move."""
-    if rules.approve:
-        decided = decisions.decision(name, digest)
-        if decided == SKIPPED:
-            return True, ("skipped: this image was rejected with `updater skip`; a newer one "
-                          "waits for approval")
-        if decided != APPROVED:
-            return False, f"waiting for approval: updater approve {name} --digest {digest}"
-    if rules.min_age > 0:
-        first = seen.first_seen(repository, digest, now.timestamp())
-        if (wait := too_young(rules.min_age, first, now.timestamp())) is not None:
-            return False, wait
+    aware): (True, why) when it was rejected for good (`updater skip`, approvals on or off);
+    (False, why) while it waits for an approval, for its minimum age by this updater's first
+    sight of it (recorded here), or for its window; None when it may move."""
+    # A skip holds whatever the item's rules: `updater skip` promises "never applied".
+    decided = decisions.decision(name, digest)
+    if decided == SKIPPED:
+        return True, ("skipped: this image was rejected with `updater skip`; a newer one "
+                      + ("waits for approval" if rules.approve else "is applied as usual"))
+    # Sighted before the approval is asked for: an image approved late is as old as it is.
+    first = seen.first_seen(repository, digest, now.timestamp()) if rules.min_age > 0 else 0.0
+    if rules.approve and decided != APPROVED:
+        return False, f"waiting for approval: updater approve {name} --digest {digest}"
+    if (wait := too_young(rules.min_age, first, now.timestamp())) is not None:
+        return False, wait
     closed = outside_window(rules.window, now)
     return (False, closed) if closed is not None else None
 

@@ -12,10 +12,11 @@ from typing import Any
 from updater.core.durations import format_duration, parse_duration
 
 MAX_DURATION = 7 * 86400.0
-# `{schedule: "0 2 * * 6", duration: 3h}` (as in the config file) or `0 2 * * 6, 3h`.
-_MAPPING = re.compile(r"\{?\s*schedule\s*:\s*[\"']?(?P<schedule>[^\"',}]+?)[\"']?\s*,\s*"
+# `{schedule: "0 2 * * 6", duration: 3h}` (as in the config file) or `0 2 * * 6, 3h`. A
+# schedule may hold commas (`0 2 * * 6,0`): the duration is what follows the last one.
+_MAPPING = re.compile(r"\{?\s*schedule\s*:\s*[\"']?(?P<schedule>[^\"'}]+?)[\"']?\s*,\s*"
                       r"duration\s*:\s*[\"']?(?P<duration>[^\"'}\s]+)[\"']?\s*\}?")
-_SHORT = re.compile(r"(?P<schedule>[^,]+),\s*(?P<duration>\S+)")
+_SHORT = re.compile(r"(?P<schedule>.+),\s*(?P<duration>[^,\s]+)")
 
 
 @dataclass(frozen=True, slots=True)

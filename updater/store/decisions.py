@@ -11,7 +11,7 @@ from pathlib import Path
 
 from updater.core.policy import APPROVED, SKIPPED
 from updater.errors import StateError
-from updater.store.state import FILENAME, connect
+from updater.store.state import FILENAME, connect, read_only
 
 KEPT = 10_000
 
@@ -60,7 +60,7 @@ class DecisionsSoFar:
         if not self._path.exists():
             return None
         try:
-            db = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
+            db = read_only(self._path)
             try:
                 row = db.execute("SELECT decision FROM decisions WHERE name = ? AND "
                                  "digest = ?", (name, digest)).fetchone()

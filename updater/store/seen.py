@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from updater.store.state import FILENAME, connect
+from updater.store.state import FILENAME, connect, read_only
 
 KEPT = 10_000
 
@@ -53,7 +53,7 @@ class SeenSoFar:
         if not self._path.exists():
             return now
         try:
-            db = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
+            db = read_only(self._path)
             try:
                 row = db.execute("SELECT seen FROM first_seen WHERE repository = ? AND "
                                  "digest = ?", (repository, digest)).fetchone()

@@ -124,6 +124,24 @@ class PlatformDigests:
             pass
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A connection that only reads the state database at `path` (for commands that change
+    nothing); sqlite3.Error when it cannot be read. A database in WAL mode that no process has
+    open has no `-shm` file, and SQLite cannot create one in a directory it may not write (a
+    `:ro` mount, another user's): it is then read as immutable, which is exact, since nothing
+    writes it (a writer would have made the `-shm`)."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=5)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    db = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=5)
+    db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    return db
+
+
 def upgrade(db: sqlite3.Connection, path: Path) -> None:
     """Bring the database up to SCHEMA_VERSION, one committed step at a time; ConfigError when
     a newer updater wrote it (its layout is unknown here: nothing is touched)."""
