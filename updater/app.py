@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,13 +27,13 @@ from updater.core.detect import (
     with_waiting,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import APPROVED, State, checked_digest
+from updater.core.policy import SKIPPED, State, checked_digest
 from updater.core.rebalance import ServicePlan
-from updater.core.report import ItemReport, PassReport
+from updater.core.report import ItemReport, Outcome, PassReport
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine, own_container_id
 from updater.errors import NotWatched, UpdaterError
-from updater.notify import AppriseSender, Notifier
+from updater.notify import Notifier, Telling
 from updater.registry.client import RegistryClient
 from updater.registry.credentials import (
     ChainedCredentials,
@@ -69,9 +68,7 @@ class Application:
         self.interrupted = threading.Event()
         if journal is not None:
             self.journal = journal
-        self._notifier: Notifier | None = None
-        self._host: str | None = None
-        self._failing = 0  # passes failed in a row
+        self.telling = Telling(settings, self.interrupted)
         self.rebalancer = Rebalancer(settings.rebalance)
 
     # The long-lived parts, each built once when first used and closed by close().
@@ -131,8 +128,7 @@ class Application:
         for part in ("registry", *_STATE_PARTS):
             if part in self.__dict__:
                 self.__dict__[part].close()
-        if self._notifier is not None:
-            self._notifier.close()
+        self.telling.close()
 
     def __enter__(self) -> Application:
         return self
@@ -180,13 +176,7 @@ class Application:
         """Approve (or skip for good) `digest`, else the one `name` waits for now, for the
         item `name`; that digest. UpdaterError for an unknown name or a bad digest."""
         if digest is None:
-            found = [r.remote_digest for r in self.check([name])
-                     if r.name == name and r.state is State.UPDATE_AVAILABLE]
-            if not found or found[0] is None:
-                raise UpdaterError(f"{name} has no update waiting now; give the digest to "
-                                   f"{'approve' if decision == APPROVED else 'skip'} with "
-                                   "--digest")
-            digest = found[0]
+            digest = self._waiting_for(name)
         elif checked_digest(digest) and (missing := self.unwatched([name])):
             raise NotWatched(f"no watched container or service named {missing[0]}; check the "
                              "name and its updater.enable label")
@@ -195,6 +185,21 @@ class Application:
         decisions.decide(name, digest, decision)
         log.info("%s: %s %s", name, decision, digest)
         return digest
+
+    def _waiting_for(self, name: str) -> str:
+        """The digest `name` waits for now, when it is the one the last pass reported (else
+        the operator would approve an image nobody has seen) and was not skipped."""
+        found = [r.remote_digest for r in self.check([name])
+                 if r.name == name and r.state is State.UPDATE_AVAILABLE]
+        if not found or found[0] is None:
+            raise UpdaterError(f"{name} has no update waiting now; name the digest with --digest")
+        reported = [e["new_digest"] for e in self.history.entries(name, 1)
+                    if e["outcome"] == Outcome.WAITING.value]
+        if self.decisions.decision(name, found[0]) == SKIPPED or reported[:1] not in (
+                [], [found[0]]):
+            raise UpdaterError(f"{name} now waits for {found[0]}, which was skipped or is not the "
+                               "one reported; name the digest you mean with --digest")
+        return found[0]
 
     def unwatched(self, names: Iterable[str]) -> list[str]:
         """Those of `names` that match no watched container and no service: what a pass
@@ -215,7 +220,7 @@ class Application:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
         try:
-            notifier = self._notifier_for(engine)
+            notifier = self.telling.notifier(engine.host_name)
             own = own_container_id()
             updater = self._updater(engine, own)
             def on_item(item: ItemReport) -> None:
@@ -242,20 +247,7 @@ class Application:
     def pass_failed(self, error: str) -> None:
         """A pass that could not run: counted; told once while passes keep failing."""
         self.metrics.failed()
-        self._note_failure(error)
-
-    def _note_failure(self, error: str) -> None:
-        self._failing += 1
-        if self._failing == 1 and self.settings.notify:
-            self._notifier_plain().tell("passes are failing", f"{error}. Nothing is updated "
-                                        "until this is fixed; one message will say when passes "
-                                        "work again.", "error")
-
-    def _pass_worked(self) -> None:
-        if self._failing and self.settings.notify:
-            self._notifier_plain().tell("passes work again", f"after {self._failing} failed "
-                                        f"pass{'es' if self._failing > 1 else ''}.", "info")
-        self._failing = 0
+        self.telling.failed(error)
 
     def recover(self) -> PassReport:
         """Finish or undo what a killed updater (or a predecessor handing over to this one)
@@ -263,7 +255,7 @@ class Application:
         report = PassReport()
         engine = Engine.connect(self.settings.docker_host)
         try:
-            notifier = self._notifier_for(engine)
+            notifier = self.telling.notifier(engine.host_name)
             report.items += self._updater(engine, own_container_id()).recover()
         finally:
             engine.close()
@@ -293,12 +285,12 @@ class Application:
             except Exception:
                 log.exception("%s of this pass not recorded", what)
         if report.error:
-            self._note_failure(report.error)
+            self.telling.failed(report.error)
         else:
-            self._pass_worked()
+            self.telling.worked()
 
     def notifications_in_flight(self) -> int:
-        return self._notifier.in_flight() if self._notifier is not None else 0
+        return self.telling.in_flight()
 
     def _on_engine(self, use: Callable[[Engine], T]) -> T:
         """`use` a connection to the engine, closed after."""
@@ -332,17 +324,3 @@ class Application:
         updater took over."""
         return self._on_engine(lambda engine: swap(
             engine, self.journal, entry, self.settings.health_timeout) == 0)
-
-    def _notifier_for(self, engine: Engine) -> Notifier | None:
-        if not self.settings.notify:
-            return None
-        if self._notifier is None:
-            self._host = engine.host_name() or socket.gethostname()
-        return self._notifier_plain()
-
-    def _notifier_plain(self) -> Notifier:
-        """The notifier; named after the engine's host once one answered, else this one's."""
-        if self._notifier is None:
-            self._notifier = Notifier(self.settings, self._host or socket.gethostname(),
-                                      AppriseSender(self.settings.notify), self.interrupted)
-        return self._notifier

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -255,3 +256,49 @@ class Notifier:
 
     def pending(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM pending_notifications").fetchone()[0])
+
+
+class Telling:
+    """An application's notifier, named after the engine's host once one answered (else this
+    one's), built when first needed; and the one message each when passes start failing and
+    when they work again."""
+
+    def __init__(self, settings: Settings, interrupted: threading.Event) -> None:
+        self._settings = settings
+        self._interrupted = interrupted
+        self._notifier: Notifier | None = None
+        self._host: str | None = None
+        self._failing = 0  # passes failed in a row
+
+    def notifier(self, host_name: Callable[[], str | None]) -> Notifier | None:
+        if not self._settings.notify:
+            return None
+        if self._notifier is None:
+            self._host = host_name() or socket.gethostname()
+        return self._plain()
+
+    def failed(self, error: str) -> None:
+        self._failing += 1
+        if self._failing == 1 and self._settings.notify:
+            self._plain().tell("passes are failing", f"{error}. Nothing is updated until this "
+                               "is fixed; one message will say when passes work again.",
+                               "error")
+
+    def worked(self) -> None:
+        if self._failing and self._settings.notify:
+            self._plain().tell("passes work again", f"after {self._failing} failed "
+                               f"pass{'es' if self._failing > 1 else ''}.", "info")
+        self._failing = 0
+
+    def in_flight(self) -> int:
+        return self._notifier.in_flight() if self._notifier is not None else 0
+
+    def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.close()
+
+    def _plain(self) -> Notifier:
+        if self._notifier is None:
+            self._notifier = Notifier(self._settings, self._host or socket.gethostname(),
+                                      AppriseSender(self._settings.notify), self._interrupted)
+        return self._notifier

@@ -214,3 +214,10 @@ def test_an_update_waits_for_its_approval_bound_to_its_digest(
         f"{registry.host}/approve/{unique}@{second}").id
     bad = run_updater(["approve", name, "--digest", "latest"], engine, home, settings)
     assert bad.returncode == 2 and "is not a digest" in bad.stderr
+    # Approving what NAME waits for never approves an image nobody saw: not the skipped one,
+    # and not one pushed after the last pass reported another.
+    again = run_updater(["approve", name], engine, home, settings)
+    assert again.returncode == 2 and "was skipped or is not the one reported" in again.stderr
+    images.release(engine.client, image, "4", keep_local=False)
+    unseen = run_updater(["approve", name], engine, home, settings)
+    assert unseen.returncode == 2 and "is not the one reported" in unseen.stderr
