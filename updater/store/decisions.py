@@ -7,11 +7,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 from updater.core.policy import APPROVED, SKIPPED
 from updater.errors import StateError
-from updater.store.state import FILENAME, connect, read_only
+from updater.store.state import connect, read_row
 
 KEPT = 10_000
 
@@ -51,21 +50,12 @@ class DecisionsSoFar:
     """Reading decisions without opening the database for writing (`updater check`)."""
 
     def __init__(self, state_dir: str) -> None:
-        self._path = Path(state_dir) / FILENAME
+        self._state_dir = state_dir
 
     def close(self) -> None:
         pass
 
     def decision(self, name: str, digest: str) -> str | None:
-        if not self._path.exists():
-            return None
-        try:
-            db = read_only(self._path)
-            try:
-                row = db.execute("SELECT decision FROM decisions WHERE name = ? AND "
-                                 "digest = ?", (name, digest)).fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return None
+        row = read_row(self._state_dir, "SELECT decision FROM decisions WHERE name = ? AND "
+                       "digest = ?", (name, digest))
         return str(row[0]) if row else None

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from pathlib import Path
 
-from updater.store.state import FILENAME, connect, read_only
+from updater.store.state import connect, read_row
 
 KEPT = 10_000
 
@@ -44,21 +43,12 @@ class SeenSoFar:
     writable state_dir): a digest no pass has seen yet counts as seen now."""
 
     def __init__(self, state_dir: str) -> None:
-        self._path = Path(state_dir) / FILENAME
+        self._state_dir = state_dir
 
     def close(self) -> None:
         pass
 
     def first_seen(self, repository: str, digest: str, now: float) -> float:
-        if not self._path.exists():
-            return now
-        try:
-            db = read_only(self._path)
-            try:
-                row = db.execute("SELECT seen FROM first_seen WHERE repository = ? AND "
-                                 "digest = ?", (repository, digest)).fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return now  # unreadable, or written by an updater from before first sightings
-        return float(row[0]) if row else now
+        row = read_row(self._state_dir, "SELECT seen FROM first_seen WHERE repository = ? AND "
+                       "digest = ?", (repository, digest))
+        return float(str(row[0])) if row else now

@@ -142,6 +142,23 @@ def read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
+def read_row(state_dir: str, sql: str, parameters: tuple[str, ...]) -> tuple[object, ...] | None:
+    """The first row of `sql`, read without writing anything (no database is created); None
+    when there is none, or no readable database (then the caller counts it as unknown)."""
+    path = Path(state_dir) / FILENAME
+    if not path.exists():
+        return None
+    try:
+        db = read_only(path)
+        try:
+            row: tuple[object, ...] | None = db.execute(sql, parameters).fetchone()
+            return row
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None  # unreadable, or written by an updater from before that table
+
+
 def upgrade(db: sqlite3.Connection, path: Path) -> None:
     """Bring the database up to SCHEMA_VERSION, one committed step at a time; ConfigError when
     a newer updater wrote it (its layout is unknown here: nothing is touched)."""
