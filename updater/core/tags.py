@@ -19,12 +19,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-
-import semver
+from typing import TYPE_CHECKING
 
 from updater.core.policy import PREFIX, label
 from updater.core.settings import Settings
 from updater.errors import ConfigError
+
+if TYPE_CHECKING:
+    import semver
 
 _VERSION = re.compile(r"(?P<v>v?)(?P<numbers>\d+(?:\.\d+){0,2})(?:-(?P<rest>[0-9A-Za-z.\-_]+))?")
 _PRERELEASE = re.compile(r"(?:alpha|beta|rc|pre|preview|dev|snapshot|nightly|canary|a|b)"
@@ -59,6 +61,8 @@ class Version:
 
     @property
     def key(self) -> semver.Version:
+        import semver  # loaded only where version tags are followed
+
         major, minor, patch = (*self.numbers, 0, 0)[:3]
         return semver.Version(major, minor, patch, prerelease=_dotted(self.prerelease))
 
