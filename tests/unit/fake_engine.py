@@ -9,7 +9,7 @@ import copy
 import itertools
 from typing import Any
 
-from updater.errors import EngineError, NotFoundInEngine
+from updater.errors import AlreadyExists, EngineError, NotFoundInEngine
 
 
 class Clock:
@@ -76,6 +76,11 @@ class FakeEngine:
 
     def inspect_container(self, reference: str) -> dict[str, Any] | None:
         found = self._find(reference)
+        if found is not None and found.get("_removing"):
+            found["_removing"] -= 1
+            if not found["_removing"]:  # the engine's deletion is done
+                del self.containers[str(found["Id"])]
+                return None
         return copy.deepcopy(found) if found is not None else None
 
     def inspect_image(self, reference: str) -> dict[str, Any]:
@@ -140,6 +145,8 @@ class FakeEngine:
             return
         if found["State"]["Running"] and not force:
             raise EngineError(f"Conflict: container {container} is running")
+        if found.get("_removing"):
+            raise AlreadyExists(f"removal of container {found['Id']} is already in progress")
         del self.containers[str(found["Id"])]
 
     def remove_image(self, image: str) -> None:
@@ -197,6 +204,10 @@ class FakeEngine:
     def _start(self, container: dict[str, Any]) -> None:
         if container["Image"] in self.broken:
             container["State"].update(Running=False, Status="exited", ExitCode=3)
+            # A `--rm` container that exits: the engine is deleting it, which takes a while
+            # (six more looks at it); a remove meanwhile is refused with 409.
+            if container["HostConfig"].get("AutoRemove"):
+                container["_removing"] = 6
         else:
             container["State"].update(Running=True, Status="running", ExitCode=0)
 

@@ -119,6 +119,19 @@ def test_a_new_image_that_exits_is_rolled_back(tmp_path: Path) -> None:
     assert engine.named() == {"app": old}
 
 
+def test_a_rm_replacement_the_engine_is_already_removing_is_waited_out(tmp_path: Path) -> None:
+    """A `--rm` container's broken replacement exits and the engine starts deleting it; the
+    rollback's remove is refused with 409 (removal in progress): it is waited out and the old
+    container is restored from its copy, running, under its name. (Seen on dockerd 28.5.)"""
+    engine = _host(AutoRemove=True)
+    engine.broken.add(engine.registry[NEW_DIGEST])
+    old_image = engine.named()["app"][0]
+    [item] = _updater(engine, tmp_path).update(_candidate(engine))
+    assert item.outcome is Outcome.ROLLED_BACK, item
+    assert engine.named() == {"app": (old_image, True)}
+    assert Journal(str(tmp_path)).unfinished() == []
+
+
 def test_killed_during_a_rollback_then_recovered(tmp_path: Path) -> None:
     """The new image exits; the updater is killed before each call of the rollback: recovery
     still ends with the old container running under its name, and nothing else."""

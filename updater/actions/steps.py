@@ -21,7 +21,7 @@ from updater.core.report import ItemReport, Outcome, Versions
 from updater.core.snapshots import ContainerSnapshot
 from updater.core.tags import retagged
 from updater.engine import recreate
-from updater.errors import EngineError, NotFoundInEngine, UpdaterError
+from updater.errors import AlreadyExists, EngineError, NotFoundInEngine, UpdaterError
 from updater.store.journal import Entry, Journal, Step
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class EngineSteps:
         for candidate in (state.new_id, name + NEW_SUFFIX):
             found = self._engine.inspect_container(candidate) if candidate else None
             if found is not None and found["Id"] not in keep:
-                self._engine.remove(str(found["Id"]), force=True)
+                self._discard(found)
         helper = self._engine.inspect_container(name + SWAP_SUFFIX)
         if helper is not None and labels_of(helper).get(SWAP_OF) == name:
             self._engine.remove(str(helper["Id"]), force=True)
@@ -180,6 +180,15 @@ class EngineSteps:
         if state.saved.get("paused"):
             self._pause(old_id, name)
         log.info("%s: old container restored", name)
+
+    def _discard(self, inspect: dict[str, Any]) -> None:
+        """Remove a replacement; one the engine is deleting already (a `--rm` copy that
+        exited: the engine answers 409 "removal already in progress") is waited out."""
+        container = str(inspect["Id"])
+        try:
+            self._engine.remove(container, force=True)
+        except AlreadyExists:
+            self._await_removed(container)
 
     def _present(self, container: str | None) -> dict[str, Any] | None:
         """The container, unless it is gone or going: a `--rm` container that stopped is being
