@@ -177,9 +177,11 @@ class Application:
         item `name`; that digest. UpdaterError for an unknown name or a bad digest."""
         if digest is None:
             digest = self._waiting_for(name)
-        elif checked_digest(digest) and (missing := self.unwatched([name])):
-            raise NotWatched(f"no watched container or service named {missing[0]}; check the "
-                             "name and its updater.enable label")
+        else:
+            checked_digest(digest)
+            if missing := self.unwatched([name]):
+                raise NotWatched(f"no watched container or service named {missing[0]}; "
+                                 "check the name and its updater.enable label")
         decisions = self.decisions
         assert isinstance(decisions, OperatorDecisions), "decided by a read-only application"
         decisions.decide(name, digest, decision)

@@ -10,7 +10,7 @@ from typing import Any
 
 from updater import __version__
 from updater.app import Application
-from updater.core.report import Outcome, PassReport, pending
+from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
 from updater.errors import NotWatched
 from updater.serve.api import ApiServer
@@ -42,7 +42,7 @@ class Server:
                 for item in report.items:
                     if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                         log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
-                                 _short(item.old_digest), _short(item.new_digest),
+                                 short_digest(item.old_digest), short_digest(item.new_digest),
                                  f" ({item.reason})" if item.reason else "")
                 return report
 
@@ -82,10 +82,6 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state,
                                                   lambda: daemon.last_report)).start()
-
-
-def _short(digest: str | None) -> str:
-    return digest.partition(":")[2][:12] if digest else "-"
 
 
 class DaemonControl:

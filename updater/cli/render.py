@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from updater.core.report import short_digest as short
+
 if TYPE_CHECKING:
     from updater.actions.locate import TaskPlace
     from updater.core.detect import CheckResult
@@ -70,7 +72,3 @@ def columns(rows: Sequence[tuple[str, ...]]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
              + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def short(digest: str | None) -> str:
-    return digest.partition(":")[2][:12] if digest else "-"

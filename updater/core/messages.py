@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import string
 
-from updater.core.report import ItemReport, Outcome
+from updater.core.report import ItemReport, Outcome, short_digest
 from updater.core.settings import LOG_LEVELS
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ def check_template(template: str) -> str:
     return template
 
 
-def _short(digest: str | None) -> str:
-    return digest.partition(":")[2][:12] if digest else "?"
-
-
 def render_entry(item: ItemReport) -> str:
     """One line per item: name, image, what happened, versions, digests, link, reason."""
     line = f"{item.name} ({item.image}): {item.outcome.value}"
@@ -52,7 +48,8 @@ def render_entry(item: ItemReport) -> str:
     elif versions.old:
         line += f" (runs {versions.old})"
     if item.old_digest or item.new_digest:
-        line += f" [{_short(item.old_digest)} → {_short(item.new_digest)}]"
+        old, new = short_digest(item.old_digest, "?"), short_digest(item.new_digest, "?")
+        line += f" [{old} → {new}]"
     if versions.source:
         revision = versions.revision
         line += f" {versions.source}" + (f" @ {revision[:12]}" if revision else "")

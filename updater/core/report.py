@@ -34,6 +34,11 @@ class Outcome(StrEnum):
 FAILURES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})
 
 
+def short_digest(digest: str | None, missing: str = "-") -> str:
+    """The first 12 hex digits of a digest, as `docker images` shows them; `missing` for none."""
+    return digest.partition(":")[2][:12] if digest else missing
+
+
 OCI_VERSION = "org.opencontainers.image.version"
 OCI_REVISION = "org.opencontainers.image.revision"
 OCI_SOURCE = "org.opencontainers.image.source"
