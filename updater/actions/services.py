@@ -27,7 +27,7 @@ from updater.actions.service_lookups import service_lookups, target
 from updater.actions.told import ToldStories
 from updater.core import policy, reference, rollout, tags
 from updater.core.detect import unchanged_for
-from updater.core.lookups import DigestSource
+from updater.core.lookups import DigestSource, PassLookups
 from updater.core.ports import SwarmEngine
 from updater.core.rebalance import ServicePlan, node_platforms
 from updater.core.report import ItemReport, Outcome
@@ -81,7 +81,7 @@ class ServiceUpdater:
         self._source = registry
         # Each run's answers: one lookup per distinct reference, shared with the containers of
         # the pass when it gives one PassLookups to both.
-        self._registry = service_lookups(registry, (), (), settings)
+        self._registry = registry if isinstance(registry, PassLookups) else PassLookups(registry)
         self._credentials = credentials
         self._settings = settings
         self._sleep = sleep
