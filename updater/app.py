@@ -17,8 +17,10 @@ from updater.actions.passes import UpdatePass
 from updater.actions.rebalancing import Rebalancer
 from updater.actions.services import ServiceUpdater
 from updater.actions.swap import swap
+from updater.actions.undo import Plan, Undo
 from updater.core.detect import (
     CheckResult,
+    approvable,
     check,
     from_item,
     require_names,
@@ -27,9 +29,9 @@ from updater.core.detect import (
     with_waiting,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import SKIPPED, State, checked_digest
+from updater.core.policy import UNDONE, State, checked_digest
 from updater.core.rebalance import ServicePlan
-from updater.core.report import ItemReport, Outcome, PassReport
+from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine, own_container_id
 from updater.errors import NotWatched, UpdaterError
@@ -45,12 +47,13 @@ from updater.serve.metrics import Metrics
 from updater.store.decisions import DecisionsSoFar, OperatorDecisions
 from updater.store.history import History
 from updater.store.journal import Journal, StateLock
+from updater.store.kept import KeptImages
 from updater.store.seen import FirstSeen, SeenSoFar
 from updater.store.state import PlatformDigests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_STATE_PARTS = ("platforms", "journal", "history", "seen", "decisions")
+_STATE_PARTS = ("platforms", "journal", "history", "seen", "decisions", "kept")
 # How long a pass may go without reporting an item before the loop counts as stuck (an update
 # in progress declares its own, longer bound).
 PASS_ALLOWANCE = 1800.0
@@ -87,8 +90,7 @@ class Application:
 
     @property
     def credentials(self) -> CredentialSource:
-        """What pulls and service updates use: the registry client's own (nothing for a
-        registry that asks for nothing, credentials kept fresh as for its requests)."""
+        """What pulls and service updates use: the registry client's own, kept fresh."""
         return self.registry
 
     @functools.cached_property
@@ -113,6 +115,11 @@ class Application:
         if self._remember:
             return OperatorDecisions(self.settings.state_dir)
         return DecisionsSoFar(self.settings.state_dir)
+
+    @functools.cached_property
+    def kept(self) -> KeptImages:
+        """The images containers ran before their updates, for `updater rollback`."""
+        return KeptImages(self.settings.state_dir, self.settings.keep_images)
 
     @functools.cached_property
     def metrics(self) -> Metrics:
@@ -189,32 +196,18 @@ class Application:
         return digest
 
     def _waiting_for(self, name: str) -> str:
-        """The digest `name` waits for now, when it is the one the last pass reported (else
-        the operator would approve an image nobody has seen) and was not skipped."""
-        found = [r.remote_digest for r in self.check([name])
-                 if r.name == name and r.state is State.UPDATE_AVAILABLE]
-        if not found or found[0] is None:
-            raise UpdaterError(f"{name} has no update waiting now; name the digest with --digest")
-        reported = [e["new_digest"] for e in self.history.entries(name, 1)
-                    if e["outcome"] == Outcome.WAITING.value]
-        if self.decisions.decision(name, found[0]) == SKIPPED or reported[:1] not in (
-                [], [found[0]]):
-            raise UpdaterError(f"{name} now waits for {found[0]}, which was skipped or is not the "
-                               "one reported; name the digest you mean with --digest")
-        return found[0]
+        found = [r.remote_digest for r in self.check([name]) if r.name == name
+                 and r.state is State.UPDATE_AVAILABLE and r.remote_digest is not None]
+        return approvable(name, found[0] if found else None, self.history.entries(name, 1),
+                          self.decisions.decision(name, found[0]) if found else None)
 
-    def unwatched(self, names: Iterable[str]) -> list[str]:
-        """Those of `names` that match no watched container and no service: what a pass
-        asked for them would refuse."""
-        engine = Engine.connect(self.settings.docker_host)
-        try:
+    def unwatched(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` matching no watched container or service (a pass would refuse)."""
+        def found(engine: Engine) -> set[str]:
             containers, errors = watched(engine.containers(), self.settings, names)
-            services = ServiceUpdater(engine, self.registry, self.credentials,
-                                      self.settings).names()
-        finally:
-            engine.close()
-        found = {c.name for c in containers} | {e.name for e in errors} | set(services)
-        return sorted(set(names) - found)
+            return {c.name for c in containers} | {e.name for e in errors} | set(
+                ServiceUpdater(engine, self.registry, self.credentials, self.settings).names())
+        return sorted(set(names) - self._on_engine(found))
 
     def _run_pass(self, names: Iterable[str], stop_requested: Callable[[], bool],
                   progress: Callable[[float], None]) -> PassReport:
@@ -254,21 +247,50 @@ class Application:
     def recover(self) -> PassReport:
         """Finish or undo what a killed updater (or a predecessor handing over to this one)
         left in flight; done at start, before the first scheduled pass."""
+        return self._acting(lambda engine: self._updater(engine, own_container_id()).recover(),
+                            quiet=True)
+
+    def _acting(self, act: Callable[[Engine], list[ItemReport]],
+                quiet: bool = False) -> PassReport:
+        """The report of what `act` did on the engine outside a pass, recorded and told (when
+        `quiet`, only if it did something)."""
         report = PassReport()
         engine = Engine.connect(self.settings.docker_host)
         try:
             notifier = self.telling.notifier(engine.host_name)
-            report.items += self._updater(engine, own_container_id()).recover()
+            report.items += act(engine)
         finally:
             engine.close()
         report.finished = time.time()
-        if report.items:
+        if report.items or not quiet:
             self._record(report, notifier, full=False)
         return report
 
     def _updater(self, engine: Engine, own: str | None) -> ContainerUpdater:
         return ContainerUpdater(engine, self.journal, self.credentials,
-                                cleanup=self.settings.cleanup, own_id=own, lock=self.lock)
+                                cleanup=self.settings.cleanup, own_id=own, lock=self.lock,
+                                kept=self.kept)
+
+    def _undo(self, engine: Engine) -> Undo:
+        decisions = self.decisions
+        assert isinstance(decisions, OperatorDecisions), "undone by a read-only application"
+        return Undo(engine, self.kept, self.settings, self.credentials, own_container_id(),
+                    lambda name, digest: decisions.decide(name, digest, UNDONE))
+
+    def rollback_plan(self, name: str) -> Plan:
+        """What `rollback` would do for `name`, changing nothing; UpdaterError (NotWatched)
+        when there is nothing to go back to."""
+        return self._on_engine(lambda engine: self._undo(engine).plan(name))
+
+    def rollback(self, name: str) -> PassReport:
+        """`updater rollback NAME`: back to the image it ran before its last update, which is
+        then held back; recorded and told like a pass."""
+        def undo(engine: Engine) -> list[ItemReport]:
+            own = own_container_id()
+            passes = UpdatePass(engine, self.registry, self._updater(engine, own),
+                                self.settings, own_id=own)
+            return self._undo(engine).run(name, passes)
+        return self._acting(undo)
 
     def _record(self, report: PassReport, notifier: Notifier | None, full: bool = True) -> None:
         """History, metrics and notifications of a pass; a failure of one (a full or damaged

@@ -81,7 +81,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                 "last_error": daemon.last_error}
 
     return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state,
-                                                  lambda: daemon.last_report)).start()
+                                                  lambda: daemon.last_report,
+                                                  daemon.submit)).start()
 
 
 class DaemonControl:
@@ -89,8 +90,11 @@ class DaemonControl:
 
     def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
                  state: Callable[[], dict[str, Any]],
-                 last_report: Callable[[], PassReport | None] = lambda: None) -> None:
+                 last_report: Callable[[], PassReport | None] = lambda: None,
+                 submit: Callable[[str, Callable[[], object]], None] = lambda what, job: None,
+                 ) -> None:
         self._app = app
+        self._submit = submit
         self._trigger = trigger
         self._state = state
         self._last_report = last_report
@@ -118,6 +122,13 @@ class DaemonControl:
         if decision == "approved":
             self._trigger((name,))
         return decided
+
+    def rollback(self, name: str) -> str:
+        """Queue `updater rollback NAME` in the daemon's loop; the image it goes back to.
+        UpdaterError (NotWatched) when there is nothing to go back to: nothing queued."""
+        plan = self._app.rollback_plan(name)
+        self._submit(f"rollback of {name}", lambda: self._app.rollback(name))
+        return plan.image
 
     def pending(self) -> dict[str, Any]:
         """What the last pass left waiting (no registry request: a dashboard may poll it)."""

@@ -162,3 +162,52 @@ def test_status_shows_a_failed_pass(engine: Dockerd, tmp_path: Path) -> None:
         daemon.communicate(timeout=30)
     assert str(missing) in status["last_error"]
     assert named.status_code == 503
+
+
+def test_rollback_through_the_api_runs_in_the_daemon(engine: Dockerd, registry: Registry,
+                                                     unique: str, containers: list[str],
+                                                     tmp_path: Path) -> None:
+    """`POST /v1/rollback?name=` on a running daemon: 409 before any update (nothing to go
+    back to); after the daemon's update, 202 naming the image, and the daemon's loop puts the
+    container back on the old image without moving its next pass; in the history."""
+    image = f"{registry.host}/api-undo/{unique}:latest"
+    images.release(engine.client, image, "1")
+    old_id = engine.client.images.get(image).id
+    start(engine, image, unique, ENABLED, containers)
+    port = free_port()
+    daemon = start_daemon(engine, tmp_path, {
+        "interval": "1h", "state_dir": str(tmp_path / "state"),
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}})
+    base = f"http://127.0.0.1:{port}"
+
+    def post(path: str) -> httpx.Response:
+        return httpx.post(f"{base}{path}", params={"name": unique}, headers=AUTH, timeout=30)
+
+    try:
+        wait_until(lambda: _answers(f"{base}/v1/health"), 60, lambda: "the API never answered")
+        early = post("/v1/rollback")
+        images.release(engine.client, image, "2", keep_local=False)
+        assert post("/v1/update").status_code == 202
+        wait_until(lambda: _newest(base, unique) == "updated", 120,
+                   lambda: "the daemon did not update the container")
+        passes = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()["passes"]
+        queued = post("/v1/rollback")
+        wait_until(lambda: engine.client.containers.get(unique).attrs["Image"] == old_id, 120,
+                   lambda: "the daemon did not roll the container back")
+        wait_until(lambda: _newest(base, unique) == "undone", 30,
+                   lambda: "no undone entry in the history")
+        after = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()["passes"]
+    finally:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+    assert early.status_code == 409 and "nothing to roll back" in early.json()["error"]
+    assert (queued.status_code, queued.json()) == (202, {"queued": True, "name": unique,
+                                                         "to": image})
+    assert after == passes  # the rollback was no pass
+
+
+def _newest(base: str, name: str) -> str | None:
+    """The outcome of the newest history entry of `name`."""
+    entries = httpx.get(f"{base}/v1/history", params={"name": name}, headers=AUTH,
+                        timeout=10).json()
+    return entries[0]["outcome"] if entries else None

@@ -221,3 +221,99 @@ def test_an_update_waits_for_its_approval_bound_to_its_digest(
     images.release(engine.client, image, "4", keep_local=False)
     unseen = run_updater(["approve", name], engine, home, settings)
     assert unseen.returncode == 2 and "is not the one reported" in unseen.stderr
+
+
+@pytest.mark.matrix
+def test_rollback_puts_back_the_previous_image_and_holds_the_undone_one(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """With cleanup on: after an update, `updater rollback NAME` recreates the container on the
+    image it ran before (kept by the cleanup), same name and configuration, new ID; the next
+    pass holds the undone digest back, a second rollback has nothing to go back to, an
+    approval applies it again; the next update lets the image two updates old go."""
+    image = f"{registry.host}/undo/{unique}:latest"
+    images.release(engine.client, image, "1")
+    first_id = engine.client.images.get(image).id
+    name = f"{unique}-undone"
+    containers.append(name)
+    engine.client.containers.run(image, name=name, detach=True, labels=ENABLED,
+                                 environment={"KEEP": "me"},
+                                 volumes={f"{unique}-data": {"bind": "/data", "mode": "rw"}},
+                                 restart_policy={"Name": "always"})
+    engine.client.containers.get(name).exec_run(["sh", "-c", "echo kept > /data/row"])
+    home, settings = tmp_path / "home", {"state_dir": str(tmp_path / "state"), "cleanup": True}
+
+    def updater(*args: str) -> tuple[int, list[dict[str, object]]]:
+        result = run_updater([*args, "--json"], engine, home, settings)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.returncode, json.loads(result.stdout)["items"] if result.stdout else []
+
+    second = images.release(engine.client, image, "2", keep_local=False)
+    assert [i["outcome"] for i in updater("update")[1]] == ["updated"]
+    updated = engine.client.containers.get(name).attrs
+    assert first_id in engine.client.api.images(all=True, quiet=True)  # kept, cleanup or not
+
+    code, [undone] = updater("rollback", name)
+    assert (code, undone["outcome"], undone["old_digest"]) == (0, "undone", second), undone
+    after = engine.client.containers.get(name).attrs
+    assert after["Id"] != updated["Id"] and after["Image"] == first_id
+    assert after["Config"]["Image"] == image and after["State"]["Running"]
+    assert "KEEP=me" in after["Config"]["Env"]
+    assert after["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    assert engine.client.containers.get(name).exec_run(["cat", "/data/row"]).output == b"kept\n"
+
+    [held] = updater("update")[1]
+    assert (held["outcome"], held["new_digest"]) == ("held-back", second), held
+    assert "undone with `updater rollback`" in str(held["reason"])
+    assert engine.client.containers.get(name).id == after["Id"]
+    [row] = json.loads(run_updater(["check", "--json", name], engine, home, settings).stdout)
+    assert "undone" in str(row["waiting"]), row
+    again = run_updater(["rollback", name], engine, home, settings)
+    assert again.returncode == 2 and "nothing to roll back" in again.stderr, again.stderr
+    entries = json.loads(run_updater(["history", name, "--json"], engine, home,
+                                     settings).stdout)
+    assert [e["outcome"] for e in entries[:2]] == ["undone", "updated"]
+
+    approved = run_updater(["approve", name, "--digest", second], engine, home, settings)
+    assert approved.returncode == 0, approved.stderr
+    assert [i["outcome"] for i in updater("update")[1]] == ["updated"]
+    second_id = engine.client.containers.get(name).attrs["Image"]
+    images.release(engine.client, image, "3", keep_local=False)
+    assert [i["outcome"] for i in updater("update")[1]] == ["updated"]
+    present = engine.client.api.images(all=True, quiet=True)
+    assert second_id in present and first_id not in present  # keep_images 1: one kept
+
+
+def test_a_version_tag_move_is_undone_to_the_old_tag(
+        engine: Dockerd, registry: Registry, unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A container moved from `:1.2.3` to `:1.3.0` (`updater.tags=semver`) goes back to
+    `:1.2.3` by name; `1.3.0` is then held back. With keep_images 0 and cleanup the image
+    left is removed at once, and there is nothing to roll back."""
+    names = {"kept": {}, "gone": {"keep_images": 0, "cleanup": True}}
+    home = tmp_path / "home"
+    for suffix, extra in names.items():
+        repository = f"{registry.host}/undo-tags/{unique}-{suffix}"
+        for version in ("1.2.3", "1.3.0"):
+            images.release(engine.client, f"{repository}:{version}", version)
+        old_id = engine.client.images.get(f"{repository}:1.2.3").id
+        containers.append(f"{unique}-{suffix}")
+        engine.client.containers.run(f"{repository}:1.2.3", name=f"{unique}-{suffix}",
+                                     detach=True, labels={**SEMVER, "updater.scope": suffix})
+        settings = {"state_dir": str(tmp_path / suffix), "scope": suffix, **extra}
+        updated = run_updater(["update"], engine, home, settings)
+        assert updated.returncode == 0, updated.stderr
+        name = f"{unique}-{suffix}"
+        assert engine.client.containers.get(name).attrs["Config"]["Image"] == \
+            f"{repository}:1.3.0"
+        undone = run_updater(["rollback", name], engine, home, settings)
+        if suffix == "gone":
+            assert undone.returncode == 2 and "nothing to roll back" in undone.stderr
+            assert old_id not in engine.client.api.images(all=True, quiet=True)
+            continue
+        assert undone.returncode == 0, undone.stderr
+        after = engine.client.containers.get(name).attrs
+        assert (after["Config"]["Image"], after["Image"]) == (f"{repository}:1.2.3", old_id)
+        held = run_updater(["update", "--json"], engine, home, settings)
+        [item] = json.loads(held.stdout)["items"]
+        assert item["outcome"] == "held-back" and item["target"] == f"{repository}:1.3.0"

@@ -746,3 +746,39 @@ def test_services_on_version_tags_move_to_the_newest_their_rules_allow(
         wait_running(manager, name, 2, digests[tag])
     again = report(updater(swarm, 1, ["update", "--json"], tmp_path))
     assert {name: again[name]["outcome"] for name in rules} == dict.fromkeys(rules, "up-to-date")
+
+
+def test_a_service_update_is_rolled_back_and_held_back(
+        swarm: Swarm, unique: str, tmp_path: Path) -> None:
+    """A service moved from `1.2.3` to `1.3.0` by version tags goes back with `updater
+    rollback NAME` to `repo:1.2.3@digest` (its other settings kept), its tasks on that image;
+    the next pass holds 1.3.0 back, and there is nothing further to roll back."""
+    manager = swarm.nodes[0].client()
+    base = f"{swarm.registry_host}/svc-undo/{unique}"
+    digests = {version: release(swarm, f"{base}:{version}", version)
+               for version in ("1.2.3", "1.3.0")}
+    manager.login(username=USER, password=PASSWORD, registry=swarm.registry_host)
+    manager.api.create_service(
+        docker.types.TaskTemplate(docker.types.ContainerSpec(
+            f"{base}:1.2.3@{digests['1.2.3']}", env=["KEEP=me"])),
+        name=unique, mode=docker.types.ServiceMode("replicated", replicas=2),
+        labels={"updater.enable": "true", "updater.tags": "semver", "updater.scope": unique})
+    wait_running(manager, unique, 2, digests["1.2.3"])
+    scoped = {"scope": unique}
+    moved = report(updater(swarm, 1, ["update", "--json"], tmp_path, scoped))[unique]
+    assert moved["outcome"] == "updated", moved
+    wait_running(manager, unique, 2, digests["1.3.0"])
+
+    undone = updater(swarm, 1, ["rollback", "--json", unique], tmp_path, scoped)
+    assert undone.returncode == 0, undone.stderr
+    item = report(undone)[unique]
+    assert (item["outcome"], item["new_digest"]) == ("undone", digests["1.2.3"]), item
+    spec = manager.api.inspect_service(unique)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec["Image"] == f"{base}:1.2.3@{digests['1.2.3']}" and spec["Env"] == ["KEEP=me"]
+    wait_running(manager, unique, 2, digests["1.2.3"])
+    version = _versions(manager, unique)
+    held = report(updater(swarm, 1, ["update", "--json"], tmp_path, scoped))[unique]
+    assert held["outcome"] == "held-back" and "updater rollback" in held["reason"], held
+    assert _versions(manager, unique) == version
+    again = updater(swarm, 1, ["rollback", unique], tmp_path, scoped)
+    assert again.returncode == 2 and "nothing to roll back" in again.stderr, again.stderr

@@ -40,6 +40,9 @@ class Control:
     def decide(self, name: str, digest: str | None, decision: str) -> str:
         return digest or ""
 
+    def rollback(self, name: str) -> str:
+        return name
+
 
 @pytest.fixture
 def api() -> Iterator[tuple[str, Control]]:

@@ -48,6 +48,9 @@ class Control:
     def decide(self, name: str, digest: str | None, decision: str) -> str:
         return digest or ""
 
+    def rollback(self, name: str) -> str:
+        return name
+
 
 @pytest.fixture
 def server() -> Iterator[ApiServer]:

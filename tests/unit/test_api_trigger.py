@@ -59,6 +59,14 @@ class Control:
         self.decided.append((name, digest or WAITING_DIGEST, decision))
         return digest or WAITING_DIGEST
 
+    def rollback(self, name: str) -> str:
+        if name not in WATCHED:
+            raise NotWatched(f"no watched container or service named {name}")
+        if name == "db":
+            raise UpdaterError("nothing to roll back for db: no update of it is recorded")
+        self.queued.append(("rollback", name))
+        return "reg/web:1"
+
 
 @pytest.fixture
 def api() -> Iterator[tuple[httpx.Client, Control]]:
@@ -125,3 +133,17 @@ def test_approve_and_skip(api: tuple[httpx.Client, Control]) -> None:
     assert httpx.post(f"{client.base_url}/v1/approve",
                       params={"name": "web"}).status_code == 401
     assert control.decided == [("web", WAITING_DIGEST, "approved"), ("db", digest, "skipped")]
+
+
+def test_rollback_is_queued_or_refused(api: tuple[httpx.Client, Control]) -> None:
+    """A rollback is queued (202, naming the image it goes back to); nothing to go back to is
+    409, an unknown name 404, a missing name 400, no token 401: nothing queued for those."""
+    client, control = api
+    answer = client.post("/v1/rollback", params={"name": "web"})
+    assert (answer.status_code, answer.json()) == (202, {"queued": True, "name": "web",
+                                                         "to": "reg/web:1"})
+    assert client.post("/v1/rollback", params={"name": "db"}).status_code == 409
+    assert client.post("/v1/rollback", params={"name": "bogus"}).status_code == 404
+    assert client.post("/v1/rollback").status_code == 400
+    assert httpx.post(f"{client.base_url}/v1/rollback?name=web").status_code == 401
+    assert control.queued == [("rollback", "web")]

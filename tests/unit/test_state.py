@@ -128,3 +128,25 @@ def test_check_reads_decisions_and_sightings_from_a_read_only_state_dir(
     if "mount:" in found.stderr:
         pytest.skip(f"no bind mount here: {found.stderr.strip()}")
     assert (found.returncode, found.stdout.split()) == (0, ["approved", "1000.0"]), found.stderr
+
+
+def test_a_schema_5_database_gains_kept_images_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A database the previous release wrote (schema 5: decisions, sightings, history) opens
+    at the current version with every row, and the images kept for rollback start empty."""
+    old = sqlite3.connect(tmp_path / state.FILENAME, isolation_level=None)
+    for version in range(1, 6):
+        state._UPGRADES[version](old)
+        old.execute(f"PRAGMA user_version = {version}")
+        old.execute("COMMIT")
+    old.execute("INSERT INTO decisions VALUES ('web', 'sha256:1', 'approved', 1)")
+    old.execute("INSERT INTO first_seen VALUES ('r/web', 'sha256:1', 1)")
+    old.execute("INSERT INTO history (time, name, kind, image, outcome, seconds) "
+                "VALUES (1, 'web', 'container', 'r/web:1', 'updated', 2)")
+    old.close()
+    db = state.connect(str(tmp_path))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == state.SCHEMA_VERSION == 6
+    assert db.execute("SELECT name, decision FROM decisions").fetchall() == [("web", "approved")]
+    assert db.execute("SELECT COUNT(*) FROM first_seen").fetchone()[0] == 1
+    assert db.execute("SELECT outcome FROM history").fetchall() == [("updated",)]
+    assert db.execute("SELECT COUNT(*) FROM kept_images").fetchone()[0] == 0
+    db.close()

@@ -18,6 +18,7 @@ from updater.core.ports import ContainerEngine
 from updater.core.report import ItemReport
 from updater.registry.credentials import CredentialSource
 from updater.store.journal import Journal, StateLock
+from updater.store.kept import KeptImages
 
 
 class ContainerUpdater:
@@ -26,9 +27,10 @@ class ContainerUpdater:
     def __init__(self, engine: ContainerEngine, journal: Journal, credentials: CredentialSource,
                  cleanup: bool = False, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, own_id: str | None = None,
-                 lock: StateLock | None = None) -> None:
+                 lock: StateLock | None = None, kept: KeptImages | None = None) -> None:
         self._journal = journal
-        self._replacement = Replacement(engine, journal, credentials, cleanup, clock, sleep)
+        self._replacement = Replacement(engine, journal, credentials, cleanup, clock, sleep,
+                                        kept)
         self._self_update = SelfUpdate(engine, journal, clock, sleep, self._replacement, lock,
                                        own_id)
         self._recovery = Recovery(engine, journal, clock, sleep, self._replacement.dependants,

@@ -190,6 +190,13 @@ class UpdatePass:
                     "touched")))
         return items
 
+    def replace(self, candidate: Candidate) -> list[ItemReport]:
+        """Replace one container now (an undo), its dependants stopped and started around it
+        as for an update."""
+        running = [order.Node.from_inspect(i) for i in self._running_inspects()]
+        return self._update_with_dependants(candidate, order.graph(running),
+                                            {node.name: node for node in running})
+
     def _update_with_dependants(self, candidate: Candidate, edges: dict[str, set[str]],
                                 nodes: dict[str, order.Node]) -> list[ItemReport]:
         candidate = self._current(candidate)

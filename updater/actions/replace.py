@@ -41,9 +41,10 @@ from updater.core.reference import Reference
 from updater.core.report import ItemReport, Outcome, Versions
 from updater.engine import recreate
 from updater.engine.adapter import image_platform
-from updater.errors import EngineError, EngineUnavailable, UpdaterError
+from updater.errors import EngineError, EngineUnavailable, NotFoundInEngine, UpdaterError
 from updater.registry.credentials import CredentialSource
 from updater.store.journal import Entry, Journal, Step
+from updater.store.kept import KeptImage, KeptImages
 
 log = logging.getLogger(__name__)
 # Steps before the old container was stopped: a failure here leaves it as it was.
@@ -55,10 +56,11 @@ class Replacement(EngineSteps):
 
     def __init__(self, engine: ContainerEngine, journal: Journal, credentials: CredentialSource,
                  cleanup: bool, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+                 sleep: Callable[[float], None], kept: KeptImages | None = None) -> None:
         super().__init__(engine, journal, clock, sleep)
         self._credentials = credentials
         self._cleanup = cleanup
+        self._kept = kept
         self.dependants = Dependants(engine, journal, clock, sleep, self.rebuild)
 
     def update(self, candidate: Candidate,
@@ -72,7 +74,7 @@ class Replacement(EngineSteps):
         try:
             old = self._require(container.id)
             old_image = self._engine.inspect_image(str(old["Image"]))
-            new_image = self.pull(candidate.reference, candidate.new_digest, old, old_image)
+            new_image = self._image_for(candidate, old, old_image)
             versions = moved_versions(Versions.from_labels(
                 labels_of(old_image), labels_of(new_image)), old, candidate.reference)
             plan = self._plan(old, old_image, new_image, moved_to=candidate.reference)
@@ -103,6 +105,8 @@ class Replacement(EngineSteps):
             outcome, reason = self.abort(entry, EngineError(
                 f"unexpected {type(exc).__name__}: {exc}"))
         replaced = {container.id: container.name} if outcome is Outcome.UPDATED else {}
+        if outcome is Outcome.UPDATED and candidate.kept is None:
+            self._keep(candidate, old, str(new_image["Id"]))
         item = self._item(candidate, outcome, reason, started, versions)
         return [item, *self.dependants.bring_back(stopped, replaced, container.name)]
 
@@ -190,8 +194,6 @@ class Replacement(EngineSteps):
     def _finish(self, entry: int, new_id: str, options: ContainerOptions, name: str) -> None:
         state = self._journal.get(entry)
         assert state is not None
-        old_image = (self._engine.inspect_container(state.old_id)
-                     or self._engine.inspect_container(state.backup_id or "") or {}).get("Image")
         self._journal.record(entry, Step.REMOVING_OLD)
         self._remove_old(state)
         log.info("%s: updated", name)
@@ -201,8 +203,44 @@ class Replacement(EngineSteps):
             self._pause(new_id, name)
         # Closed last: an updater killed before this finishes it at its start (paused again).
         self._close(state.id, Outcome.UPDATED)
-        if self._cleanup and old_image:
-            self._remove_image(str(old_image))
+
+    def _keep(self, candidate: Candidate, old: Mapping[str, Any], new_image: str) -> None:
+        """Keep the image the container ran before, for `updater rollback`; with cleanup, the
+        images no container keeps any more go (the one just left, with keep_images 0)."""
+        old_image = str(old["Image"])
+        dropped = [old_image] if old_image != new_image else []
+        if self._kept is not None:
+            try:
+                dropped = self._kept.keep(KeptImage(
+                    candidate.container.name, str(old["Config"]["Image"]), candidate.old_digest,
+                    old_image, candidate.new_digest, new_image))
+            except UpdaterError as exc:
+                log.error("%s: %s", candidate.container.name, exc)
+                return
+        if self._cleanup:
+            for image in dropped:
+                if image != new_image:
+                    self._remove_image(image)
+
+    def _image_for(self, candidate: Candidate, old: Mapping[str, Any],
+                   old_image: Mapping[str, Any]) -> dict[str, Any]:
+        """The image to move to: for an undo the kept one, if it is still here (else pulled
+        by its digest); the newer one pulled for an update."""
+        if candidate.kept is not None:
+            try:
+                image = self._engine.inspect_image(candidate.kept)
+            except NotFoundInEngine:
+                log.info("%s: the image it ran before (%s) is no longer here; pulling it",
+                         candidate.container.name, candidate.kept[:19])
+            else:
+                self._tag(candidate.reference, str(image["Id"]))
+                return image
+        return self.pull(candidate.reference, candidate.new_digest, old, old_image)
+
+    def _tag(self, ref: Reference, image_id: str) -> None:
+        if ref.tag is not None:
+            repository = ref.repository if ref.domain != "docker.io" else ref.path
+            self._engine.tag(image_id, repository, ref.tag)
 
     def rebuild(self, inspect: dict[str, Any], container_refs: dict[str, str],
                 options: ContainerOptions) -> str:
@@ -233,8 +271,7 @@ class Replacement(EngineSteps):
         auth = credentials.engine_auth(ref.domain) if credentials else None
         repository = ref.repository if ref.domain != "docker.io" else ref.path
         image_id = self._engine.pull(repository, digest, auth, platform)
-        if ref.tag is not None:
-            self._engine.tag(image_id, repository, ref.tag)
+        self._tag(ref, image_id)
         return self._engine.inspect_image(image_id)
 
     def _await_healthy(self, container: str, timeout: float) -> str | None:

@@ -35,13 +35,15 @@ REMOVAL_WAIT = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A container with a newer image waiting in its registry."""
+    """A container with a newer image waiting in its registry; or, for an undo, the image
+    it ran before (`kept`: that image's ID on this engine, used instead of a pull)."""
 
     container: ContainerSnapshot
     reference: Reference
     old_digest: str | None
     new_digest: str
     options: ContainerOptions
+    kept: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

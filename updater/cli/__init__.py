@@ -110,6 +110,18 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if report.failed or report.error else EXIT_OK
 
 
+def _rollback(arguments: argparse.Namespace, settings: Settings) -> int:
+    from updater.store.journal import StateLock
+
+    with StateLock(settings.state_dir), _application(settings) as app:
+        report = app.rollback(arguments.name)
+    if arguments.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(render.report_table(report))
+    return EXIT_OK if report.items and report.items[0].outcome.value == "undone" else EXIT_FAILED
+
+
 def _run(_: argparse.Namespace, settings: Settings) -> int:
     from updater.server import Server
 
@@ -182,7 +194,7 @@ def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
 
 _HANDLERS: dict[str, Handler] = {
     "check": _check, "pending": _pending, "approve": _approve, "skip": _skip,
-    "update": _update, "run": _run,
+    "update": _update, "rollback": _rollback, "run": _run,
     "rebalance": _rebalance, "where": _where, "history": _history, "health": _health,
     "config": _show_config, "swap": _swap,
 }

@@ -37,7 +37,8 @@ SETTING_HELP = {
     "scope": "watch only containers labelled updater.scope=SCOPE",
     "registry_timeout": "time limit of one registry request [10s]",
     "monitor_only": "report and notify available updates, change nothing",
-    "cleanup": "remove the old image after an update",
+    "cleanup": "remove old images after an update, but the last keep_images ones",
+    "keep_images": "images each container ran before, kept for `updater rollback` [1]",
     "stop_timeout": f"how long a container may take to stop [its own, else "
                     f"{DEFAULT_STOP_TIMEOUT:g}s]",
     "health_timeout": "how long a new container may take to run and be healthy [60s]",
@@ -62,7 +63,7 @@ SETTING_HELP = {
 _ENGINE = ("docker_host",)
 _WATCH = ("label_enable", "scope", "tags")
 _REGISTRY = ("registry_timeout",)
-_UPDATE = ("monitor_only", "cleanup", "stop_timeout", "health_timeout", "rollback",
+_UPDATE = ("monitor_only", "cleanup", "keep_images", "stop_timeout", "health_timeout", "rollback",
            "rolling_restart", "min_age", "update_window", "approve")
 _NOTIFY = ("notify", "notify_level", "notify_template")
 _SCHEDULE = ("interval", "schedule", "jitter", "update_on_start", "run_once")
@@ -78,6 +79,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "approve": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
     "skip": _ENGINE + _WATCH + _REGISTRY + _STATE + _LOGS,
     "update": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,
+    "rollback": _ENGINE + _WATCH + _REGISTRY + _UPDATE + _NOTIFY + _STATE + _LOGS,
     "run": _ALL,
     "rebalance": _ENGINE + _REGISTRY + _STATE + _LOGS,
     "where": _ENGINE + _LOGS,
@@ -123,6 +125,10 @@ def build(handlers: dict[str, Handler]) -> Parser:
     updater.add_argument("names", nargs="*", metavar="NAME",
                          help="only these containers or services")
     updater.add_argument("--json", action="store_true", help="print the pass report as JSON")
+    undoer = command("rollback", "put NAME back on the image it ran before its last update; "
+                                 "that update is then held back until approved")
+    undoer.add_argument("name", metavar="NAME", help="the container or service")
+    undoer.add_argument("--json", action="store_true", help="print the report as JSON")
     command("run", "the daemon: update on a schedule until SIGTERM")
     balancer = command("rebalance", "swarm: spread the tasks of replicated services")
     balancer.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")

@@ -44,6 +44,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "scope": accepted.optional_text,
     "monitor_only": accepted.boolean,
     "cleanup": accepted.boolean,
+    "keep_images": accepted.count(0, 100),
     "stop_timeout": accepted.optional_duration,
     "health_timeout": parse_duration,
     "rollback": accepted.boolean,

@@ -105,6 +105,18 @@ def threshold(value: Any) -> float:
     return number
 
 
+def count(low: int, high: int) -> Callable[[Any], int]:
+    """A whole number from `low` to `high`."""
+    def parse(value: Any) -> int:
+        text = str(value).strip()
+        whole = not isinstance(value, bool) and text.isascii() and text.isdigit()
+        if not whole or not low <= int(text) <= high:
+            raise ValueError(f"{value!r} is not a whole number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def optional_bool(value: Any) -> bool | None:
     return None if value is None else boolean(value)
 

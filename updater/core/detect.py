@@ -263,3 +263,17 @@ def with_waiting(result: CheckResult, container: ContainerSnapshot, settings: Se
     found = policy.why_waiting(rules, container.name, repository, result.remote_digest,
                                datetime.datetime.now().astimezone(), seen, decisions)
     return dataclasses.replace(result, waiting=found[1] if found else None)
+
+
+def approvable(name: str, waiting: str | None, newest: list[dict[str, Any]],
+               decided: str | None) -> str:
+    """The digest `name` waits for now (`waiting`), when it is the one the last pass reported
+    (`newest`: its newest history entry; else the operator would approve an image nobody
+    has seen) and was not skipped (`decided`); else UpdaterError saying to name one."""
+    if waiting is None:
+        raise UpdaterError(f"{name} has no update waiting now; name the digest with --digest")
+    reported = [e["new_digest"] for e in newest if e["outcome"] == Outcome.WAITING.value]
+    if decided == policy.SKIPPED or reported[:1] not in ([], [waiting]):
+        raise UpdaterError(f"{name} now waits for {waiting}, which was skipped or is not the "
+                           "one reported; name the digest you mean with --digest")
+    return waiting

@@ -16,9 +16,9 @@ _LEVEL_OF = {Outcome.UPDATED: "info", Outcome.AVAILABLE: "info", Outcome.WAITING
              Outcome.RECOVERED: "warning",
              Outcome.SKIPPED: "warning", Outcome.ERROR: "warning",
              Outcome.ROLLED_BACK: "error", Outcome.FAILED: "error",
-             Outcome.REBALANCED: "info", Outcome.PAUSED: "warning"}
+             Outcome.REBALANCED: "info", Outcome.PAUSED: "warning", Outcome.UNDONE: "warning"}
 # Outcomes that moved (or tried to move) a container to another image.
-_CHANGES = frozenset({Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED})
+_CHANGES = frozenset({Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED, Outcome.UNDONE})
 
 
 def check_template(template: str) -> str:

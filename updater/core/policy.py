@@ -206,6 +206,7 @@ def too_young(min_age: float, first_seen: float, now: float) -> str | None:
 
 
 APPROVED, SKIPPED = "approved", "skipped"
+UNDONE = "undone"  # gone back from with `updater rollback`: held back until approved
 
 
 class Decisions(Protocol):
@@ -235,13 +236,18 @@ class Rules(Protocol):
 def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: datetime.datetime,
                 seen: Sightings, decisions: Decisions) -> tuple[bool, str] | None:
     """Why an available `digest` of the item `name` is not applied at `now` (local, timezone
-    aware): (True, why) when it was rejected for good (`updater skip`, approvals on or off);
+    aware): (True, why) when it was rejected (`updater skip` for good, `updater rollback`
+    until approved), approvals on or off;
     (False, why) while it waits for an approval, for its minimum age by this updater's first
     sight of it (recorded here), or for its window; None when it may move."""
     # A skip holds whatever the item's rules: `updater skip` promises "never applied".
     decided = decisions.decision(name, digest)
     if decided == SKIPPED:
         return True, ("skipped: this image was rejected with `updater skip`; a newer one "
+                      + ("waits for approval" if rules.approve else "is applied as usual"))
+    if decided == UNDONE:
+        return True, (f"held back: this image was undone with `updater rollback`; `updater "
+                      f"approve {name} --digest {digest}` applies it again, a newer one "
                       + ("waits for approval" if rules.approve else "is applied as usual"))
     # Sighted before the approval is asked for: an image approved late is as old as it is.
     first = seen.first_seen(repository, digest, now.timestamp()) if rules.min_age > 0 else 0.0

@@ -25,6 +25,7 @@ class Outcome(StrEnum):
     ERROR = "error"
     RECOVERED = "recovered"
     REBALANCED = "rebalanced"
+    UNDONE = "undone"  # put back on the image it ran before its last update (`rollback`)
     # A swarm service whose rolling update is in progress (not followed by this pass), or was
     # paused by the swarm (not this updater's, or this updater's with rollback off): left alone.
     ROLLING = "rolling"

@@ -42,11 +42,13 @@ class Marker:
     to: str
     source: str | None
     at: int
+    undo: bool = False  # the rollout of an `updater rollback`
 
     @classmethod
-    def new(cls, to: str, source: str | None, at: float) -> Marker:
-        raw = json.dumps({"to": to, "from": source, "at": int(at)}, separators=(",", ":"))
-        return cls(raw, to, source, int(at))
+    def new(cls, to: str, source: str | None, at: float, undo: bool = False) -> Marker:
+        fields: dict[str, Any] = {"to": to, "from": source, "at": int(at)}
+        raw = json.dumps({**fields, "undo": True} if undo else fields, separators=(",", ":"))
+        return cls(raw, to, source, int(at), undo)
 
     @classmethod
     def read(cls, spec: Mapping[str, Any] | None) -> Marker | None:
@@ -56,7 +58,8 @@ class Marker:
             return None
         try:
             found = json.loads(raw)
-            return cls(raw, str(found["to"]), found.get("from"), int(found.get("at") or 0))
+            return cls(raw, str(found["to"]), found.get("from"), int(found.get("at") or 0),
+                       found.get("undo") is True)
         except (ValueError, TypeError, KeyError):
             return None  # edited by hand: not a rollout this updater can vouch for
 

@@ -54,6 +54,7 @@ class Settings:
     scope: str | None = None
     monitor_only: bool = False
     cleanup: bool = False
+    keep_images: int = 1  # images an item ran before, kept for `updater rollback`
     stop_timeout: float | None = None
     health_timeout: float = 60.0
     rollback: bool = True

@@ -148,6 +148,10 @@ class Control(Protocol):
         """Approve or skip `digest` (else the one `name` waits for) of `name`; the digest.
         NotWatched for an unknown name, UpdaterError for a bad digest."""
 
+    def rollback(self, name: str) -> str:
+        """Queue a rollback of `name`; the image it goes back to. NotWatched for an unknown
+        name, UpdaterError when there is nothing to go back to."""
+
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces); ConfigError when malformed."""
@@ -250,6 +254,7 @@ class ApiServer:
             ("GET", "/v1/pending"): lambda: (200, self._control.pending()),
             ("POST", "/v1/approve"): lambda: self._decide(query, "approved"),
             ("POST", "/v1/skip"): lambda: self._decide(query, "skipped"),
+            ("POST", "/v1/rollback"): lambda: self._rollback(query),
         }
         if (method, url.path) == ("GET", "/v1/health"):
             return _send(request, 200, {"status": "ok"})
@@ -299,6 +304,20 @@ class ApiServer:
         except UpdaterError as exc:
             return 400, {"error": str(exc)}
         return 200, {"name": names[0], "digest": digest, "decision": decision}
+
+    def _rollback(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        names = query.get("name") or []
+        if len(names) != 1 or not names[0] or len(names[0]) > 255:
+            return 400, {"error": "give one ?name="}
+        try:
+            image = self._control.rollback(names[0])
+        except NotWatched as exc:
+            return 404, {"error": str(exc)}
+        except EngineError as exc:
+            return 503, {"error": str(exc)}
+        except UpdaterError as exc:
+            return 409, {"error": str(exc)}
+        return 202, {"queued": True, "name": names[0], "to": image}
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         from updater.store.history import DEFAULT_LIMIT, parse_limit

@@ -68,6 +68,7 @@ class Daemon:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
+        self._jobs: list[tuple[str, Callable[[], object]]] = []  # run between passes
         self.passes = 0
         self.last_report: PassReport | None = None
         self.last_error: str | None = None  # why the last pass failed outright, if it did
@@ -94,6 +95,29 @@ class Daemon:
             else:
                 self._requested |= set(names)
         self._wake.set()
+
+    def submit(self, what: str, job: Callable[[], object]) -> None:
+        """Run `job` (`what`, for the log) in the loop, between passes, as soon as it is
+        free; it never moves the next pass."""
+        with self._lock:
+            self._jobs.append((what, job))
+        self._wake.set()
+
+    def _run_jobs(self) -> bool:
+        """Run the submitted jobs; True when there were any."""
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+            if self._requested is None:
+                self._wake.clear()
+        for what, job in jobs:
+            self.expect(PASS_SECONDS)
+            try:
+                job()
+            except UpdaterError as exc:
+                log.error("%s failed: %s", what, exc)
+            except Exception:
+                log.exception("%s failed unexpectedly", what)
+        return bool(jobs)
 
     def expect(self, seconds: float) -> None:
         """The loop will show progress again within `seconds` (inf: no bound)."""
@@ -140,8 +164,12 @@ class Daemon:
             self._wait(delay)
             if self._stop.is_set():
                 break
+            ran = self._run_jobs()
             with self._lock:
-                named = bool(self._requested)
+                named, asked = bool(self._requested), self._requested is not None
+            if ran and not asked and time.monotonic() < due:
+                delay = due - time.monotonic()  # woken for a job: the pass stays where it was
+                continue
             self._one_pass()
             if named and time.monotonic() < due:
                 delay = due - time.monotonic()  # the full pass stays where it was due

@@ -1,6 +1,7 @@
 """What operators decided for a digest of an item: approved (`updater approve`, `POST
-/v1/approve`) or skipped for good (`updater skip`, `POST /v1/skip`). An approval is bound to
-that digest: a newer one needs a new approval."""
+/v1/approve`), skipped for good (`updater skip`, `POST /v1/skip`) or undone (`updater
+rollback`: held back until approved). An approval is bound to that digest: a newer one needs a
+new approval."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlite3
 import threading
 import time
 
-from updater.core.policy import APPROVED, SKIPPED
+from updater.core.policy import APPROVED, SKIPPED, UNDONE
 from updater.errors import StateError
 from updater.store.state import connect, read_row
 
@@ -26,7 +27,7 @@ class OperatorDecisions:
     def decide(self, name: str, digest: str, decision: str) -> None:
         """Record `decision` (approved or skipped) for `digest` of `name`; StateError when the
         database cannot keep it (then nothing was decided)."""
-        assert decision in (APPROVED, SKIPPED)
+        assert decision in (APPROVED, SKIPPED, UNDONE)
         try:
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",

@@ -48,7 +48,7 @@ def _add_columns(db: sqlite3.Connection, table: str,
 
 # The layout this updater writes (PRAGMA user_version). 0: a database from before versions
 # were kept (or a new one); each step in _UPGRADES brings it one version up, in a transaction.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _to_1(db: sqlite3.Connection) -> None:
@@ -87,7 +87,16 @@ def _to_5(db: sqlite3.Connection) -> None:
                "decision TEXT NOT NULL, time REAL NOT NULL, PRIMARY KEY (name, digest))")
 
 
-_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
+def _to_6(db: sqlite3.Connection) -> None:
+    """The images containers ran before their updates, kept for `updater rollback`."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS kept_images (id INTEGER PRIMARY KEY, "
+               "name TEXT NOT NULL, time REAL NOT NULL, image TEXT NOT NULL, digest TEXT, "
+               "image_id TEXT NOT NULL, new_digest TEXT, new_image_id TEXT NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS kept_images_name ON kept_images (name, id)")
+
+
+_UPGRADES = {1: _to_1, 2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5, 6: _to_6}
 
 
 class PlatformDigests:
