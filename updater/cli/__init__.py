@@ -33,6 +33,7 @@ from updater.errors import UpdaterError
 # should not pay for the docker SDK, httpx or prometheus_client.
 if TYPE_CHECKING:
     from updater.app import Application
+    from updater.core.report import PassReport
     from updater.core.settings import Settings
 
 __all__ = ["COMMAND_SETTINGS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "SETTING_HELP", "main"]
@@ -103,10 +104,7 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 
     with StateLock(settings.state_dir), _application(settings) as app:
         report = app.run_pass(arguments.names)
-    if arguments.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(render.report_table(report))
+    _print_report(report, arguments.json)
     return EXIT_FAILED if report.failed or report.error else EXIT_OK
 
 
@@ -115,11 +113,12 @@ def _rollback(arguments: argparse.Namespace, settings: Settings) -> int:
 
     with StateLock(settings.state_dir), _application(settings) as app:
         report = app.rollback(arguments.name)
-    if arguments.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
-        print(render.report_table(report))
+    _print_report(report, arguments.json)
     return EXIT_OK if report.items and report.items[0].outcome.value == "undone" else EXIT_FAILED
+
+
+def _print_report(report: PassReport, as_json: bool) -> None:
+    print(json.dumps(report.as_dict(), indent=2) if as_json else render.report_table(report))
 
 
 def _run(_: argparse.Namespace, settings: Settings) -> int:

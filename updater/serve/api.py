@@ -295,29 +295,17 @@ class ApiServer:
             return 400, {"error": "give one ?name= and at most one ?digest="}
         if decision == "skipped" and not digests:
             return 400, {"error": "a skip names the image it rejects: give ?digest="}
-        try:
-            digest = self._control.decide(names[0], digests[0] if digests else None, decision)
-        except NotWatched as exc:
-            return 404, {"error": str(exc)}
-        except EngineError as exc:
-            return 503, {"error": str(exc)}
-        except UpdaterError as exc:
-            return 400, {"error": str(exc)}
-        return 200, {"name": names[0], "digest": digest, "decision": decision}
+        return _answer(lambda: (200, {"name": names[0], "decision": decision,
+                                      "digest": self._control.decide(
+                                          names[0], digests[0] if digests else None, decision)}),
+                       refused=400)
 
     def _rollback(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         names = query.get("name") or []
         if len(names) != 1 or not names[0] or len(names[0]) > 255:
             return 400, {"error": "give one ?name="}
-        try:
-            image = self._control.rollback(names[0])
-        except NotWatched as exc:
-            return 404, {"error": str(exc)}
-        except EngineError as exc:
-            return 503, {"error": str(exc)}
-        except UpdaterError as exc:
-            return 409, {"error": str(exc)}
-        return 202, {"queued": True, "name": names[0], "to": image}
+        return _answer(lambda: (202, {"queued": True, "name": names[0],
+                                      "to": self._control.rollback(names[0])}), refused=409)
 
     def _history(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         from updater.store.history import DEFAULT_LIMIT, parse_limit
@@ -328,6 +316,19 @@ class ApiServer:
             return 400, {"error": str(exc)}
         names = query.get("name") or []
         return 200, self._control.history(names[0] if names else None, limit)
+
+
+def _answer(act: Callable[[], tuple[int, Any]], refused: int) -> tuple[int, Any]:
+    """What `act` answers, or its refusal: 404 for a name not watched, 503 when the engine
+    cannot be asked, `refused` for anything else the updater turns down."""
+    try:
+        return act()
+    except NotWatched as exc:
+        return 404, {"error": str(exc)}
+    except EngineError as exc:
+        return 503, {"error": str(exc)}
+    except UpdaterError as exc:
+        return refused, {"error": str(exc)}
 
 
 def _send(request: BaseHTTPRequestHandler, status: int, body: Any,
