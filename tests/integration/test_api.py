@@ -19,7 +19,7 @@ from harness import images
 from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.registry import Registry
-from tests.integration.helpers import ENABLED, start, start_daemon, wait_until
+from tests.integration.helpers import ENABLED, run_updater, start, start_daemon, wait_until
 from updater.serve.api import MAX_CONNECTIONS, REQUEST_DEADLINE
 
 pytestmark = [pytest.mark.engine]
@@ -191,6 +191,8 @@ def test_rollback_through_the_api_runs_in_the_daemon(engine: Dockerd, registry: 
         wait_until(lambda: _newest(base, unique) == "updated", 120,
                    lambda: "the daemon did not update the container")
         passes = httpx.get(f"{base}/v1/status", headers=AUTH, timeout=10).json()["passes"]
+        beside = run_updater(["rollback", unique], engine, tmp_path / "cli",
+                             {"state_dir": str(tmp_path / "state")})
         queued = post("/v1/rollback")
         wait_until(lambda: engine.client.containers.get(unique).attrs["Image"] == old_id, 120,
                    lambda: "the daemon did not roll the container back")
@@ -204,6 +206,8 @@ def test_rollback_through_the_api_runs_in_the_daemon(engine: Dockerd, registry: 
     assert (queued.status_code, queued.json()) == (202, {"queued": True, "name": unique,
                                                          "to": image})
     assert after == passes  # the rollback was no pass
+    # The command beside the daemon cannot take the state lock: it says to ask the API.
+    assert beside.returncode == 2 and f"POST /v1/rollback?name={unique}" in beside.stderr
 
 
 def _newest(base: str, name: str) -> str | None:

@@ -111,7 +111,8 @@ def _update(arguments: argparse.Namespace, settings: Settings) -> int:
 def _rollback(arguments: argparse.Namespace, settings: Settings) -> int:
     from updater.store.journal import StateLock
 
-    with StateLock(settings.state_dir), _application(settings) as app:
+    busy = f"ask it instead: POST /v1/rollback?name={arguments.name} on its HTTP API"
+    with StateLock(settings.state_dir, busy=busy), _application(settings) as app:
         report = app.rollback(arguments.name)
     _print_report(report, arguments.json)
     return EXIT_OK if report.items and report.items[0].outcome.value == "undone" else EXIT_FAILED

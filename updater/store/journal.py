@@ -156,9 +156,11 @@ class StateLock:
 
     POLL_SECONDS = 0.2
 
-    def __init__(self, state_dir: str, wait: float = 0.0) -> None:
+    def __init__(self, state_dir: str, wait: float = 0.0,
+                 busy: str = "stop it or give this one another state_dir") -> None:
         self._path = Path(state_dir) / "lock"
         self._wait = wait
+        self._busy = busy  # what to do when another updater holds it
         self._fd: int | None = None
 
     def __enter__(self) -> StateLock:
@@ -193,7 +195,7 @@ class StateLock:
                     os.close(fd)
                     raise ConfigError(
                         f"another updater is running with state_dir {self._path.parent}; "
-                        "stop it or give this one another state_dir") from None
+                        f"{self._busy}") from None
                 if not announced:
                     log.info("waiting up to %.0fs for the updater holding %s", wait, self._path)
                     announced = True
