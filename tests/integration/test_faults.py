@@ -147,10 +147,12 @@ def test_sigterm_during_a_registry_backoff_stops_the_daemon_at_once(
     start(engine, image, unique, ENABLED, containers)
     path = f"/v2/{repository}/manifests/"
     proxy.set_rule(path, Fault("status", status=503, retry_after="50"))
+    pulled = len(proxy.hits_for(path))  # the pull above, not the daemon's request
     daemon = start_daemon(engine, tmp_path, {"interval": "1h", "update_on_start": True,
                                              "state_dir": str(tmp_path / "state")})
     try:
-        wait_until(lambda: bool(proxy.hits_for(path)), 60, lambda: "the registry was asked")
+        wait_until(lambda: len(proxy.hits_for(path)) > pulled, 60,
+                   lambda: "the daemon never asked the registry")
         time.sleep(1)  # well into the 50 s backoff
         started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)

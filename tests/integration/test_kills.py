@@ -26,7 +26,8 @@ from tests.integration.helpers import ENABLED, run_updater, start, updater_env
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 LANES, RUNS_PER_LANE = 5, 10
 RELEASES = threading.Lock()
-KILL_WINDOW = 5.0  # seconds after the start: from before the first request to after the end
+# Seconds after the start, at least: from before the first request to after the end.
+KILL_WINDOW = 5.0
 
 
 def _last_step(state: Path) -> str:
@@ -47,6 +48,7 @@ def _lane(engine: Dockerd, registry: Registry, name: str, home: Path,
         images.release(engine.client, image, "0")
     start(engine, image, name, ENABLED)
     settings = {"state_dir": str(home / "state")}
+    window = _calibrated_window(engine, image, name, home, settings)
     results: list[tuple[str, str | None]] = []
     for run in range(RUNS_PER_LANE):
         with RELEASES:  # one build at a time; images stay local (no removal races between lanes)
@@ -55,7 +57,7 @@ def _lane(engine: Dockerd, registry: Registry, name: str, home: Path,
         process = subprocess.Popen([sys.executable, "-m", "updater", "update", name],
                                    env=updater_env(engine.host, home, settings),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(chance.uniform(0, KILL_WINDOW))
+        time.sleep(chance.uniform(0, window))
         process.send_signal(signal.SIGKILL)
         _, errors = process.communicate(timeout=30)
         point = _last_step(home / "state") if process.returncode == -9 else "after the end"
@@ -81,6 +83,19 @@ def _lane(engine: Dockerd, registry: Registry, name: str, home: Path,
             problem = "runs an image that is neither the old nor the new one"
         results.append((point, problem))
     return results
+
+
+def _calibrated_window(engine: Dockerd, image: str, name: str, home: Path,
+                       settings: dict[str, str]) -> float:
+    """How long after its start to kill an update: as long as a whole update takes on this
+    machine now (measured once, unkilled), and a little more, so that under load the kills
+    still land across the update rather than all before its journal."""
+    with RELEASES:
+        images.release(engine.client, image, "calibration")
+    started = time.monotonic()
+    result = run_updater(["update", name], engine, home, settings)
+    assert result.returncode == 0, result.stderr
+    return max(KILL_WINDOW, 1.2 * (time.monotonic() - started))
 
 
 def _is_release(engine: Dockerd, image: str, image_id: str) -> bool:
