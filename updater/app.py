@@ -46,7 +46,7 @@ from updater.registry.credentials import (
 from updater.serve.metrics import Metrics
 from updater.store.decisions import DecisionsSoFar, OperatorDecisions
 from updater.store.history import History
-from updater.store.journal import Journal, StateLock
+from updater.store.journal import Journal, RollbacksSoFar, StateLock
 from updater.store.kept import KeptImages
 from updater.store.seen import FirstSeen, SeenSoFar
 from updater.store.state import PlatformDigests
@@ -126,8 +126,8 @@ class Application:
         return Metrics(self.registry.stats)
 
     def open_state(self) -> None:
-        """Open (create, upgrade) the state database now, not at the first pass that needs it
-        (a daemon's start); ConfigError when `state_dir` cannot be used."""
+        """Open (create, upgrade) the state database now (a daemon's start); ConfigError when
+        `state_dir` cannot be used."""
         for part in _STATE_PARTS:
             getattr(self, part)
 
@@ -158,16 +158,16 @@ class Application:
     def check(self, names: Iterable[str] = ()) -> list[CheckResult]:
         """`check`: what would move, containers and services, changing nothing. One registry
         lookup per distinct reference; names that match nothing are an error."""
-        names = tuple(names)
-        started = time.monotonic()
+        names, started = tuple(names), time.monotonic()
         engine = Engine.connect(self.settings.docker_host)
         try:
             containers, results = watched(engine.containers(), self.settings, names)
             lookups = PassLookups(self.registry)  # containers and services of one image: one
             found = check(containers, lookups, platform_of=engine.platform,
                           settings=self.settings)
+            rollbacks = RollbacksSoFar(self.settings.state_dir)
             results += [with_waiting(result, container, self.settings, self.seen,
-                                     self.decisions)
+                                     self.decisions, rollbacks.rolled_back)
                         for container, result in zip(containers, found, strict=True)]
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
                                       seen=self.seen, decisions=self.decisions)

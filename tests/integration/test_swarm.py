@@ -780,5 +780,7 @@ def test_a_service_update_is_rolled_back_and_held_back(
     held = report(updater(swarm, 1, ["update", "--json"], tmp_path, scoped))[unique]
     assert held["outcome"] == "held-back" and "updater rollback" in held["reason"], held
     assert _versions(manager, unique) == version
+    [row] = json.loads(updater(swarm, 1, ["check", "--json", unique], tmp_path, scoped).stdout)
+    assert (row["state"], row["waiting"]) == ("update-available", held["reason"]), row
     again = updater(swarm, 1, ["rollback", unique], tmp_path, scoped)
     assert again.returncode == 2 and "nothing to roll back" in again.stderr, again.stderr

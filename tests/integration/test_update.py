@@ -97,6 +97,11 @@ def test_failed_new_container_is_rolled_back(engine: Dockerd, registry: Registry
         assert items[unique]["outcome"] == "held-back"
         assert "held back" in items[unique]["reason"]
         assert image_of(engine, unique) == (old_id, old_image, True)
+        # `check` and `pending` say so too, as update does.
+        waiting = run_updater(["pending", "--json"], engine, tmp_path,
+                              {"state_dir": str(tmp_path / "state")})
+        assert [(r["name"], r["waiting"]) for r in json.loads(waiting.stdout)] == [
+            (unique, items[unique]["reason"])], waiting.stderr
         code, items = update(engine, tmp_path, unique)
         assert (code, items[unique]["outcome"]) == (1, "rolled-back")
 

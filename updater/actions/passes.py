@@ -138,9 +138,8 @@ class UpdatePass:
         when = self._updater.rolled_back(container.name, remote)
         if when is not None and not retry_rolled_back:
             # Trying it every pass would stop and restart the container every pass.
-            return _item(result, Outcome.HELD_BACK, (
-                f"held back: this image was rolled back at {_clock(when)}; a newer push, or "
-                f"`updater update {container.name}`, tries again"))
+            return _item(result, Outcome.HELD_BACK,
+                         policy.held_after_rollback(container.name, when))
         found = policy.why_waiting(options, container.name, moved_to.repository, remote,
                                    self._local_now(), self._seen, self._decisions)
         if found is None:

@@ -43,12 +43,7 @@ from updater.core.swarm import (
     service_options,
     tracked,
 )
-from updater.errors import (
-    EngineError,
-    EngineUnavailable,
-    RegistryError,
-    UpdaterError,
-)
+from updater.errors import EngineError, EngineUnavailable, RegistryError, UpdaterError
 from updater.registry.credentials import CredentialSource
 
 log = logging.getLogger(__name__)
@@ -216,10 +211,11 @@ class ServiceUpdater:
             return service_item(service, Outcome.HELD_BACK if found[0] else Outcome.WAITING,
                                 current, remote, found[1], target=_named(service, ref))
         if options.monitor_only or not change or held:
-            outcome = Outcome.HELD_BACK if held and change else Outcome.AVAILABLE
+            outcome = Outcome.HELD_BACK if held else Outcome.AVAILABLE
             moved = tracked(service.image)[0].tag != ref.tag
-            return service_item(service, outcome, current, remote, held if change else (
-                f"newer version tag {ref.tag}" if moved else None), target=_named(service, ref))
+            return service_item(service, outcome, current, remote, held or (
+                f"newer version tag {ref.tag}" if moved and not change else None),
+                target=_named(service, ref))
         return None
 
     def _unchanged_on_nodes(self, service: ServiceSnapshot, ref: reference.Reference,

@@ -81,7 +81,7 @@ _STATES = {Outcome.UP_TO_DATE: State.UP_TO_DATE, Outcome.AVAILABLE: State.UPDATE
 def from_item(item: ItemReport) -> CheckResult:
     """A check of a service (reported as an item, as `update` reports it) as a `check` row:
     a reason is an error only when the check failed."""
-    if item.outcome is Outcome.WAITING:
+    if item.outcome in (Outcome.WAITING, Outcome.HELD_BACK):
         return CheckResult(item.name, item.kind, item.image, item.old_digest, item.new_digest,
                            State.UPDATE_AVAILABLE, target=item.target, waiting=item.reason)
     state = _STATES.get(item.outcome, State.ERROR)
@@ -250,11 +250,17 @@ def summary(results: list[CheckResult]) -> str:
 
 
 def with_waiting(result: CheckResult, container: ContainerSnapshot, settings: Settings,
-                 seen: policy.Sightings, decisions: policy.Decisions) -> CheckResult:
+                 seen: policy.Sightings, decisions: policy.Decisions,
+                 rolled_back: Callable[[str, str], float | None] = lambda name, digest: None,
+                 ) -> CheckResult:
     """`result`, saying why an available update waits (an approval, its minimum age, its
-    window) or was skipped, as `update` would."""
+    window) or is held back (skipped, undone, its update rolled back), as `update` would."""
     if result.state is not State.UPDATE_AVAILABLE or result.remote_digest is None:
         return result
+    when = rolled_back(container.name, result.remote_digest)
+    if when is not None:
+        return dataclasses.replace(result, waiting=policy.held_after_rollback(container.name,
+                                                                              when))
     try:
         rules = policy.options(container.labels, settings, None)
     except UpdaterError:

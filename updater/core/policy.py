@@ -259,6 +259,13 @@ def why_waiting(rules: Rules, name: str, repository: str, digest: str, now: date
     return (False, closed) if closed is not None else None
 
 
+def held_after_rollback(name: str, when: float) -> str:
+    """Why a digest whose update was rolled back at `when` is not tried again every pass."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    return (f"held back: this image was rolled back at {at}; a newer push, or `updater update "
+            f"{name}`, tries again")
+
+
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 

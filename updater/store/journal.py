@@ -136,14 +136,27 @@ class Journal:
 
     def rolled_back(self, name: str, digest: str) -> float | None:
         """When an update of `name` to `digest` was last rolled back, if it was."""
-        rows = self._read("SELECT changed FROM updates WHERE name = ? AND new_digest = ? "
-                          "AND step = ? AND outcome = 'rolled-back' AND kind = 'update' "
-                          "ORDER BY id DESC LIMIT 1", (name, digest, Step.FINISHED.value))
+        rows = self._read(_ROLLED_BACK, (name, digest, Step.FINISHED.value))
         return float(rows[0][0]) if rows else None
 
     def unfinished(self) -> list[Entry]:
         rows = self._read(_SELECT + " WHERE step != ? ORDER BY id", (Step.FINISHED.value,))
         return [Entry.from_row(row) for row in rows]
+
+
+class RollbacksSoFar:
+    """`Journal.rolled_back`, read without opening the database for writing (`check`)."""
+
+    def __init__(self, state_dir: str) -> None:
+        self._state_dir = state_dir
+
+    def rolled_back(self, name: str, digest: str) -> float | None:
+        row = state.read_row(self._state_dir, _ROLLED_BACK, (name, digest, Step.FINISHED.value))
+        return float(str(row[0])) if row else None
+
+
+_ROLLED_BACK = ("SELECT changed FROM updates WHERE name = ? AND new_digest = ? AND step = ? "
+                "AND outcome = 'rolled-back' AND kind = 'update' ORDER BY id DESC LIMIT 1")
 
 
 class StateLock:
