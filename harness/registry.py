@@ -33,8 +33,10 @@ class Registry:
 
     def __init__(self, root: Path, *, users: dict[str, str] | None = None,
                  token_server: TokenServer | None = None, port: int | None = None,
-                 tls: tuple[Path, Path] | None = None, address: str = "127.0.0.1") -> None:
+                 tls: tuple[Path, Path] | None = None, address: str = "127.0.0.1",
+                 notify: str | None = None) -> None:
         self.root = root
+        self.notify = notify  # a URL the registry posts its event envelopes to
         self.users = users or {}
         self.token_server = token_server
         self.tls = tls
@@ -56,6 +58,10 @@ class Registry:
                         "delete": {"enabled": True}},
             "http": {"addr": self.host, "secret": "harness-fixed-secret"},
         }
+        if self.notify is not None:
+            settings["notifications"] = {"endpoints": [{
+                "name": "updater", "url": self.notify, "timeout": "1s", "threshold": 3,
+                "backoff": "1s"}]}
         if self.tls is not None:
             settings["http"]["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         if self.token_server is not None:

@@ -9,13 +9,17 @@ from collections.abc import Callable
 from typing import Any
 
 from updater import __version__
+from updater.actions.pushed import concerned_items
 from updater.app import Application
+from updater.core.pushes import Push
 from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
+from updater.engine.adapter import Engine
 from updater.errors import NotWatched
 from updater.serve.api import ApiServer
 from updater.serve.daemon import Daemon
 from updater.serve.health import Heartbeat
+from updater.serve.hooks import Debounce, PushHook
 from updater.store.journal import StateLock
 
 log = logging.getLogger("updater")
@@ -80,9 +84,12 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                 "last_pass": report.as_dict() if report else None,
                 "last_error": daemon.last_error}
 
-    return ApiServer(listen, token, DaemonControl(app, daemon.trigger, state,
-                                                  lambda: daemon.last_report,
-                                                  daemon.submit)).start()
+    control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
+                            daemon.submit)
+    hook = None
+    if settings.webhook_token:
+        hook = PushHook(settings.webhook_token, control.pushed, Debounce(daemon.trigger))
+    return ApiServer(listen, token, control, hook).start()
 
 
 class DaemonControl:
@@ -129,6 +136,15 @@ class DaemonControl:
         plan = self._app.rollback_plan(name)
         self._submit(f"rollback of {name}", lambda: self._app.rollback(name))
         return plan.image
+
+    def pushed(self, found: list[Push]) -> list[str]:
+        """The watched items a push notification concerns (EngineError when the engine
+        cannot say)."""
+        engine = Engine.connect(self._app.settings.docker_host)
+        try:
+            return concerned_items(engine, self._app.settings, found)
+        finally:
+            engine.close()
 
     def pending(self) -> dict[str, Any]:
         """What the last pass left waiting (no registry request: a dashboard may poll it)."""

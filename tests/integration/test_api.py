@@ -20,7 +20,7 @@ from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.registry import Registry
 from tests.integration.helpers import ENABLED, run_updater, start, start_daemon, wait_until
-from updater.serve.api import MAX_CONNECTIONS, REQUEST_DEADLINE
+from updater.serve.http import MAX_CONNECTIONS, REQUEST_DEADLINE
 
 pytestmark = [pytest.mark.engine]
 CONNECTIONS = 500

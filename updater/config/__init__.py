@@ -56,12 +56,16 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "notify": accepted.apprise_urls,
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,
+    "webhook_token": accepted.optional_text,
     "registry_timeout": parse_duration,
     "state_dir": accepted.single_text,
     "log_level": accepted.choice(LOG_LEVELS),
     "log_format": accepted.choice(LOG_FORMATS),
 }
-FLAG_KEYS = {key: parser is accepted.boolean for key, parser in _SCALARS.items()}
+# Every scalar setting is also a flag of the commands that use it, but a secret that `ps`
+# would show to every user of the host.
+FLAG_KEYS = {key: parser is accepted.boolean for key, parser in _SCALARS.items()
+             if key != "webhook_token"}
 KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries", "rebalance"]))
 _SECTION_KEYS = ("http_api", "rebalance", "registries")
 ENV_PREFIX = "UPDATER_"
@@ -207,7 +211,8 @@ def _yaml_value(text: str, source: str) -> Any:
 
 
 def _known(key: str) -> bool:
-    return key in _SCALARS or key in _SECTION_KEYS or key == "notify_file"
+    return key in _SCALARS or key in _SECTION_KEYS or key in ("notify_file",
+                                                                 "webhook_token_file")
 
 
 def _suggestion(key: str) -> str:
@@ -221,9 +226,12 @@ def _check_known(key: str, where: str) -> None:
 
 
 def _resolve_file_key(key: str, value: Any, source: str) -> tuple[str, tuple[Any, str]]:
-    """`notify_file: PATH` becomes `notify` with the file's URLs (Docker secrets convention)."""
+    """`notify_file: PATH` becomes `notify` with the file's URLs, `webhook_token_file` the
+    token (Docker secrets convention)."""
     if key == "notify_file":
         return "notify", (_read_secret_file(value, source).split(), source)
+    if key == "webhook_token_file":
+        return "webhook_token", (_read_secret_file(value, source), source)
     return key, (value, source)
 
 
@@ -252,6 +260,10 @@ def _build(raw: Mapping[str, tuple[Any, str]]) -> Settings:
         else:
             values[key] = _parse(_SCALARS[key], value, source)
     settings = Settings(**values)
+    if settings.webhook_token and not settings.http_api.listen:
+        raise ConfigError(f"{raw['webhook_token'][1]} is set but http_api.listen is not; push "
+                          "notifications come to the HTTP API: set http_api.listen (and its "
+                          "token)")
     if settings.http_api.listen and not settings.http_api.token:
         raise ConfigError("http_api.listen is set but http_api.token is empty; set a token "
                           "(or http_api.token_file) so the API is not open to anyone")

@@ -26,6 +26,8 @@ def masked(settings: Settings) -> dict[str, Any]:
         data["update_window"]["duration"] = format_duration(settings.update_window.duration)
     if data["http_api"]["token"]:
         data["http_api"]["token"] = MASK
+    if data["webhook_token"]:
+        data["webhook_token"] = MASK
     for entry in data["registries"].values():
         if entry["password"]:
             entry["password"] = MASK

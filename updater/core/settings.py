@@ -67,6 +67,8 @@ class Settings:
     notify_level: str = "info"
     notify_template: str | None = None
     http_api: HttpApiSettings = HttpApiSettings()
+    # `POST /v1/hooks/registry` takes push notifications carrying this token (off when unset).
+    webhook_token: str | None = field(default=None, repr=False)
     rebalance: RebalanceSettings = RebalanceSettings()
     registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
     registry_timeout: float = 10.0
@@ -76,6 +78,6 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value in these settings, for log redaction."""
-        values = [*self.notify, self.http_api.token or ""]
+        values = [*self.notify, self.http_api.token or "", self.webhook_token or ""]
         values += [r.password or "" for r in self.registries.values()]
         return tuple(v for v in values if v)

@@ -1,132 +1,38 @@
 """The HTTP API of `updater run` (`http_api.listen`): health without a token; status, trigger,
-history and Prometheus metrics with `Authorization: Bearer <token>`, compared in constant
-time. Standard library server in a thread; every handler only reads state or sets a flag.
-
-A client cannot hold the server: its request (line and headers) must arrive whole within
-REQUEST_DEADLINE and within MAX_REQUEST_BYTES, or the connection is closed; at most
-MAX_CONNECTIONS are open at once, and when a new one comes at the cap the oldest connection
-still sending its request is closed for it, so health keeps answering under a flood of idle
-or slow connections.
-"""
+history, decisions and Prometheus metrics with `Authorization: Bearer <token>`, compared in
+constant time; push notifications with their own token (`hooks`). Every handler only reads
+state or queues work for the daemon's loop. The listener (`http`) is hardened: a client
+cannot hold it."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import io
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
 from updater.errors import ConfigError, EngineError, NotWatched, UpdaterError
+from updater.serve.hooks import PushHook
+from updater.serve.http import (
+    MAX_REQUEST_BYTES,
+    REQUEST_DEADLINE,
+    DeadlineReader,
+    RequestTooLarge,
+    Server,
+    linger,
+)
 
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
-REQUEST_DEADLINE = 10.0
-MAX_REQUEST_BYTES = 16 * 1024  # request line and headers; no route reads a body
-MAX_CONNECTIONS = 64
-# After an early answer (431), how long the rest of the request is read and dropped.
-LINGER_SECONDS = 2.0
-
-
-class _RequestTooLarge(Exception):
-    pass
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A connection's socket as a raw stream that gives up at a deadline and after a byte
-    budget, however slowly the client drips its bytes (a socket timeout alone restarts at
-    every byte)."""
-
-    def __init__(self, connection: socket.socket, deadline: float, budget: int) -> None:
-        self._connection = connection
-        self._deadline = deadline
-        self._left = budget
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("request not complete in time")
-        if self._left <= 0:
-            raise _RequestTooLarge
-        self._connection.settimeout(remaining)
-        count = self._connection.recv_into(memoryview(buffer)[:self._left])
-        self._left -= count
-        return count
-
-
-def _linger(connection: socket.socket) -> None:
-    """Close after an answer given before the request was read whole: end the sending side,
-    then read (and drop) what the client still sends, bounded, so the close does not reset
-    the connection and lose the answer on the client's side."""
-    with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER_SECONDS
-        left = MAX_REQUEST_BYTES * 64
-        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
-            connection.settimeout(remaining)
-            chunk = connection.recv(min(left, 65536))
-            if not chunk:
-                break
-            left -= len(chunk)
-
-
-class _Server(ThreadingHTTPServer):
-    """One thread per connection, at most MAX_CONNECTIONS; at the cap the oldest connection
-    still sending its request makes room."""
-
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._reading: dict[socket.socket, float] = {}  # still sending its request: since
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
-            if len(self._open) >= MAX_CONNECTIONS and self._reading:
-                oldest = min(self._reading, key=self._reading.__getitem__)
-                self._forget(oldest)
-                with contextlib.suppress(OSError):  # wakes its thread, which closes it
-                    oldest.shutdown(socket.SHUT_RDWR)
-            admitted = len(self._open) < MAX_CONNECTIONS  # else every one is being answered
-            if admitted:
-                self._open.add(request)
-                self._reading[request] = time.monotonic()
-        if admitted:
-            super().process_request(request, client_address)
-        else:
-            self.shutdown_request(request)
-
-    def request_read(self, request: socket.socket) -> None:
-        with self._lock:
-            self._reading.pop(request, None)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._lock:
-            self._forget(request)
-        super().shutdown_request(request)
-
-    def _forget(self, request: socket.socket) -> None:
-        self._open.discard(request)
-        self._reading.pop(request, None)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("api: connection from %s ended with an error", client_address, exc_info=True)
+HOOK_PATH = "/v1/hooks/registry"
 
 
 class Control(Protocol):
@@ -162,12 +68,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class ApiServer:
-    def __init__(self, listen: str, token: str, control: Control) -> None:
+    def __init__(self, listen: str, token: str, control: Control,
+                 hook: PushHook | None = None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._control = control
+        self._hook = hook  # push notifications, with their own token
         address = parse_listen(listen)
         try:
-            self._server = _Server(address, self._handler())
+            self._server = Server(address, self._handler())
         except OSError as exc:
             raise ConfigError(f"cannot listen on {listen} for the HTTP API ({exc.strerror}); "
                               "choose another http_api.listen") from None
@@ -201,13 +109,22 @@ class ApiServer:
 
             def setup(self) -> None:
                 super().setup()
-                self.rfile = io.BufferedReader(_DeadlineReader(
-                    self.connection, time.monotonic() + REQUEST_DEADLINE, MAX_REQUEST_BYTES))
+                self.reader = DeadlineReader(self.connection,
+                                              time.monotonic() + REQUEST_DEADLINE,
+                                              MAX_REQUEST_BYTES)
+                self.rfile = io.BufferedReader(self.reader)
+
+            def body(self, length: int) -> bytes:
+                self.reader.allow(length)
+                try:
+                    return self.rfile.read(length)
+                except (TimeoutError, OSError):
+                    return b""
 
             def handle_one_request(self) -> None:
                 try:
                     super().handle_one_request()
-                except _RequestTooLarge:
+                except RequestTooLarge:
                     self.close_connection = True
                     body = json.dumps({"error": f"request line and headers over "
                                                 f"{MAX_REQUEST_BYTES} bytes"}).encode()
@@ -215,7 +132,7 @@ class ApiServer:
                                      b"Content-Type: application/json\r\nContent-Length: "
                                      + str(len(body)).encode() + b"\r\n\r\n" + body)
                     self.wfile.flush()
-                    _linger(self.connection)
+                    linger(self.connection)
 
             def parse_request(self) -> bool:
                 parsed = super().parse_request()  # reads the headers
@@ -256,8 +173,12 @@ class ApiServer:
             ("POST", "/v1/skip"): lambda: self._decide(query, "skipped"),
             ("POST", "/v1/rollback"): lambda: self._rollback(query),
         }
-        if (method, url.path) == ("GET", "/v1/health"):
-            return _send(request, 200, {"status": "ok"})
+        # Without the API token: health, and push notifications (with their own).
+        unguarded = {("GET", "/v1/health"): lambda: _send(request, 200, {"status": "ok"})}
+        if (hook := self._hook) is not None:
+            unguarded[("POST", HOOK_PATH)] = lambda: self._push(request, query, hook)
+        if (method, url.path) in unguarded:
+            return unguarded[(method, url.path)]()
         known = {path for _, path in routes} | {"/metrics"}
         if url.path not in known:
             return _send(request, 404, {"error": f"no such endpoint {url.path}"})
@@ -276,6 +197,12 @@ class ApiServer:
             log.exception("api: %s %s failed", method, url.path)
             status, body = 500, {"error": "internal error; see the updater's log"}
         return _send(request, status, body)
+
+    def _push(self, request: BaseHTTPRequestHandler, query: dict[str, list[str]],
+              hook: PushHook) -> None:
+        read: Callable[[int], bytes] = getattr(request, "body")  # noqa: B009 - the Handler's
+        _send(request, *_answer(lambda: hook.answer(request.headers.get, query, read),
+                                refused=400))
 
     def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         names = tuple(query.get("name", ()))
