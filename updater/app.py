@@ -8,7 +8,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 from updater.actions.containers import ContainerUpdater
@@ -145,11 +145,12 @@ class Application:
 
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False,
-                 progress: Callable[[float], None] = lambda seconds: None) -> PassReport:
+                 progress: Callable[[float], None] = lambda seconds: None,
+                 retry: Collection[str] | None = None) -> PassReport:
         """One pass; a pass that fails as a whole is counted and told once while passes keep
         failing (the daemon's status shows it as `last_error`)."""
         try:
-            return self._run_pass(names, stop_requested, progress)
+            return self._run_pass(names, stop_requested, progress, retry)
         except Exception as exc:
             self.pass_failed(str(exc) if isinstance(exc, UpdaterError)
                              else f"unexpected {type(exc).__name__}; see the updater's log")
@@ -210,14 +211,13 @@ class Application:
         return sorted(set(names) - self._on_engine(found))
 
     def _run_pass(self, names: Iterable[str], stop_requested: Callable[[], bool],
-                  progress: Callable[[float], None]) -> PassReport:
+                  progress: Callable[[float], None], retry: Collection[str] | None) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
         try:
             notifier = self.telling.notifier(engine.host_name)
-            own = own_container_id()
-            updater = self._updater(engine, own)
+            updater = self._updater(engine, own := own_container_id())
             def on_item(item: ItemReport) -> None:
                 progress(PASS_ALLOWANCE)
                 if notifier is not None:
@@ -231,7 +231,7 @@ class Application:
                                       decisions=self.decisions)
             report = UpdatePass(engine, lookups, updater, self.settings, on_item, own,
                                 services, progress, self.seen, self.decisions).run(
-                                    tuple(names), stop_requested)
+                                    tuple(names), stop_requested, retry)
             if not names and not stop_requested() and report.error is None:
                 report.items += self.rebalancer.periodic(engine, services)
         finally:

@@ -42,7 +42,7 @@ class Server:
 
             def one_pass(stop_requested: Callable[[], bool],
                          names: tuple[str, ...]) -> PassReport:
-                report = app.run_pass(names, stop_requested, daemon.expect)
+                report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying)
                 for item in report.items:
                     if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                         log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -88,7 +88,8 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
                             daemon.submit)
     hook = None
     if settings.webhook_token:
-        hook = PushHook(settings.webhook_token, control.pushed, Debounce(daemon.trigger))
+        hook = PushHook(settings.webhook_token, control.pushed,
+                        Debounce(lambda names: daemon.trigger(names, asked=False)))
     return ApiServer(listen, token, control, hook).start()
 
 

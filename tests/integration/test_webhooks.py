@@ -114,3 +114,44 @@ def test_a_push_updates_within_seconds_and_a_burst_is_one_pass(
     assert engine.client.containers.get(unique).attrs["Image"] == engine.client.images.get(
         f"{registry.host}/hooked/{unique}@{last}").id
     assert HOOK not in output and TOKEN not in output
+
+
+def test_a_resent_push_of_a_rolled_back_image_is_held_back(
+        engine: Dockerd, notifying: tuple[Registry, int], unique: str, containers: list[str],
+        tmp_path: Path) -> None:
+    """A pushed image that crashes is rolled back once; the same image pushed again (or the
+    notification re-sent) brings a pass that holds it back instead of restarting the container
+    on it again."""
+    registry, port = notifying
+    image = f"{registry.host}/crash/{unique}:latest"
+    images.release(engine.client, image, "1")
+    start(engine, image, unique, {**ENABLED, "updater.health-timeout": "10s"}, containers)
+    before = engine.client.containers.get(unique).id
+    daemon = start_daemon(engine, tmp_path, {
+        "interval": "1h", "state_dir": str(tmp_path / "state"), "webhook_token": HOOK,
+        "http_api": {"listen": f"127.0.0.1:{port}", "token": TOKEN}})
+    base = f"http://127.0.0.1:{port}"
+
+    def outcomes() -> list[str]:
+        entries = httpx.get(f"{base}/v1/history", params={"name": unique}, headers=AUTH,
+                            timeout=10).json()
+        return [e["outcome"] for e in entries]
+
+    try:
+        wait_until(lambda: _answers(base), 60, lambda: "the API never answered")
+        time.sleep(5)  # the registry's retried events of the release above
+        wait_until(lambda: not _status(base)["running"], 120, lambda: "a pass never ended")
+        images.release(engine.client, image, "2", cmd='["sh", "-c", "exit 3"]')
+        wait_until(lambda: outcomes()[:1] == ["rolled-back"], 120,
+                   lambda: f"not rolled back: {outcomes()}")
+        passes = _status(base)["passes"]
+        images.push(engine.client, image)  # the same image again
+        wait_until(lambda: _status(base)["passes"] > passes and not _status(base)["running"],
+                   60, lambda: "no pass after the second push")
+        last = {i["name"]: i for i in _status(base)["last_pass"]["items"]}[unique]
+    finally:
+        daemon.terminate()
+        output, _ = daemon.communicate(timeout=60)
+    assert last["outcome"] == "held-back", output
+    assert outcomes().count("rolled-back") == 1, output
+    assert engine.client.containers.get(unique).id == before

@@ -171,3 +171,34 @@ def test_the_webhook_token_is_a_secret_setting(tmp_path: Any) -> None:
     assert HOOK_TOKEN not in config.render(loaded) and HOOK_TOKEN not in repr(loaded)
     with pytest.raises(ConfigError, match=r"UPDATER_WEBHOOK_TOKEN is set but http_api\.listen"):
         config.load(None, {"UPDATER_WEBHOOK_TOKEN": HOOK_TOKEN})
+
+
+def test_names_a_push_brought_are_not_retried_names_asked_for_are() -> None:
+    """A pass for names from push notifications holds back an image whose update was rolled
+    back (a re-sent notification must not restart a known-bad image); a name an operator
+    asked for in the same pass is tried again, as `updater update NAME` is."""
+    import datetime
+
+    from updater.core.report import PassReport
+    from updater.core.settings import Settings
+    from updater.serve.daemon import Daemon
+
+    seen: list[tuple[tuple[str, ...], frozenset[str]]] = []
+
+    def run_pass(stop_requested: Any, names: tuple[str, ...]) -> PassReport:
+        seen.append((names, daemon.retrying))
+        if len(seen) == 2:
+            daemon.request_stop()
+        return PassReport()
+
+    def wait(seconds: float) -> None:
+        if not seen:
+            daemon.trigger(("web", "db"), asked=False)
+        else:
+            daemon.trigger(("web",), asked=False)
+            daemon.trigger(("api", "web"))
+
+    now = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
+    daemon = Daemon(Settings(interval=3600), run_pass, now=lambda: now, wait=wait)
+    assert daemon.run() == 0
+    assert seen == [(("db", "web"), frozenset()), (("api", "web"), frozenset({"api", "web"}))]

@@ -9,7 +9,7 @@ import datetime
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from updater.actions import hooks
@@ -57,10 +57,14 @@ class UpdatePass:
         self._on_item = on_item
 
     def run(self, names: Iterable[str] = (),
-            stop_requested: Callable[[], bool] = lambda: False) -> PassReport:
+            stop_requested: Callable[[], bool] = lambda: False,
+            retry: Collection[str] | None = None) -> PassReport:
+        """A pass (over `names`, or everything); a digest that was rolled back is tried again
+        for the items in `retry` (by default, those asked for by name)."""
         report = PassReport()
+        names = tuple(names)
         try:
-            self._run(report, tuple(names), stop_requested)
+            self._run(report, names, stop_requested, frozenset(names if retry is None else retry))
         except EngineUnavailable as exc:
             if not report.items:
                 raise  # nothing done: the pass did not happen (the daemon backs off)
@@ -71,7 +75,7 @@ class UpdatePass:
         return report
 
     def _run(self, report: PassReport, names: tuple[str, ...],
-             stop_requested: Callable[[], bool]) -> None:
+             stop_requested: Callable[[], bool], retry: frozenset[str]) -> None:
         report.items += self._updater.recover()
         containers, errors = watched(self._engine.containers(), self._settings, names)
         service_names = self._services.names() if self._services and names else []
@@ -83,8 +87,8 @@ class UpdatePass:
         for container, result in zip(containers, check(
                 containers, self._registry, platform_of=self._engine.platform,
                 settings=self._settings), strict=True):
-            # Asked for by name: a digest that was rolled back is tried again.
-            item, candidate = self._decide(container, result, retry_rolled_back=bool(names))
+            item, candidate = self._decide(container, result,
+                                           retry_rolled_back=container.name in retry)
             report.items += [item] if item else []
             candidates += [candidate] if candidate else []
         own = [c for c in candidates if c.container.id == self._own_id]
@@ -94,7 +98,7 @@ class UpdatePass:
         self._hooks(containers, "post-check")
         if self._services is not None:
             # Item by item: a manager lost mid-pass costs the item in flight, not the others.
-            for item in self._services.run(names, stop_requested):
+            for item in self._services.run(names, stop_requested, retry):
                 report.items.append(item)
         for candidate in own:
             # Last of all: this updater starts its successor and stops.

@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from updater.actions.locate import is_leader
@@ -93,8 +93,8 @@ class ServiceUpdater:
             return []
         return [str(s["Spec"]["Name"]) for s in self._engine.services()]
 
-    def run(self, names: tuple[str, ...] = (),
-            stop_requested: Callable[[], bool] = lambda: False) -> Iterator[ItemReport]:
+    def run(self, names: tuple[str, ...] = (), stop_requested: Callable[[], bool] = lambda: False,
+            retry: Collection[str] | None = None) -> Iterator[ItemReport]:
         """Check and update every watched service, an item at a time as each is decided;
         nothing at all when not the leader. EngineUnavailable after the item whose update lost
         the swarm manager (its engine stopped, or the node is no longer the leader)."""
@@ -114,8 +114,8 @@ class ServiceUpdater:
                 continue
             if stop_requested():
                 break
-            # Asked for by name: a digest that was rolled back is tried again.
-            item = self._one(snapshot, own=snapshot.id == own, retry_rolled_back=bool(names))
+            item = self._one(snapshot, own=snapshot.id == own, retry_rolled_back=snapshot.name in (
+                names if retry is None else retry))
             if item is not None:
                 yield item
             if self._lost is not None:

@@ -68,6 +68,8 @@ class Daemon:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
+        self._pushed: set[str] = set()  # asked for by push notifications only
+        self.retrying: frozenset[str] = frozenset()  # this pass's names asked for by someone
         self._jobs: list[tuple[str, Callable[[], object]]] = []  # run between passes
         self.passes = 0
         self.last_report: PassReport | None = None
@@ -84,10 +86,16 @@ class Daemon:
         self._wake.set()
         self._on_stop()
 
-    def trigger(self, names: tuple[str, ...] = ()) -> None:
+    def trigger(self, names: tuple[str, ...] = (), asked: bool = True) -> None:
         """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
-        one more; triggers never run passes side by side."""
+        one more; triggers never run passes side by side. Names an operator `asked` for are
+        tried again where their update was rolled back; names a push notification brought
+        (`asked=False`) are not: a re-sent notification must not restart a known-bad image."""
         with self._lock:
+            if asked:
+                self._pushed -= set(names)
+            else:
+                self._pushed |= set(names) - (self._requested or set())
             if self._requested is None:
                 self._requested = set(names)
             elif not names or not self._requested:
@@ -188,7 +196,8 @@ class Daemon:
     def _one_pass(self) -> int:
         with self._lock:
             names = tuple(sorted(self._requested or ()))
-            self._requested = None
+            self.retrying = frozenset(names) - self._pushed
+            self._requested, self._pushed = None, set()
             self._wake.clear()
         started = time.monotonic()
         self.running = True
