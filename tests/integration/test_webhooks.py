@@ -149,9 +149,10 @@ def test_a_resent_push_of_a_rolled_back_image_is_held_back(
         wait_until(lambda: _status(base)["passes"] > passes and not _status(base)["running"],
                    60, lambda: "no pass after the second push")
         last = {i["name"]: i for i in _status(base)["last_pass"]["items"]}[unique]
+        history = outcomes()
     finally:
         daemon.terminate()
         output, _ = daemon.communicate(timeout=60)
     assert last["outcome"] == "held-back", output
-    assert outcomes().count("rolled-back") == 1, output
+    assert history.count("rolled-back") == 1, output
     assert engine.client.containers.get(unique).id == before
