@@ -29,7 +29,7 @@ from updater.core.detect import (
     with_waiting,
 )
 from updater.core.lookups import PassLookups
-from updater.core.policy import UNDONE, State, checked_digest
+from updater.core.policy import State, checked_digest
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, PassReport
 from updater.core.settings import Settings
@@ -275,7 +275,7 @@ class Application:
         decisions = self.decisions
         assert isinstance(decisions, OperatorDecisions), "undone by a read-only application"
         return Undo(engine, self.kept, self.settings, self.credentials, own_container_id(),
-                    lambda name, digest: decisions.decide(name, digest, UNDONE))
+                    decisions)
 
     def rollback_plan(self, name: str) -> Plan:
         """What `rollback` would do for `name`, changing nothing; UpdaterError (NotWatched)

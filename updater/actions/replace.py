@@ -107,6 +107,8 @@ class Replacement(EngineSteps):
         replaced = {container.id: container.name} if outcome is Outcome.UPDATED else {}
         if outcome is Outcome.UPDATED and candidate.kept is None:
             self._keep(candidate, old, str(new_image["Id"]))
+        elif outcome is Outcome.UPDATED:
+            self._undone(candidate, str(old["Image"]), str(new_image["Id"]))
         item = self._item(candidate, outcome, reason, started, versions)
         return [item, *self.dependants.bring_back(stopped, replaced, container.name)]
 
@@ -222,20 +224,31 @@ class Replacement(EngineSteps):
                 if image != new_image:
                     self._remove_image(image)
 
+    def _undone(self, candidate: Candidate, left: str, image: str) -> None:
+        """An undo proven: the tag names the image gone back to (not before: a failed undo
+        leaves it where it was); with cleanup, the image left goes unless a container keeps
+        it."""
+        try:
+            self._tag(candidate.reference, image)
+        except UpdaterError as exc:
+            log.error("%s: %s; the tag still names the image it left", candidate.container.name,
+                      exc)
+        if self._cleanup and left != image and not (self._kept and self._kept.keeps(left)):
+            self._remove_image(left)
+
     def _image_for(self, candidate: Candidate, old: Mapping[str, Any],
                    old_image: Mapping[str, Any]) -> dict[str, Any]:
         """The image to move to: for an undo the kept one, if it is still here (else pulled
-        by its digest); the newer one pulled for an update."""
+        by its digest), its tag moved only once the undo is proven; the newer one pulled and
+        tagged for an update."""
         if candidate.kept is not None:
             try:
-                image = self._engine.inspect_image(candidate.kept)
+                return self._engine.inspect_image(candidate.kept)
             except NotFoundInEngine:
                 log.info("%s: the image it ran before (%s) is no longer here; pulling it",
                          candidate.container.name, candidate.kept[:19])
-            else:
-                self._tag(candidate.reference, str(image["Id"]))
-                return image
-        return self.pull(candidate.reference, candidate.new_digest, old, old_image)
+        return self.pull(candidate.reference, candidate.new_digest, old, old_image,
+                         tag=candidate.kept is None)
 
     def _tag(self, ref: Reference, image_id: str) -> None:
         if ref.tag is not None:
@@ -263,7 +276,7 @@ class Replacement(EngineSteps):
         return str(found["Id"])
 
     def pull(self, ref: Reference, digest: str, old: Mapping[str, Any],
-             old_image: Mapping[str, Any]) -> dict[str, Any]:
+             old_image: Mapping[str, Any], tag: bool = True) -> dict[str, Any]:
         """The new image, for the platform the old container runs: one run with `--platform`
         (an emulated architecture) keeps its platform."""
         platform = recreate.manifest_platform(old) or image_platform(old_image)
@@ -271,7 +284,8 @@ class Replacement(EngineSteps):
         auth = credentials.engine_auth(ref.domain) if credentials else None
         repository = ref.repository if ref.domain != "docker.io" else ref.path
         image_id = self._engine.pull(repository, digest, auth, platform)
-        self._tag(ref, image_id)
+        if tag:
+            self._tag(ref, image_id)
         return self._engine.inspect_image(image_id)
 
     def _await_healthy(self, container: str, timeout: float) -> str | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from updater.actions.locate import is_leader
@@ -41,6 +40,7 @@ from updater.core.swarm import (
 from updater.engine.adapter import Engine
 from updater.errors import NotWatched, UpdaterError
 from updater.registry.credentials import CredentialSource
+from updater.store.decisions import OperatorDecisions
 from updater.store.kept import KeptImage, KeptImages
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,13 @@ class Plan:
 class Undo:
     def __init__(self, engine: Engine, kept: KeptImages, settings: Settings,
                  credentials: CredentialSource, own_id: str | None,
-                 decide: Callable[[str, str], None]) -> None:
+                 decisions: OperatorDecisions) -> None:
         self._engine = engine
         self._kept = kept
         self._settings = settings
         self._credentials = credentials
         self._own_id = own_id
-        self._decide = decide  # records a digest of an item as undone
+        self._decisions = decisions
 
     def plan(self, name: str) -> Plan:
         """What `run` would do for `name`; NotWatched when nothing watched has that name,
@@ -88,15 +88,27 @@ class Undo:
         """Roll `name` back (UpdaterError, as from `plan`, when it cannot be): the item
         (undone, or why not) first, then any dependant that could not be brought back."""
         plan = self.plan(name)
-        if plan.kept is not None:
-            items = self._container(plan, plan.kept, passes)
-        else:
-            assert plan.service is not None
-            items = [self._service(plan, plan.service)]
-        if items[0].outcome is Outcome.UNDONE and plan.digest is not None:
-            self._decide(plan.name, plan.digest)
+        if plan.digest is None:
+            return self._carry_out(plan, passes)
+        # Held back before anything changes: an undo cut short (the updater killed) and then
+        # finished by the next start's recovery must not be reversed by the pass after it.
+        before = self._decisions.decision(plan.name, plan.digest)
+        self._decisions.decide(plan.name, plan.digest, policy.UNDONE)
+        items: list[ItemReport] = []
+        try:
+            items = self._carry_out(plan, passes)
+        finally:
+            if not items or items[0].outcome is not Outcome.UNDONE:
+                self._decisions.undecide(plan.name, plan.digest, before)
+        if items[0].outcome is Outcome.UNDONE:
             log.info("%s: %s held back until approved", plan.name, short_digest(plan.digest))
         return items
+
+    def _carry_out(self, plan: Plan, passes: UpdatePass) -> list[ItemReport]:
+        if plan.kept is not None:
+            return self._container(plan, plan.kept, passes)
+        assert plan.service is not None
+        return [self._service(plan, plan.service)]
 
     def _container_plan(self, container: ContainerSnapshot) -> Plan:
         if container.id == self._own_id:
@@ -108,7 +120,8 @@ class Undo:
                 f"nothing to roll back for {container.name}: no update of it is recorded with "
                 f"the image it ran before (the last keep_images={self._settings.keep_images} "
                 "are kept)")
-        if kept.new_image_id != container.image_id:
+        if kept.new_image_id != container.image_id or not _same_repository(container.image,
+                                                                           kept.image):
             raise UpdaterError(
                 f"{container.name} no longer runs the image its last update put there "
                 f"({short_digest(kept.new_image_id)}); it was changed since, so it is not "
@@ -118,8 +131,11 @@ class Undo:
     def _container(self, plan: Plan, kept: KeptImage, passes: UpdatePass) -> list[ItemReport]:
         container = self._engine.inspect_container(plan.name) or {}
         labels = dict((container.get("Config") or {}).get("Labels") or {})
-        options = policy.options(labels, self._settings,
-                                 (container.get("Config") or {}).get("StopTimeout"))
+        # The undo always puts the container back as it was should the old image not start,
+        # whatever `rollback` says of updates.
+        options = dataclasses.replace(policy.options(
+            labels, self._settings, (container.get("Config") or {}).get("StopTimeout")),
+            rollback=True)
         snapshot = [c for c in self._engine.containers() if c.name == plan.name]
         if not snapshot or snapshot[0].image_id != kept.new_image_id:
             raise UpdaterError(f"{plan.name} changed while its rollback was waiting; nothing "
@@ -189,6 +205,15 @@ class Undo:
             service, marker, Outcome.UPDATED if outcome is Outcome.UNDONE else outcome)
         return service_item(service, outcome, plan.digest, digest, reason,
                             time.monotonic() - started)
+
+
+def _same_repository(running: str, kept: str) -> bool:
+    """True when the container still names the repository it was updated in (not an image
+    ID, not another repository)."""
+    try:
+        return parse(running).repository == parse(kept).repository
+    except UpdaterError:
+        return False
 
 
 def _clock(epoch: float) -> str:

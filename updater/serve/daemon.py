@@ -122,8 +122,10 @@ class Daemon:
             try:
                 job()
             except UpdaterError as exc:
-                log.error("%s failed: %s", what, exc)
-            except Exception:
+                self.last_error = f"{what} failed: {exc}"  # the API's caller sees it in status
+                log.error("%s", self.last_error)
+            except Exception as exc:
+                self.last_error = f"{what} failed: unexpected {type(exc).__name__}"
                 log.exception("%s failed unexpectedly", what)
         return bool(jobs)
 

@@ -37,6 +37,18 @@ class OperatorDecisions:
         except sqlite3.Error as exc:
             raise StateError(f"the decision for {name} was not recorded ({exc})") from None
 
+    def undecide(self, name: str, digest: str, previous: str | None) -> None:
+        """Put back what was decided for `digest` of `name` before (`previous`, None: nothing)."""
+        if previous is not None:
+            return self.decide(name, digest, previous)
+        try:
+            with self._lock:
+                self._db.execute("DELETE FROM decisions WHERE name = ? AND digest = ?",
+                                 (name, digest))
+        except sqlite3.Error as exc:
+            raise StateError(f"the decision for {name} was not taken back ({exc})") from None
+        return None
+
     def decision(self, name: str, digest: str) -> str | None:
         try:
             with self._lock:

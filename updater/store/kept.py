@@ -73,6 +73,15 @@ class KeptImages:
             raise StateError(f"cannot read the images kept for {name} ({exc})") from None
         return KeptImage(*row) if row else None
 
+    def keeps(self, image_id: str) -> bool:
+        """True when some container keeps `image_id` (or when that cannot be read)."""
+        try:
+            with self._lock:
+                return self._db.execute("SELECT 1 FROM kept_images WHERE image_id = ? LIMIT 1",
+                                        (image_id,)).fetchone() is not None
+        except sqlite3.Error:
+            return True
+
     def forget(self, kept: KeptImage) -> None:
         """`kept` was gone back to (`updater rollback`): the next rollback goes further back."""
         try:
