@@ -12,11 +12,10 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 from updater.actions.containers import ContainerUpdater
-from updater.actions.locate import TaskPlace, is_leader, where
+from updater.actions.locate import is_leader
 from updater.actions.passes import UpdatePass
 from updater.actions.rebalancing import Rebalancer
 from updater.actions.services import ServiceUpdater
-from updater.actions.swap import swap
 from updater.actions.undo import Plan, Undo
 from updater.core.detect import (
     CheckResult,
@@ -28,7 +27,7 @@ from updater.core.detect import (
     watched,
     with_waiting,
 )
-from updater.core.lookups import PassLookups
+from updater.core.lookups import DigestSource, PassLookups
 from updater.core.policy import State, checked_digest
 from updater.core.rebalance import ServicePlan
 from updater.core.report import ItemReport, PassReport
@@ -73,6 +72,9 @@ class Application:
             self.journal = journal
         self.telling = Telling(settings, self.interrupted)
         self.rebalancer = Rebalancer(settings.rebalance)
+        # Where a pass's digests come from (the swarm's leader, with a fleet_token): (engine,
+        # whether someone asked for the pass) -> the source; else the registries.
+        self.digests: Callable[[Engine, bool], DigestSource] | None = None
 
     # The long-lived parts, each built once when first used and closed by close().
     @functools.cached_property
@@ -146,11 +148,11 @@ class Application:
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False,
                  progress: Callable[[float], None] = lambda seconds: None,
-                 retry: Collection[str] | None = None) -> PassReport:
-        """One pass; a pass that fails as a whole is counted and told once while passes keep
-        failing (the daemon's status shows it as `last_error`)."""
+                 retry: Collection[str] | None = None, asked: bool = True) -> PassReport:
+        """One pass (`asked` for, or on schedule); a pass that fails as a whole is counted and
+        told once while passes keep failing (the daemon's status shows it as `last_error`)."""
         try:
-            return self._run_pass(names, stop_requested, progress, retry)
+            return self._run_pass(names, stop_requested, progress, retry, asked)
         except Exception as exc:
             self.pass_failed(str(exc) if isinstance(exc, UpdaterError)
                              else f"unexpected {type(exc).__name__}; see the updater's log")
@@ -208,10 +210,11 @@ class Application:
             containers, errors = watched(engine.containers(), self.settings, names)
             return {c.name for c in containers} | {e.name for e in errors} | set(
                 ServiceUpdater(engine, self.registry, self.credentials, self.settings).names())
-        return sorted(set(names) - self._on_engine(found))
+        return sorted(set(names) - self.on_engine(found))
 
     def _run_pass(self, names: Iterable[str], stop_requested: Callable[[], bool],
-                  progress: Callable[[float], None], retry: Collection[str] | None) -> PassReport:
+                  progress: Callable[[float], None], retry: Collection[str] | None,
+                  asked: bool) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
@@ -225,7 +228,8 @@ class Application:
 
             # One registry lookup per distinct reference for the whole pass, containers and
             # services together.
-            lookups = PassLookups(self.registry)
+            lookups = PassLookups(self.registry if self.digests is None
+                                  else self.digests(engine, asked))
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
                                       own_container=own, seen=self.seen,
                                       decisions=self.decisions)
@@ -280,7 +284,7 @@ class Application:
     def rollback_plan(self, name: str) -> Plan:
         """What `rollback` would do for `name`, changing nothing; UpdaterError (NotWatched)
         when there is nothing to go back to."""
-        return self._on_engine(lambda engine: self._undo(engine).plan(name))
+        return self.on_engine(lambda engine: self._undo(engine).plan(name))
 
     def rollback(self, name: str) -> PassReport:
         """`updater rollback NAME`: back to the image it ran before its last update, which is
@@ -316,7 +320,7 @@ class Application:
     def notifications_in_flight(self) -> int:
         return self.telling.in_flight()
 
-    def _on_engine(self, use: Callable[[Engine], T]) -> T:
+    def on_engine(self, use: Callable[[Engine], T]) -> T:
         """`use` a connection to the engine, closed after."""
         engine = Engine.connect(self.settings.docker_host)
         try:
@@ -327,7 +331,7 @@ class Application:
     def plan_rebalance(self, names: Sequence[str], threshold: float) -> list[ServicePlan]:
         """The plans `rebalance` would carry out for the replicated services `names` (all when
         none)."""
-        return self._on_engine(lambda engine: self.rebalancer.plan(engine, names, threshold))
+        return self.on_engine(lambda engine: self.rebalancer.plan(engine, names, threshold))
 
     def carry_out(self, found: list[ServicePlan]) -> list[ItemReport]:
         """Carry out plans from `plan_rebalance` (the leader alone moves tasks)."""
@@ -337,14 +341,4 @@ class Application:
                                    "leader")
             services = ServiceUpdater(engine, self.registry, self.credentials, self.settings)
             return self.rebalancer.carry_out(engine, services, found)
-        return self._on_engine(carry)
-
-    def where(self, service: str) -> list[TaskPlace]:
-        """Where the running tasks of `service` are, with a shell command for each."""
-        return self._on_engine(lambda engine: where(engine, service))
-
-    def swap(self, entry: int) -> bool:
-        """The swap helper's part of self-update journal entry `entry`; True when the new
-        updater took over."""
-        return self._on_engine(lambda engine: swap(
-            engine, self.journal, entry, self.settings.health_timeout) == 0)
+        return self.on_engine(carry)

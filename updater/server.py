@@ -16,8 +16,9 @@ from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine
 from updater.errors import NotWatched
-from updater.serve.api import ApiServer
+from updater.serve.api import ApiServer, parse_listen
 from updater.serve.daemon import Daemon
+from updater.serve.fleet import DigestsEndpoint, Fleet
 from updater.serve.health import Heartbeat
 from updater.serve.hooks import Debounce, PushHook
 from updater.store.journal import StateLock
@@ -42,7 +43,8 @@ class Server:
 
             def one_pass(stop_requested: Callable[[], bool],
                          names: tuple[str, ...]) -> PassReport:
-                report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying)
+                report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying,
+                                      daemon.asked)
                 for item in report.items:
                     if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                         log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -50,10 +52,16 @@ class Server:
                                  f" ({item.reason})" if item.reason else "")
                 return report
 
+            fleet = None
+            if settings.fleet_token and settings.http_api.listen:
+                fleet = Fleet(settings, app.registry, parse_listen(settings.http_api.listen)[1],
+                              app.metrics.fleet_counted)
+                app.digests = fleet.source
+
             def listen() -> None:
                 # Only after recovery: a predecessor handing over to this updater (on the host
                 # network) holds the port until the recovery has stopped it.
-                server = _start_api(settings, app, daemon)
+                server = _start_api(settings, app, daemon, fleet)
                 if server is not None:
                     api.append(server)
 
@@ -69,11 +77,14 @@ class Server:
                 heartbeat.stop()
                 for server in api:
                     server.stop()
+                if fleet is not None:
+                    fleet.close()
             self.notifications_in_flight = app.notifications_in_flight()
         return code
 
 
-def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServer | None:
+def _start_api(settings: Settings, app: Application, daemon: Daemon,
+               fleet: Fleet | None) -> ApiServer | None:
     listen, token = settings.http_api.listen, settings.http_api.token
     if not listen or not token:
         return None
@@ -86,11 +97,18 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon) -> ApiServe
 
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
                             daemon.submit)
-    hook = None
+    hook = digests = None
     if settings.webhook_token:
-        hook = PushHook(settings.webhook_token, control.pushed,
+        def pushed(found: list[Push]) -> list[str]:
+            if fleet is not None:
+                fleet.pushed(found)  # the fleet's answers for them are old now
+            return control.pushed(found)
+        hook = PushHook(settings.webhook_token, pushed,
                         Debounce(lambda names: daemon.trigger(names, asked=False)))
-    return ApiServer(listen, token, control, hook).start()
+    if fleet is not None and settings.fleet_token:
+        digests = DigestsEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
+                                  settings.interval)
+    return ApiServer(listen, token, control, hook, digests).start()
 
 
 class DaemonControl:

@@ -153,7 +153,9 @@ def _rebalance(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def _where(arguments: argparse.Namespace, settings: Settings) -> int:
     with _application(settings, remember=False) as app:
-        places = app.where(arguments.service)
+        from updater.actions.locate import where
+
+        places = app.on_engine(lambda engine: where(engine, arguments.service))
     if arguments.json:
         print(json.dumps([asdict(p) for p in places], indent=2))
     else:
@@ -189,7 +191,13 @@ def _show_config(_: argparse.Namespace, settings: Settings) -> int:
 
 def _swap(arguments: argparse.Namespace, settings: Settings) -> int:
     with _application(settings, remember=False) as app:
-        return EXIT_OK if app.swap(arguments.entry) else EXIT_FAILED
+        from updater.actions.swap import swap
+
+        # The swap helper's part of self-update journal entry `entry`: 0 when the new updater
+        # took over.
+        took_over = app.on_engine(lambda engine: swap(
+            engine, app.journal, arguments.entry, settings.health_timeout) == 0)
+        return EXIT_OK if took_over else EXIT_FAILED
 
 
 _HANDLERS: dict[str, Handler] = {

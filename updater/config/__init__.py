@@ -57,6 +57,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "notify_level": accepted.choice(LOG_LEVELS),
     "notify_template": accepted.template,
     "webhook_token": accepted.optional_text,
+    "fleet_token": accepted.optional_text,
     "registry_timeout": parse_duration,
     "state_dir": accepted.single_text,
     "log_level": accepted.choice(LOG_LEVELS),
@@ -65,7 +66,7 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
 # Every scalar setting is also a flag of the commands that use it, but a secret that `ps`
 # would show to every user of the host.
 FLAG_KEYS = {key: parser is accepted.boolean for key, parser in _SCALARS.items()
-             if key != "webhook_token"}
+             if key not in ("webhook_token", "fleet_token")}
 KNOWN_KEYS = tuple(sorted([*_SCALARS, "http_api", "registries", "rebalance"]))
 _SECTION_KEYS = ("http_api", "rebalance", "registries")
 ENV_PREFIX = "UPDATER_"
@@ -211,8 +212,8 @@ def _yaml_value(text: str, source: str) -> Any:
 
 
 def _known(key: str) -> bool:
-    return key in _SCALARS or key in _SECTION_KEYS or key in ("notify_file",
-                                                                 "webhook_token_file")
+    return key in _SCALARS or key in _SECTION_KEYS or key in (
+        "notify_file", "webhook_token_file", "fleet_token_file")
 
 
 def _suggestion(key: str) -> str:
@@ -230,8 +231,8 @@ def _resolve_file_key(key: str, value: Any, source: str) -> tuple[str, tuple[Any
     token (Docker secrets convention)."""
     if key == "notify_file":
         return "notify", (_read_secret_file(value, source).split(), source)
-    if key == "webhook_token_file":
-        return "webhook_token", (_read_secret_file(value, source), source)
+    if key in ("webhook_token_file", "fleet_token_file"):
+        return key.removesuffix("_file"), (_read_secret_file(value, source), source)
     return key, (value, source)
 
 
@@ -264,6 +265,10 @@ def _build(raw: Mapping[str, tuple[Any, str]]) -> Settings:
         raise ConfigError(f"{raw['webhook_token'][1]} is set but http_api.listen is not; push "
                           "notifications come to the HTTP API: set http_api.listen (and its "
                           "token)")
+    if settings.fleet_token and not settings.http_api.listen:
+        raise ConfigError(f"{raw['fleet_token'][1]} is set but http_api.listen is not; nodes "
+                          "share digests over the HTTP API, on the same port on every node: "
+                          "set http_api.listen (and its token)")
     if settings.http_api.listen and not settings.http_api.token:
         raise ConfigError("http_api.listen is set but http_api.token is empty; set a token "
                           "(or http_api.token_file) so the API is not open to anyone")

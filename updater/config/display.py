@@ -26,8 +26,9 @@ def masked(settings: Settings) -> dict[str, Any]:
         data["update_window"]["duration"] = format_duration(settings.update_window.duration)
     if data["http_api"]["token"]:
         data["http_api"]["token"] = MASK
-    if data["webhook_token"]:
-        data["webhook_token"] = MASK
+    for key in ("webhook_token", "fleet_token"):
+        if data[key]:
+            data[key] = MASK
     for entry in data["registries"].values():
         if entry["password"]:
             entry["password"] = MASK

@@ -23,6 +23,13 @@ class DigestSource(Protocol):
 
 
 @runtime_checkable
+class BatchDigestSource(Protocol):
+    def digests(self, refs: list[reference.Reference]) -> dict[str, str | RegistryError]:
+        """The current digest of each reference (by its text), or why it is not known: many
+        at once (the swarm leader's updater, asked over its API)."""
+
+
+@runtime_checkable
 class TagSource(Protocol):
     def tags(self, reference: reference.Reference) -> list[str]:
         """Every tag of the reference's repository (RegistryClient's)."""
@@ -51,7 +58,11 @@ class PassLookups:
         """Ask for every reference not asked yet, concurrently."""
         with self._lock:
             wanted = {str(ref): ref for ref in refs if str(ref) not in self._answers}
-            self._answers.update(_lookup_all(wanted, self._registry, self._workers))
+            if isinstance(self._registry, BatchDigestSource):
+                self._answers.update(self._registry.digests(list(wanted.values())) if wanted
+                                     else {})
+            else:
+                self._answers.update(lookup_all(wanted, self._registry, self._workers))
 
     def forget_failures(self) -> None:
         """The next phase of the pass (the services, after the containers' updates) asks
@@ -101,7 +112,7 @@ class PassLookups:
         return self._registry.platform_digest(reference, digest, platform)
 
 
-def _lookup_all(wanted: Mapping[str, reference.Reference], registry: DigestSource,
+def lookup_all(wanted: Mapping[str, reference.Reference], registry: DigestSource,
                 workers: int) -> dict[str, str | RegistryError]:
     if not wanted:
         return {}

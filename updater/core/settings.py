@@ -69,6 +69,8 @@ class Settings:
     http_api: HttpApiSettings = HttpApiSettings()
     # `POST /v1/hooks/registry` takes push notifications carrying this token (off when unset).
     webhook_token: str | None = field(default=None, repr=False)
+    # On a swarm, nodes' updaters take digests from the leader's (`GET /v1/digests`) with it.
+    fleet_token: str | None = field(default=None, repr=False)
     rebalance: RebalanceSettings = RebalanceSettings()
     registries: Mapping[str, RegistrySettings] = field(default_factory=dict)
     registry_timeout: float = 10.0
@@ -78,6 +80,7 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value in these settings, for log redaction."""
-        values = [*self.notify, self.http_api.token or "", self.webhook_token or ""]
+        values = [*self.notify, self.http_api.token or "", self.webhook_token or "",
+                  self.fleet_token or ""]
         values += [r.password or "" for r in self.registries.values()]
         return tuple(v for v in values if v)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
 from updater.errors import ConfigError, EngineError, NotWatched, UpdaterError
+from updater.serve.fleet import DigestsEndpoint
 from updater.serve.hooks import PushHook
 from updater.serve.http import (
     MAX_REQUEST_BYTES,
@@ -33,6 +34,7 @@ from updater.serve.http import (
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
 HOOK_PATH = "/v1/hooks/registry"
+DIGESTS_PATH = "/v1/digests"
 
 
 class Control(Protocol):
@@ -69,10 +71,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class ApiServer:
     def __init__(self, listen: str, token: str, control: Control,
-                 hook: PushHook | None = None) -> None:
+                 hook: PushHook | None = None, digests: DigestsEndpoint | None = None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._control = control
         self._hook = hook  # push notifications, with their own token
+        self._digests = digests  # the swarm leader's digests for its nodes, with the fleet's
         address = parse_listen(listen)
         try:
             self._server = Server(address, self._handler())
@@ -177,6 +180,9 @@ class ApiServer:
         unguarded = {("GET", "/v1/health"): lambda: _send(request, 200, {"status": "ok"})}
         if (hook := self._hook) is not None:
             unguarded[("POST", HOOK_PATH)] = lambda: self._push(request, query, hook)
+        if (digests := self._digests) is not None:
+            unguarded[("GET", DIGESTS_PATH)] = lambda: _send(request, *_guarded(
+                lambda: digests.answer(request.headers.get("Authorization"), query)))
         if (method, url.path) in unguarded:
             return unguarded[(method, url.path)]()
         known = {path for _, path in routes} | {"/metrics"}
@@ -243,6 +249,14 @@ class ApiServer:
             return 400, {"error": str(exc)}
         names = query.get("name") or []
         return 200, self._control.history(names[0] if names else None, limit)
+
+
+def _guarded(act: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
+    try:
+        return act()
+    except Exception:  # a bug must not look like a dropped connection to the caller
+        log.exception("api: answering failed")
+        return 500, {"error": "internal error; see the updater's log"}
 
 
 def _answer(act: Callable[[], tuple[int, Any]], refused: int) -> tuple[int, Any]:

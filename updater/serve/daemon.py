@@ -70,6 +70,7 @@ class Daemon:
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self._pushed: set[str] = set()  # asked for by push notifications only
         self.retrying: frozenset[str] = frozenset()  # this pass's names asked for by someone
+        self.asked = False  # whether this pass was asked for (else it is the scheduled one)
         self._jobs: list[tuple[str, Callable[[], object]]] = []  # run between passes
         self.passes = 0
         self.last_report: PassReport | None = None
@@ -198,6 +199,7 @@ class Daemon:
     def _one_pass(self) -> int:
         with self._lock:
             names = tuple(sorted(self._requested or ()))
+            self.asked = self._requested is not None
             self.retrying = frozenset(names) - self._pushed
             self._requested, self._pushed = None, set()
             self._wake.clear()

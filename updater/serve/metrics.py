@@ -51,6 +51,10 @@ class Metrics:
                                   registry=self.registry)
         self.last_pass = Gauge("updater_last_pass_timestamp_seconds",
                                "When the last pass finished", registry=self.registry)
+        self.fleet = Counter("updater_fleet_digests", "Digests a node's passes took from the "
+                             "swarm leader's updater (leader), asked of the registries itself "
+                             "(registry), and passes whose leader did not answer (fallback)",
+                             ["source"], registry=self.registry)
         self.registry.register(_RegistryCollector(registry_stats))
 
     def observe(self, report: PassReport, full: bool = True) -> None:
@@ -75,6 +79,9 @@ class Metrics:
         """A pass that could not run at all."""
         self.passes.inc()
         self.failures.inc()
+
+    def fleet_counted(self, source: str, count: int) -> None:
+        self.fleet.labels(source).inc(count)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

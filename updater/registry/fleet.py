@@ -1,0 +1,222 @@
+"""Digest sharing on a swarm: the leader's updater asks the registries for the whole fleet
+(`DigestCache`: each distinct reference once within the asker's interval, concurrent askers of
+one reference sharing one lookup); the other nodes' updaters ask it (`FleetClient`, over its
+API) and the registries themselves only for what it could not answer, or when no manager's
+updater answers at all. `Shared` puts either behind what a pass's lookups use."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+import httpx
+
+from updater.core.fleet import DIGESTS_PATH, chunks, take
+from updater.core.lookups import MAX_WORKERS, lookup_all
+from updater.core.pushes import Push
+from updater.core.reference import Reference
+from updater.errors import RegistryError
+
+log = logging.getLogger(__name__)
+Answer = str | RegistryError
+ERROR_SECONDS = 30.0  # a failed lookup is answered again for this long (a registry down)
+KEEP_SECONDS = 86400.0  # answers not asked for in a day are dropped
+CONNECT_SECONDS = 3.0  # a manager whose updater does not answer in this is passed over
+
+
+class Registry(Protocol):
+    def digest(self, reference: Reference) -> str: ...
+
+    def tags(self, reference: Reference) -> list[str]: ...
+
+    def platform_digest(self, reference: Reference, digest: str,
+                        platform: str) -> str | None: ...
+
+
+class Shared:
+    """A pass's registry, whose digests come from `batch` (the fleet's shared answers) and
+    whose tag lists and platform manifests come from the registry itself."""
+
+    def __init__(self, registry: Registry,
+                 batch: Callable[[list[Reference]], dict[str, Answer]]) -> None:
+        self._registry = registry
+        self._batch = batch
+
+    def digests(self, refs: list[Reference]) -> dict[str, Answer]:
+        return self._batch(refs)
+
+    def digest(self, reference: Reference) -> str:
+        answer = self._batch([reference])[str(reference)]
+        if isinstance(answer, RegistryError):
+            raise answer
+        return answer
+
+    def tags(self, reference: Reference) -> list[str]:
+        return self._registry.tags(reference)
+
+    def platform_digest(self, reference: Reference, digest: str, platform: str) -> str | None:
+        return self._registry.platform_digest(reference, digest, platform)
+
+
+class DigestCache:
+    """The leader's answers: a reference's digest is looked up again only when the asker's
+    `max_age` is past (a failure: after ERROR_SECONDS); lookups of one reference asked at
+    once are one. Memory grows with distinct references, not with askers."""
+
+    def __init__(self, registry: Registry, workers: int = MAX_WORKERS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answers: dict[str, tuple[float, Answer, Reference]] = {}  # at, answer, ref
+        self._flights: dict[str, Future[tuple[float, Answer]]] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="digests")
+        self._prune_at = 1024
+        self.lookups = 0  # registry lookups made
+
+    def answers(self, refs: Iterable[Reference], max_age: float
+                ) -> dict[str, tuple[Answer, float]]:
+        """Each reference's answer and its age in seconds."""
+        found: dict[str, tuple[Answer, float]] = {}
+        waiting: dict[str, Future[tuple[float, Answer]]] = {}
+        with self._lock:
+            now = self._clock()
+            for ref in refs:
+                key = str(ref)
+                cached = self._answers.get(key)
+                if cached is not None:
+                    at, answer, _ = cached
+                    limit = min(max_age, ERROR_SECONDS) if isinstance(
+                        answer, RegistryError) else max_age
+                    if limit > 0 and now - at <= limit:  # 0: asked for now, looked up
+                        found[key] = (answer, now - at)
+                        continue
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = self._pool.submit(self._lookup, key, ref)
+                waiting[key] = flight
+        for key, flight in waiting.items():
+            at, answer = flight.result()
+            found[key] = (answer, max(0.0, self._clock() - at))
+        return found
+
+    def digests(self, refs: list[Reference], max_age: float) -> dict[str, Answer]:
+        return {key: answer for key, (answer, _) in self.answers(refs, max_age).items()}
+
+    def forget(self, pushed: Iterable[Push]) -> None:
+        """A push makes the answers for its repository and tag old."""
+        gone = {(push.path, push.tag) for push in pushed}
+        with self._lock:
+            self._answers = {key: value for key, value in self._answers.items()
+                             if (value[2].path, value[2].tag) not in gone}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _lookup(self, key: str, ref: Reference) -> tuple[float, Answer]:
+        answer: Answer
+        try:
+            answer = self._registry.digest(ref)
+        except RegistryError as exc:
+            log.warning("check of %s failed: %s", ref, exc)
+            answer = exc
+        except Exception as exc:  # an answer is owed to every asker waiting on it
+            log.exception("check of %s failed unexpectedly", ref)
+            answer = RegistryError(f"{ref}: unexpected {type(exc).__name__}")
+        with self._lock:
+            at = self._clock()
+            self._answers[key] = (at, answer, ref)
+            self._flights.pop(key, None)
+            self.lookups += 1
+            if len(self._answers) > self._prune_at:
+                self._answers = {k: v for k, v in self._answers.items()
+                                 if at - v[0] <= KEEP_SECONDS}
+                self._prune_at = max(1024, 2 * len(self._answers))
+        return at, answer
+
+
+class NotAnswered(Exception):
+    """This manager's updater gave no digests (not reachable, not the leader, refused)."""
+
+
+class FleetClient:
+    """A node's way to the leader's updater: its managers are tried (the last that answered
+    first); what the leader could not answer, or answered too old, and everything when no
+    manager's updater answers, is asked of the registries, which the log and the metrics say."""
+
+    def __init__(self, registry: Registry, token: str, port: int, read_seconds: float = 60.0,
+                 transport: httpx.BaseTransport | None = None,
+                 count: Callable[[str, int], None] = lambda source, n: None) -> None:
+        self._registry = registry
+        self._token = token
+        self._port = port
+        self._count = count
+        self._last: str | None = None
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(read_seconds, connect=CONNECT_SECONDS), trust_env=False,
+            transport=transport, headers={"Authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def digests(self, hosts: Sequence[str], refs: list[Reference],
+                max_age: float) -> dict[str, Answer]:
+        keys = {str(ref): ref for ref in refs}
+        answers: dict[str, Answer] = {}
+        own = list(keys)
+        for host in sorted(hosts, key=lambda h: h != self._last):
+            try:
+                shared = self._ask(host, own, max_age)
+            except NotAnswered as exc:
+                log.debug("digests: the updater at %s gave none: %s", host, exc)
+                continue
+            self._last = host
+            answers.update(shared.digests)
+            own = shared.own
+            log.info("digests of %d references from the leader's updater at %s (oldest %.0fs)"
+                     "%s", len(shared.digests), host, shared.oldest,
+                     f"; {len(own)} asked of the registries" if own else "")
+            self._count("leader", len(shared.digests))
+            break
+        else:
+            log.warning("no swarm manager's updater answered for digests (tried %s); asking "
+                        "the registries myself", ", ".join(hosts) or "none: no manager known")
+            self._count("fallback", 1)
+        self._count("registry", len(own))
+        answers.update(lookup_all({key: keys[key] for key in own}, self._registry,
+                                  MAX_WORKERS))
+        return answers
+
+    def _ask(self, host: str, refs: list[str], max_age: float) -> _Taken:
+        taken = _Taken()
+        for part in chunks(refs):
+            params: list[tuple[str, str | int | float | bool | None]] = [
+                ("max_age", f"{max_age:g}"), *[("ref", ref) for ref in part]]
+            try:
+                response = self._client.get(f"http://{host}:{self._port}{DIGESTS_PATH}",
+                                            params=params)
+                body = response.json() if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError) as exc:
+                raise NotAnswered(f"{type(exc).__name__}") from None
+            if response.status_code == 401:
+                log.error("the updater at %s refused this node's fleet_token; set the same "
+                          "fleet_token on every node", host)
+            if body is None:
+                raise NotAnswered(f"HTTP {response.status_code}")
+            shared = take(body, part, max_age)
+            taken.digests.update(shared.digests)
+            taken.own += shared.own
+            taken.oldest = max(taken.oldest, shared.oldest)
+        return taken
+
+
+class _Taken:
+    def __init__(self) -> None:
+        self.digests: dict[str, str] = {}
+        self.own: list[str] = []
+        self.oldest = 0.0

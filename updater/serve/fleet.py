@@ -1,0 +1,135 @@
+"""Digest sharing on a swarm (`fleet_token`): which registry a pass asks, and the leader's
+`GET /v1/digests`.
+
+On the swarm leader the pass asks the fleet's `DigestCache`, which also answers the other
+nodes; elsewhere it asks the leader's updater, found through the node's manager addresses (the
+API port is the same on every node, as stack.yml runs it), and falls back to the registries
+when none answers. A scheduled pass takes digests up to its interval old; a pass someone asked
+for takes none older than the request."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from updater.actions.locate import is_leader
+from updater.core.fleet import MAX_REFS, manager_hosts, parse_max_age
+from updater.core.lookups import DigestSource
+from updater.core.pushes import Push
+from updater.core.reference import Reference, parse
+from updater.core.settings import Settings
+from updater.engine.adapter import Engine
+from updater.errors import EngineError, RegistryError, UpdaterError
+from updater.registry.fleet import DigestCache, FleetClient, Registry, Shared
+
+log = logging.getLogger(__name__)
+LEADERSHIP_SECONDS = 10.0  # how long the API trusts what it last learnt of the leadership
+
+
+class Fleet:
+    def __init__(self, settings: Settings, registry: Registry, port: int,
+                 count: Callable[[str, int], None] = lambda source, n: None) -> None:
+        assert settings.fleet_token, "digest sharing needs a fleet_token"
+        self._settings = settings
+        self._registry = registry
+        self.cache = DigestCache(registry)
+        self.client = FleetClient(registry, settings.fleet_token, port,
+                                  read_seconds=max(30.0, 3 * settings.registry_timeout),
+                                  count=count)
+        self._lock = threading.Lock()
+        self._leading: tuple[float, bool] | None = None  # when learnt, whether leading
+
+    def close(self) -> None:
+        self.cache.close()
+        self.client.close()
+
+    def source(self, engine: Engine, fresh: bool) -> DigestSource:
+        """The registry of a pass on `engine`: the fleet's cache on the leader, the leader's
+        updater elsewhere, the registries themselves outside a swarm."""
+        max_age = 0.0 if fresh else self._settings.interval
+        info = engine.info()
+        if (info.get("Swarm") or {}).get("LocalNodeState") != "active":
+            return self._registry
+        leading = is_leader(engine)
+        with self._lock:
+            self._leading = (time.monotonic(), leading)
+        if leading:
+            return Shared(self._registry, lambda refs: self.cache.digests(refs, max_age))
+        hosts = manager_hosts(info)
+        return Shared(self._registry,
+                      lambda refs: self.client.digests(hosts, refs, max_age))
+
+    def leading(self) -> bool:
+        """Whether this updater's node leads the swarm (asked at most every few seconds)."""
+        with self._lock:
+            known = self._leading
+        if known is not None and time.monotonic() - known[0] < LEADERSHIP_SECONDS:
+            return known[1]
+        try:
+            engine = Engine.connect(self._settings.docker_host)
+            try:
+                leading = is_leader(engine)
+            finally:
+                engine.close()
+        except (EngineError, UpdaterError) as exc:
+            log.debug("digests: leadership unknown: %s", exc)
+            leading = False
+        with self._lock:
+            self._leading = (time.monotonic(), leading)
+        return leading
+
+    def pushed(self, found: list[Push]) -> None:
+        self.cache.forget(found)
+
+
+class DigestsEndpoint:
+    """`GET /v1/digests?ref=...&max_age=SECONDS` with the fleet_token: the leader's answers,
+    each with its age; 409 from an updater not on the leader."""
+
+    def __init__(self, token: str, cache: DigestCache, leading: Callable[[], bool],
+                 default_age: float) -> None:
+        self._token = hashlib.sha256(token.encode()).digest()
+        self._cache = cache
+        self._leading = leading
+        self._default_age = default_age
+
+    def authorized(self, header: str | None) -> bool:
+        scheme, _, given = (header or "").partition(" ")
+        given_hash = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
+        return hmac.compare_digest(given_hash, self._token) and scheme.lower() == "bearer"
+
+    def answer(self, header: str | None, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if not self.authorized(header):
+            return 401, {"error": "missing or wrong fleet token"}
+        texts = query.get("ref") or []
+        if not 0 < len(texts) <= MAX_REFS:
+            return 400, {"error": f"give 1 to {MAX_REFS} ?ref= image references"}
+        try:
+            max_age = parse_max_age(query.get("max_age") or [], self._default_age)
+            refs = [_tagged(text) for text in texts]
+        except ValueError as exc:
+            return 400, {"error": str(exc)[:300]}
+        if not self._leading():
+            return 409, {"error": "this updater's node is not the swarm leader; ask the "
+                                  "leader's updater"}
+        answers = self._cache.answers(refs, max_age)
+        return 200, {"digests": {
+            key: {"error": str(answer)} if isinstance(answer, RegistryError)
+            else {"digest": answer, "age": round(age, 3)}
+            for key, (answer, age) in answers.items()}}
+
+
+def _tagged(text: str) -> Reference:
+    try:
+        ref = parse(text)
+    except UpdaterError as exc:
+        raise ValueError(str(exc)) from None
+    if ref.tag is None or ref.digest is not None or str(ref) != text:
+        raise ValueError(f"ref {text[:200]!r} is not a normalised repository:tag (e.g. "
+                         "registry.example.com/app:1.4)")
+    return ref
