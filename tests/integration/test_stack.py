@@ -40,9 +40,11 @@ def cluster(root: Path) -> Iterator[Swarm]:
         swarm.stop()
 
 
-def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True) -> None:
+def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True,
+           extra: tuple[str, ...] = (), interval: str = "2s") -> None:
     """`docker stack deploy` exactly as the README says, with settings from the environment:
-    stack.yml alone, or with stack.secrets.yml and a registry password from a secret."""
+    stack.yml alone, or with stack.secrets.yml and a registry password from a secret (and the
+    `extra` files of the repository, e.g. stack.fleet.yml)."""
     docker_cli = shutil.which("docker")
     assert docker_cli, "the docker command line client is needed (Debian's docker.io has it)"
     write_docker_config(home, cluster.registry_host, USER, PASSWORD)
@@ -51,11 +53,13 @@ def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True) -> None
         "password_file": "/run/secrets/updater_registry_password"}}
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
            "DOCKER_HOST": cluster.nodes[0].host, "UPDATER_IMAGE": image,
-           "UPDATER_INTERVAL": "2s", "DOCKER_SOCKET": NODE_SOCKET}
+           "UPDATER_INTERVAL": interval, "DOCKER_SOCKET": NODE_SOCKET}
     files = ["-c", str(updater_image.REPOSITORY / "stack.yml")]
     if secrets:
         env["UPDATER_REGISTRIES"] = json.dumps(registries)
         files += ["-c", str(updater_image.REPOSITORY / "stack.secrets.yml")]
+    for name in extra:
+        files += ["-c", str(updater_image.REPOSITORY / name)]
     result = subprocess.run([docker_cli, "stack", "deploy", "--with-registry-auth", *files,
                              STACK], env=env, capture_output=True, text=True, timeout=120,
                             check=False)

@@ -325,3 +325,20 @@ def test_the_fleet_token_is_a_secret_setting(tmp_path: Any) -> None:
     assert config.load(None, {**api, "UPDATER_FLEET_TOKEN": ""}).fleet_token is None
     with pytest.raises(ConfigError, match=r"UPDATER_FLEET_TOKEN is set but http_api\.listen"):
         config.load(None, {"UPDATER_FLEET_TOKEN": FLEET})
+
+
+def test_a_leader_that_accepts_but_never_answers_is_given_up_within_the_bound() -> None:
+    """A paused or hung updater still accepts connections (the kernel's backlog): the node
+    waits for its answer no longer than the read bound, then asks the registry itself."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as hung:  # listens, never accepts or answers
+        own = Registry(dict.fromkeys(REFS, D2))
+        counted: Counter[str] = Counter()
+        node = FleetClient(own, FLEET, hung.getsockname()[1], read_seconds=1.0,
+                           count=lambda source, n: counted.update({source: n}))
+        started = time.monotonic()
+        assert node.digests(["127.0.0.1"], [parse(REFS[0])], 3600) == {REFS[0]: D2}
+        assert time.monotonic() - started < 4
+        assert counted["fallback"] == 1
+        node.close()

@@ -39,7 +39,7 @@ class Fleet:
         self._registry = registry
         self.cache = DigestCache(registry)
         self.client = FleetClient(registry, settings.fleet_token, port,
-                                  read_seconds=max(30.0, 3 * settings.registry_timeout),
+                                  read_seconds=3 * settings.registry_timeout + 5,
                                   count=count)
         self._lock = threading.Lock()
         self._leading: tuple[float, bool] | None = None  # when learnt, whether leading

@@ -1,0 +1,161 @@
+# mypy: disable-error-code="no-untyped-call"
+"""Digest sharing on a real 3-node swarm, deployed from the repository's stack.yml with
+stack.fleet.yml: 3 labelled containers per node on 5 shared references; the registry's access
+log (with each request's address) shows only the leader's updater asking it; a push reaches
+every node; with the leader's updater gone the others ask the registry themselves and keep
+updating, and go back to the leader once it answers again."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import images, updater_image
+from harness.dockerd import EngineSetup
+from harness.swarm import Swarm
+from tests.conftest import USERS
+from tests.integration.helpers import ENABLED, wait_until
+from tests.integration.test_stack import AUTH, PASSWORD, SERVICE, deploy, task_logs
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+INTERVAL = 5.0
+_HEAD = re.compile(r'^(?P<address>\S+) .*"HEAD /v2/(?P<path>\S+)/manifests/(?P<tag>[^ ?]+)'
+                   r'[^"]*" \d{3} .*"updater/')
+
+
+@pytest.fixture(scope="module")
+def cluster(root: Path) -> Iterator[Swarm]:
+    swarm = Swarm(root / "fleet-swarm", nodes=3, managers=1,
+                  engine=EngineSetup.from_env(), registry_users=USERS).start()
+    try:
+        yield swarm
+    finally:
+        swarm.stop()
+
+
+def heads(cluster: Swarm, since: int) -> Counter[tuple[str, str]]:
+    """The updaters' manifest HEADs since `since`: (address, repository path) -> count."""
+    with cluster.registry_log.open("rb") as handle:
+        handle.seek(since)
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return Counter((m["address"], m["path"]) for line in lines if (m := _HEAD.search(line)))
+
+
+def constrain(cluster: Swarm, change: str) -> None:
+    """`docker service update --constraint-add/-rm node.role!=manager` on the updater."""
+    docker_cli = shutil.which("docker")
+    assert docker_cli
+    result = subprocess.run(
+        [docker_cli, "service", "update", "--detach", change, "node.role!=manager", SERVICE],
+        env={"PATH": os.environ["PATH"], "DOCKER_HOST": cluster.nodes[0].host},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def updater_nodes(cluster: Swarm) -> list[str]:
+    """The nodes whose updater task container runs."""
+    return [node.name for node in cluster.nodes if node.client().containers.list(
+        filters={"label": f"com.docker.swarm.service.name={SERVICE}"})]
+
+
+def test_only_the_leader_asks_the_registry_and_every_node_updates(
+        cluster: Swarm, build_context: Path, unique: str, tmp_path: Path) -> None:
+    manager = cluster.nodes[0].client()
+    updater_ref = f"{cluster.registry_host}/ops/updater:latest"
+    updater_image.build(manager, updater_ref, build_context)
+    images.push(manager, updater_ref, AUTH)
+    for name, data in (("updater_notify_urls", b"\n"), ("updater_registry_password",
+                                                        PASSWORD.encode()),
+                       ("updater_api_token", b"api-token-for-the-fleet-test"),
+                       ("updater_fleet_token", b"fleet-token-for-the-fleet-test")):
+        manager.secrets.create(name=name, data=data)
+    refs = [f"{cluster.registry_host}/fleet/{unique}-{i}:latest" for i in range(5)]
+    for ref in refs:
+        images.release(manager, ref, "1", AUTH)
+    placed: dict[str, list[str]] = {}  # container name -> [node, reference]
+    for index, node in enumerate(cluster.nodes):
+        client = node.client()
+        for slot in range(3):
+            ref = refs[(2 * index + slot) % 5]  # node1: 0 1 2, node2: 2 3 4, node3: 4 0 1
+            client.images.pull(ref, auth_config=AUTH)
+            name = f"{unique}-{node.name}-{slot}"
+            client.containers.run(ref, name=name, labels=ENABLED, detach=True)
+            placed[name] = [node.name, ref]
+    assert len({ref for _, ref in placed.values()}) == 5
+
+    deploy(cluster, updater_ref, tmp_path, extra=("stack.fleet.yml",),
+           interval=f"{INTERVAL:g}s")
+    leader, others = cluster.nodes[0], cluster.nodes[1:]
+
+    def logs_say(text: str, nodes: list[str]) -> bool:
+        logs = task_logs(cluster)
+        return all(text in logs.get(node, "") for node in nodes)
+
+    wait_until(lambda: logs_say(f"from the leader's updater at {leader.address}",
+                                [n.name for n in others]), 180,
+               lambda: f"nodes taking digests from the leader; logs: {task_logs(cluster)}")
+    mark = cluster.registry_log.stat().st_size
+    started = time.monotonic()
+    time.sleep(6 * INTERVAL)
+    window = time.monotonic() - started
+    asked = heads(cluster, mark)
+    apps = {(address, path): count for (address, path), count in asked.items()
+            if "/fleet/" in f"/{path}"}
+    assert apps and {address for address, _ in apps} == {leader.address}, asked
+    per_reference = Counter({path: count for (_, path), count in apps.items()})
+    assert len(per_reference) == 5, per_reference
+    # At most one lookup per reference per interval for the whole fleet (9 containers on 3
+    # nodes would be 9 a pass each without sharing).
+    assert max(per_reference.values()) <= window / INTERVAL + 1, (window, per_reference)
+
+    def running_images() -> dict[str, str]:
+        found = {}
+        for node in cluster.nodes:
+            for container in node.client().containers.list(filters={"name": unique}):
+                found[container.name] = container.attrs["Image"]
+        return found
+
+    before = running_images()
+    assert len(before) == 9
+    for ref in refs:
+        images.release(manager, ref, "2", AUTH)
+    wait_until(lambda: all(image != before[name] for name, image in running_images().items())
+               and len(running_images()) == 9, 120,
+               lambda: f"all 9 containers updated; logs: {task_logs(cluster)}")
+
+    # The leader's updater stops: the others ask the registry themselves, and keep updating.
+    constrain(cluster, "--constraint-add")
+    wait_until(lambda: updater_nodes(cluster) == [n.name for n in others], 120,
+               lambda: f"the leader's updater gone: {updater_nodes(cluster)}")
+    mark = cluster.registry_log.stat().st_size
+    before = running_images()
+    for ref in refs:
+        images.release(manager, ref, "3", AUTH)
+    on_others = [name for name, (node, _) in placed.items() if node != leader.name]
+    # (A container being replaced is briefly under another name.)
+    wait_until(lambda: all(running_images().get(name, before[name]) != before[name]
+                           for name in on_others), 120,
+               lambda: f"the other nodes' containers updated; logs: {task_logs(cluster)}")
+    assert logs_say("no swarm manager's updater answered", [n.name for n in others])
+    assert {address for address, _ in heads(cluster, mark)} <= {n.address for n in others}
+
+    # The leader's updater answers again: they go back to it.
+    constrain(cluster, "--constraint-rm")
+    wait_until(lambda: len(updater_nodes(cluster)) == 3, 120,
+               lambda: f"3 updaters again: {updater_nodes(cluster)}")
+    time.sleep(3 * INTERVAL)  # the nodes' passes in flight finish
+    mark = cluster.registry_log.stat().st_size
+    time.sleep(3 * INTERVAL)
+    addresses = {address for address, path in heads(cluster, mark) if "/fleet/" in f"/{path}"}
+    assert addresses == {leader.address}, heads(cluster, mark)
+    for node, text in task_logs(cluster).items():
+        assert "Traceback" not in text, (node, text)
+        assert "fleet-token-for-the-fleet-test" not in text, node
