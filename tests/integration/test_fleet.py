@@ -117,10 +117,10 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     assert max(per_reference.values()) <= window / INTERVAL + 1, (window, per_reference)
 
     def running_images() -> dict[str, str]:
-        found = {}
+        found: dict[str, str] = {}
         for node in cluster.nodes:
             for container in node.client().containers.list(filters={"name": unique}):
-                found[container.name] = container.attrs["Image"]
+                found[str(container.name)] = container.attrs["Image"]
         return found
 
     before = running_images()
@@ -156,6 +156,6 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     time.sleep(3 * INTERVAL)
     addresses = {address for address, path in heads(cluster, mark) if "/fleet/" in f"/{path}"}
     assert addresses == {leader.address}, heads(cluster, mark)
-    for node, text in task_logs(cluster).items():
-        assert "Traceback" not in text, (node, text)
-        assert "fleet-token-for-the-fleet-test" not in text, node
+    for name, text in task_logs(cluster).items():
+        assert "Traceback" not in text, (name, text)
+        assert "fleet-token-for-the-fleet-test" not in text, name
