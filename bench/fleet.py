@@ -63,13 +63,13 @@ def leader(port: int, registry: str) -> None:
     from updater.registry.credentials import SettingsCredentials
     from updater.registry.fleet import DigestCache
     from updater.serve.api import ApiServer
-    from updater.serve.fleet import DigestsEndpoint
+    from updater.serve.fleet import FleetEndpoint
 
     settings = {registry: RegistrySettings(insecure=True)}
     client = RegistryClient(settings, SettingsCredentials(settings))
     cache = DigestCache(client)
-    endpoint = DigestsEndpoint(FLEET, cache, lambda: True, 3600.0)
-    ApiServer(f"127.0.0.1:{port}", API, _NoControl(), digests=endpoint).start()
+    endpoint = FleetEndpoint(FLEET, cache, lambda: True, 3600.0)
+    ApiServer(f"127.0.0.1:{port}", API, _NoControl(), fleet=endpoint).start()
     threading.Event().wait()
 
 

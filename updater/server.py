@@ -18,7 +18,7 @@ from updater.engine.adapter import Engine
 from updater.errors import NotWatched
 from updater.serve.api import ApiServer, parse_listen
 from updater.serve.daemon import Daemon
-from updater.serve.fleet import DigestsEndpoint, Fleet
+from updater.serve.fleet import Fleet, FleetEndpoint
 from updater.serve.health import Heartbeat
 from updater.serve.hooks import Debounce, PushHook
 from updater.store.journal import StateLock
@@ -45,6 +45,8 @@ class Server:
                          names: tuple[str, ...]) -> PassReport:
                 report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying,
                                       daemon.asked)
+                if fleet is not None:
+                    fleet.after_pass(report, full=not names)
                 for item in report.items:
                     if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                         log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -97,7 +99,7 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
 
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
                             daemon.submit)
-    hook = digests = None
+    hook = endpoint = None
     if settings.webhook_token:
         def pushed(found: list[Push]) -> list[str]:
             if fleet is not None:
@@ -106,9 +108,9 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
         hook = PushHook(settings.webhook_token, pushed,
                         Debounce(lambda names: daemon.trigger(names, asked=False)))
     if fleet is not None and settings.fleet_token:
-        digests = DigestsEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
-                                  settings.interval)
-    return ApiServer(listen, token, control, hook, digests).start()
+        endpoint = FleetEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
+                                 settings.interval, fleet.reports)
+    return ApiServer(listen, token, control, hook, endpoint).start()
 
 
 class DaemonControl:

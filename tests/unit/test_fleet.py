@@ -22,7 +22,7 @@ from updater.core.reference import Reference, parse
 from updater.errors import RegistryError
 from updater.registry.fleet import ERROR_SECONDS, DigestCache, FleetClient, Shared
 from updater.serve.api import ApiServer
-from updater.serve.fleet import DigestsEndpoint
+from updater.serve.fleet import FleetEndpoint
 
 TOKEN, FLEET = "api-token-value", "fleet-token-value"
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -180,8 +180,8 @@ class Leader:
     def __init__(self, registry: Registry, leading: bool = True) -> None:
         self.cache = DigestCache(registry)
         self.leading = leading
-        endpoint = DigestsEndpoint(FLEET, self.cache, lambda: self.leading, 3600.0)
-        self.server = ApiServer("127.0.0.1:0", TOKEN, Control(), digests=endpoint).start()
+        self.endpoint = FleetEndpoint(FLEET, self.cache, lambda: self.leading, 3600.0)
+        self.server = ApiServer("127.0.0.1:0", TOKEN, Control(), fleet=self.endpoint).start()
 
     def stop(self) -> None:
         self.server.stop()
@@ -342,3 +342,86 @@ def test_a_leader_that_accepts_but_never_answers_is_given_up_within_the_bound() 
         assert time.monotonic() - started < 4
         assert counted["fallback"] == 1
         node.close()
+
+
+# --- one view of the fleet --------------------------------------------------------------------
+
+
+def item(name: str, outcome: str = "up-to-date") -> dict[str, Any]:
+    return {"name": name, "kind": "container", "image": "registry.test/app:latest",
+            "outcome": outcome, "target": None, "old_digest": D1}
+
+
+def test_the_view_keeps_each_nodes_last_pass_and_shows_silent_nodes_stale() -> None:
+    reports = fleet.NodeReports()
+    reports.receive(fleet.report_body("id1", "node1", 60, True, [item("a"), item("b")], 0), 0)
+    reports.receive(fleet.report_body("id2", "node2", 60, True, [item("c")], 0), 100)
+    # A pass for some names changes those and leaves the others as they were.
+    reports.receive(fleet.report_body("id1", "node1", 60, False,
+                                      [item("b", "updated")], 0), 110)
+    view = reports.view(now=200)
+    assert [(n["hostname"], n["items"], n["stale"]) for n in view["nodes"]] == [
+        ("node1", 2, False), ("node2", 1, False)]
+    assert [(i["node"], i["name"], i["outcome"]) for i in view["items"]] == [
+        ("node1", "a", "up-to-date"), ("node1", "b", "updated"), ("node2", "c", "up-to-date")]
+    assert "old_digest" not in view["items"][0]
+    view = reports.view(now=225)  # node2 silent for 125 s: over two of its 60 s intervals
+    assert [(n["hostname"], n["stale"]) for n in view["nodes"]] == [("node1", False),
+                                                                   ("node2", True)]
+    # A full pass replaces the node's items (a container removed is no longer listed).
+    reports.receive(fleet.report_body("id1", "node1", 60, True, [item("a")], 0), 230)
+    assert [i["name"] for i in reports.view(230)["items"]] == ["a", "c"]
+
+
+@pytest.mark.parametrize("body", [
+    [], {"node": "", "hostname": "h", "interval": 60, "items": []},
+    {"node": "n", "hostname": "h", "interval": 0, "items": []},
+    {"node": "n", "hostname": "h", "interval": True, "items": []},
+    {"node": "n", "hostname": "h", "interval": 60, "items": {}},
+    {"node": "n", "hostname": "h", "interval": 60, "items": [{"kind": "container"}]},
+    {"node": "n", "hostname": "h", "interval": 60, "items": [{"name": "a", "image": 5}]},
+    {"node": "n", "hostname": "h", "interval": 60, "items": [{"name": "a", "image": "x" * 600}]},
+])
+def test_a_malformed_report_is_refused_and_changes_nothing(body: Any) -> None:
+    reports = fleet.NodeReports()
+    with pytest.raises(ValueError, match=r"report|item"):
+        reports.receive(body, 0)
+    assert reports.view(0) == {"nodes": [], "items": []}
+
+
+def test_reports_and_the_view_on_the_api(leader: tuple[Leader, Registry]) -> None:
+    import httpx
+
+    found, _ = leader
+    base = f"http://127.0.0.1:{found.server.port}"
+    body = fleet.report_body("id2", "node2", 60, True, [item("web")], time.time())
+    fleet_auth = {"Authorization": f"Bearer {FLEET}"}
+    api_auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(f"{base}{fleet.REPORT_PATH}", json=body, timeout=5,
+                      headers=api_auth).status_code == 401  # the API's token is not the fleet's
+    assert httpx.post(f"{base}{fleet.REPORT_PATH}", content=b"{", timeout=5,
+                      headers=fleet_auth).status_code == 400
+    assert httpx.get(f"{base}/v1/fleet", headers=fleet_auth, timeout=5).status_code == 401
+    assert httpx.get(f"{base}/v1/fleet", headers=api_auth, timeout=5).json() == {
+        "nodes": [], "items": []}
+    assert httpx.post(f"{base}{fleet.REPORT_PATH}", json=body, timeout=5,
+                      headers=fleet_auth).status_code == 202
+    view = httpx.get(f"{base}/v1/fleet", headers=api_auth, timeout=5).json()
+    assert [(i["node"], i["name"], i["outcome"], i["stale"]) for i in view["items"]] == [
+        ("node2", "web", "up-to-date", False)]
+    found.leading = False
+    assert httpx.get(f"{base}/v1/fleet", headers=api_auth, timeout=5).status_code == 409
+    assert httpx.post(f"{base}{fleet.REPORT_PATH}", json=body, timeout=5,
+                      headers=fleet_auth).status_code == 409
+
+
+def test_a_node_sends_its_report_to_the_leader_that_answered(
+        leader: tuple[Leader, Registry]) -> None:
+    found, _ = leader
+    node, _ = client(found.server.port, Registry(dict.fromkeys(REFS, D2)))
+    node.report(fleet.report_body("id3", "node3", 60, True, [item("db")], 0))  # none known yet
+    assert found.endpoint.view()[1]["items"] == []
+    node.digests(["127.0.0.1"], [parse(REFS[0])], 3600)
+    node.report(fleet.report_body("id3", "node3", 60, True, [item("db")], 0))
+    assert [i["name"] for i in found.endpoint.view()[1]["items"]] == ["db"]
+    node.close()

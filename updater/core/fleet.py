@@ -5,6 +5,7 @@ may act on (a digest, no older than the node's own interval)."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,3 +98,75 @@ def parse_max_age(values: Sequence[str], default: float) -> float:
     if len(values) > 1 or not math.isfinite(value) or value < 0:
         raise ValueError(f"max_age {values[0]!r} is not one number of seconds (e.g. 3600)")
     return value
+
+
+# --- one view of the fleet: each node's last pass, on the leader ------------------------------
+
+REPORT_PATH = "/v1/fleet/report"
+MAX_ITEMS = 10_000
+MAX_NODES = 20_000
+_TEXT_FIELDS = ("name", "kind", "image", "outcome", "target")
+
+
+def report_body(node: str, hostname: str, interval: float, full: bool,
+                items: Sequence[Mapping[str, Any]], finished: float) -> dict[str, Any]:
+    """What a node sends the leader after a pass (`full`: it looked at every item)."""
+    return {"node": node, "hostname": hostname, "interval": interval, "full": full,
+            "finished": finished,
+            "items": [{key: item.get(key) for key in _TEXT_FIELDS} for item in items]}
+
+
+class NodeReports:
+    """The nodes' last reports as the leader keeps them (one entry per node, its items by
+    name); a node silent for two of its intervals shows as stale, not gone."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, tuple[float, dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()  # the API's threads and the daemon's loop
+
+    def receive(self, body: Any, now: float) -> None:
+        """Take a report; ValueError naming what is wrong with a malformed one."""
+        with self._lock:
+            self._receive(body, now)
+
+    def _receive(self, body: Any, now: float) -> None:
+        if not isinstance(body, dict):
+            raise ValueError("a report is a JSON object")
+        node, hostname, interval = body.get("node"), body.get("hostname"), body.get("interval")
+        if not isinstance(node, str) or not 0 < len(node) <= 128 \
+                or not isinstance(hostname, str) or len(hostname) > 255:
+            raise ValueError("a report names its `node` (an ID) and `hostname`")
+        if not isinstance(interval, int | float) or isinstance(interval, bool) \
+                or not math.isfinite(interval) or interval <= 0:
+            raise ValueError("a report gives its node's `interval` in seconds")
+        items = body.get("items")
+        if not isinstance(items, list) or len(items) > MAX_ITEMS:
+            raise ValueError(f"a report's `items` is a list of at most {MAX_ITEMS}")
+        found = {}
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or any(
+                    not isinstance(item.get(key), str | None) or len(item.get(key) or "") > 512
+                    for key in _TEXT_FIELDS):
+                raise ValueError("each item has a `name` and text `kind`, `image`, `outcome`, "
+                                 "`target`")
+            found[item["name"]] = {key: item.get(key) for key in _TEXT_FIELDS}
+        known = self._nodes.get(node)
+        if known is None and len(self._nodes) >= MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES} nodes report; this is not one swarm")
+        if body.get("full") is not True and known is not None:
+            found = {**known[2], **found}  # a pass for some names: the others as they were
+        self._nodes[node] = (now, {"node": node, "hostname": hostname,
+                                   "interval": float(interval)}, found)
+
+    def view(self, now: float) -> dict[str, Any]:
+        """Every node's items with how old its report is; `stale` past two intervals."""
+        nodes, items = [], []
+        with self._lock:
+            known = sorted(self._nodes.values(), key=lambda entry: entry[1]["hostname"])
+        for at, node, found in known:
+            age = round(max(0.0, now - at), 1)
+            stale = age > 2 * node["interval"]
+            nodes.append({**node, "age": age, "stale": stale, "items": len(found)})
+            items += [{"node": node["hostname"], **item, "age": age, "stale": stale}
+                      for _, item in sorted(found.items())]
+        return {"nodes": nodes, "items": items}

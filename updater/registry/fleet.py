@@ -11,11 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from updater.core.fleet import DIGESTS_PATH, chunks, take
+from updater.core.fleet import DIGESTS_PATH, REPORT_PATH, chunks, take
 from updater.core.lookups import MAX_WORKERS, lookup_all
 from updater.core.pushes import Push
 from updater.core.reference import Reference
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 Answer = str | RegistryError
 ERROR_SECONDS = 30.0  # a failed lookup is answered again for this long (a registry down)
 KEEP_SECONDS = 86400.0  # answers not asked for in a day are dropped
-CONNECT_SECONDS = 3.0  # a manager whose updater does not answer in this is passed over
+CONNECT_SECONDS = 3.0
+REPORT_SECONDS = 10.0  # a manager whose updater does not answer in this is passed over
 
 
 class Registry(Protocol):
@@ -191,6 +192,22 @@ class FleetClient:
         answers.update(lookup_all({key: keys[key] for key in own}, self._registry,
                                   MAX_WORKERS))
         return answers
+
+    def report(self, body: dict[str, Any]) -> None:
+        """Send the leader that last answered this node's last pass (for `GET /v1/fleet`);
+        a failure is logged and forgotten: the next pass sends again."""
+        host = self._last
+        if host is None:
+            return
+        try:
+            response = self._client.post(f"http://{host}:{self._port}{REPORT_PATH}",
+                                         json=body, timeout=REPORT_SECONDS)
+            if response.status_code != 202:
+                log.info("the leader's updater at %s did not take this pass's report: HTTP %d",
+                         host, response.status_code)
+        except httpx.HTTPError as exc:
+            log.info("the leader's updater at %s did not take this pass's report: %s", host,
+                     type(exc).__name__)
 
     def _ask(self, host: str, refs: list[str], max_age: float) -> _Taken:
         taken = _Taken()

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
 from updater.errors import ConfigError, EngineError, NotWatched, UpdaterError
-from updater.serve.fleet import DigestsEndpoint
+from updater.serve.fleet import FleetEndpoint
 from updater.serve.hooks import PushHook
 from updater.serve.http import (
     MAX_REQUEST_BYTES,
@@ -34,7 +34,7 @@ from updater.serve.http import (
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
 HOOK_PATH = "/v1/hooks/registry"
-DIGESTS_PATH = "/v1/digests"
+DIGESTS_PATH, REPORT_PATH = "/v1/digests", "/v1/fleet/report"
 
 
 class Control(Protocol):
@@ -71,11 +71,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class ApiServer:
     def __init__(self, listen: str, token: str, control: Control,
-                 hook: PushHook | None = None, digests: DigestsEndpoint | None = None) -> None:
+                 hook: PushHook | None = None, fleet: FleetEndpoint | None = None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._control = control
         self._hook = hook  # push notifications, with their own token
-        self._digests = digests  # the swarm leader's digests for its nodes, with the fleet's
+        self._fleet = fleet  # the swarm leader's side of digest sharing and the fleet's view
         address = parse_listen(listen)
         try:
             self._server = Server(address, self._handler())
@@ -180,9 +180,11 @@ class ApiServer:
         unguarded = {("GET", "/v1/health"): lambda: _send(request, 200, {"status": "ok"})}
         if (hook := self._hook) is not None:
             unguarded[("POST", HOOK_PATH)] = lambda: self._push(request, query, hook)
-        if (digests := self._digests) is not None:
+        if (fleet := self._fleet) is not None:  # with the fleet's token
             unguarded[("GET", DIGESTS_PATH)] = lambda: _send(request, *_guarded(
-                lambda: digests.answer(request.headers.get("Authorization"), query)))
+                lambda: fleet.digests(request.headers.get("Authorization"), query)))
+            unguarded[("POST", REPORT_PATH)] = lambda: self._report(request, fleet)
+            routes[("GET", "/v1/fleet")] = fleet.view
         if (method, url.path) in unguarded:
             return unguarded[(method, url.path)]()
         known = {path for _, path in routes} | {"/metrics"}
@@ -209,6 +211,21 @@ class ApiServer:
         read: Callable[[int], bytes] = getattr(request, "body")  # noqa: B009 - the Handler's
         _send(request, *_answer(lambda: hook.answer(request.headers.get, query, read),
                                 refused=400))
+
+    def _report(self, request: BaseHTTPRequestHandler, fleet: FleetEndpoint) -> None:
+        from updater.serve.hooks import body_length
+
+        read: Callable[[int], bytes] = getattr(request, "body")  # noqa: B009 - the Handler's
+        header = request.headers.get("Authorization")
+        if not fleet.authorized(header):
+            return _send(request, 401, {"error": "missing or wrong fleet token"})
+        length = body_length(request.headers.get("Content-Length"))
+        if isinstance(length, str):
+            return _send(request, 413 if "over" in length else 411, {"error": length})
+        body = read(length)
+        if len(body) < length:
+            return _send(request, 400, {"error": "the body ended before its Content-Length"})
+        return _send(request, *_guarded(lambda: fleet.report(header, body)))
 
     def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         names = tuple(query.get("name", ()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import threading
 import time
@@ -18,16 +19,24 @@ from collections.abc import Callable
 from typing import Any
 
 from updater.actions.locate import is_leader
-from updater.core.fleet import MAX_REFS, manager_hosts, parse_max_age
+from updater.core.fleet import (
+    MAX_REFS,
+    NodeReports,
+    manager_hosts,
+    parse_max_age,
+    report_body,
+)
 from updater.core.lookups import DigestSource
 from updater.core.pushes import Push
 from updater.core.reference import Reference, parse
+from updater.core.report import PassReport
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine
 from updater.errors import EngineError, RegistryError, UpdaterError
 from updater.registry.fleet import DigestCache, FleetClient, Registry, Shared
 
 log = logging.getLogger(__name__)
+NOT_LEADER = "this updater's node is not the swarm leader; ask the leader's updater"
 LEADERSHIP_SECONDS = 10.0  # how long the API trusts what it last learnt of the leadership
 
 
@@ -43,6 +52,8 @@ class Fleet:
                                   count=count)
         self._lock = threading.Lock()
         self._leading: tuple[float, bool] | None = None  # when learnt, whether leading
+        self._node = ("", "")  # this node's ID and hostname, from the last pass
+        self.reports = NodeReports()  # on the leader: every node's last pass
 
     def close(self) -> None:
         self.cache.close()
@@ -53,8 +64,10 @@ class Fleet:
         updater elsewhere, the registries themselves outside a swarm."""
         max_age = 0.0 if fresh else self._settings.interval
         info = engine.info()
-        if (info.get("Swarm") or {}).get("LocalNodeState") != "active":
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active":
             return self._registry
+        self._node = (str(swarm.get("NodeID") or ""), str(info.get("Name") or ""))
         leading = is_leader(engine)
         with self._lock:
             self._leading = (time.monotonic(), leading)
@@ -86,24 +99,60 @@ class Fleet:
     def pushed(self, found: list[Push]) -> None:
         self.cache.forget(found)
 
+    def after_pass(self, report: PassReport, full: bool) -> None:
+        """The pass's items for the fleet's view: kept here on the leader, sent to it (in the
+        background, bounded) from the other nodes."""
+        node, hostname = self._node
+        with self._lock:
+            leading = self._leading is not None and self._leading[1]
+        if not node or report.error:
+            return
+        body = report_body(node, hostname, self._settings.interval, full,
+                           [item.as_dict() for item in report.items],
+                           report.finished or report.started)
+        if leading:
+            self.reports.receive(body, time.time())
+        else:
+            threading.Thread(target=self.client.report, args=(body,), name="fleet-report",
+                             daemon=True).start()
 
-class DigestsEndpoint:
-    """`GET /v1/digests?ref=...&max_age=SECONDS` with the fleet_token: the leader's answers,
-    each with its age; 409 from an updater not on the leader."""
+
+class FleetEndpoint:
+    """The leader's side of the fleet on the API: `GET /v1/digests?ref=...&max_age=SECONDS`
+    (the leader's answers, each with its age) and `POST /v1/fleet/report` (a node's last
+    pass) with the fleet_token, `GET /v1/fleet` (the view) with the API token; 409 from an
+    updater not on the leader."""
 
     def __init__(self, token: str, cache: DigestCache, leading: Callable[[], bool],
-                 default_age: float) -> None:
+                 default_age: float, reports: NodeReports | None = None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._cache = cache
         self._leading = leading
         self._default_age = default_age
+        self._reports = reports or NodeReports()
+
+    def report(self, header: str | None, body: bytes) -> tuple[int, Any]:
+        if not self.authorized(header):
+            return 401, {"error": "missing or wrong fleet token"}
+        if not self._leading():
+            return 409, {"error": NOT_LEADER}
+        try:
+            self._reports.receive(json.loads(body), time.time())
+        except (ValueError, RecursionError) as exc:
+            return 400, {"error": f"not a fleet report: {exc}"[:300]}
+        return 202, {"received": True}
+
+    def view(self) -> tuple[int, Any]:
+        if not self._leading():
+            return 409, {"error": NOT_LEADER}
+        return 200, self._reports.view(time.time())
 
     def authorized(self, header: str | None) -> bool:
         scheme, _, given = (header or "").partition(" ")
         given_hash = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
         return hmac.compare_digest(given_hash, self._token) and scheme.lower() == "bearer"
 
-    def answer(self, header: str | None, query: dict[str, list[str]]) -> tuple[int, Any]:
+    def digests(self, header: str | None, query: dict[str, list[str]]) -> tuple[int, Any]:
         if not self.authorized(header):
             return 401, {"error": "missing or wrong fleet token"}
         texts = query.get("ref") or []
@@ -115,8 +164,7 @@ class DigestsEndpoint:
         except ValueError as exc:
             return 400, {"error": str(exc)[:300]}
         if not self._leading():
-            return 409, {"error": "this updater's node is not the swarm leader; ask the "
-                                  "leader's updater"}
+            return 409, {"error": NOT_LEADER}
         answers = self._cache.answers(refs, max_age)
         return 200, {"digests": {
             key: {"error": str(answer)} if isinstance(answer, RegistryError)
