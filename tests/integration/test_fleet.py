@@ -7,14 +7,17 @@ updating, and go back to the leader once it answers again."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +30,7 @@ from tests.integration.test_stack import AUTH, PASSWORD, SERVICE, deploy, task_l
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 INTERVAL = 5.0
+API_TOKEN = "api-token-for-the-fleet-test"
 _HEAD = re.compile(r'^(?P<address>\S+) .*"HEAD /v2/(?P<path>\S+)/manifests/(?P<tag>[^ ?]+)'
                    r'[^"]*" \d{3} .*"updater/')
 
@@ -60,6 +64,26 @@ def constrain(cluster: Swarm, change: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def fleet_view(cluster: Swarm) -> dict[str, Any]:
+    """`GET /v1/fleet` on the leader's updater, asked from inside the swarm's network; {} when
+    it does not answer 200."""
+    script = ("import json, sys, urllib.request\n"
+              f"request = urllib.request.Request('http://{cluster.nodes[0].address}:8080"
+              f"/v1/fleet', headers={{'Authorization': 'Bearer {API_TOKEN}'}})\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(request, timeout=10).read().decode())\n"
+              "except Exception:\n"
+              "    print('{}')\n")
+    result = subprocess.run(cluster.in_hub([sys.executable, "-c", script]), capture_output=True,
+                            text=True, timeout=30, check=False)
+    return json.loads(result.stdout or "{}")  # type: ignore[no-any-return]
+
+
+def listed(view: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """The view's items: name -> (node, stale)."""
+    return {item["name"]: (item["node"], item["stale"]) for item in view.get("items", [])}
+
+
 def updater_nodes(cluster: Swarm) -> list[str]:
     """The nodes whose updater task container runs."""
     return [node.name for node in cluster.nodes if node.client().containers.list(
@@ -74,7 +98,7 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     images.push(manager, updater_ref, AUTH)
     for name, data in (("updater_notify_urls", b"\n"), ("updater_registry_password",
                                                         PASSWORD.encode()),
-                       ("updater_api_token", b"api-token-for-the-fleet-test"),
+                       ("updater_api_token", API_TOKEN.encode()),
                        ("updater_fleet_token", b"fleet-token-for-the-fleet-test")):
         manager.secrets.create(name=name, data=data)
     refs = [f"{cluster.registry_host}/fleet/{unique}-{i}:latest" for i in range(5)]
@@ -130,6 +154,11 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     wait_until(lambda: all(image != before[name] for name, image in running_images().items())
                and len(running_images()) == 9, 120,
                lambda: f"all 9 containers updated; logs: {task_logs(cluster)}")
+    # One view: the leader lists the 9 containers of the 3 nodes, each under its node.
+    expected = {name: (node, False) for name, (node, _) in placed.items()}
+    wait_until(lambda: {k: v for k, v in listed(fleet_view(cluster)).items()
+                        if k.startswith(unique)} == expected, 60,
+               lambda: f"the fleet's view: {fleet_view(cluster)}")
 
     # The leader's updater stops: the others ask the registry themselves, and keep updating.
     constrain(cluster, "--constraint-add")
@@ -156,6 +185,22 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     time.sleep(3 * INTERVAL)
     addresses = {address for address, path in heads(cluster, mark) if "/fleet/" in f"/{path}"}
     assert addresses == {leader.address}, heads(cluster, mark)
+
+    # A node whose updater stops answering (paused) shows stale after two intervals.
+    wait_until(lambda: {k: v for k, v in listed(fleet_view(cluster)).items()
+                        if k.startswith(unique)} == expected, 60,
+               lambda: f"the fleet's view after the leader's return: {fleet_view(cluster)}")
+    node3 = cluster.nodes[2].client().containers.list(
+        filters={"label": f"com.docker.swarm.service.name={SERVICE}"})[0]
+    node3.pause()
+    try:
+        wait_until(lambda: {v for k, v in listed(fleet_view(cluster)).items()
+                            if k.startswith(f"{unique}-node3")} == {("node3", True)},
+                   6 * INTERVAL, lambda: f"node3 stale: {fleet_view(cluster)}")
+        assert {v for k, v in listed(fleet_view(cluster)).items()
+                if k.startswith(f"{unique}-node2")} == {("node2", False)}
+    finally:
+        node3.unpause()
     for name, text in task_logs(cluster).items():
         assert "Traceback" not in text, (name, text)
         assert "fleet-token-for-the-fleet-test" not in text, name
