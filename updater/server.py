@@ -100,16 +100,24 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
                             daemon.submit)
     hook = endpoint = None
+    burst = Debounce(lambda names: daemon.trigger(names, asked=False))
+
+    def pushed(found: list[Push]) -> list[str]:
+        if fleet is not None:
+            fleet.pushed(found)  # old answers for the fleet; passed on to the nodes
+        return control.pushed(found)
+
     if settings.webhook_token:
-        def pushed(found: list[Push]) -> list[str]:
-            if fleet is not None:
-                fleet.pushed(found)  # the fleet's answers for them are old now
-            return control.pushed(found)
-        hook = PushHook(settings.webhook_token, pushed,
-                        Debounce(lambda names: daemon.trigger(names, asked=False)))
+        hook = PushHook(settings.webhook_token, pushed, burst)
     if fleet is not None and settings.fleet_token:
+        def passed_on(found: list[Push]) -> list[str]:
+            names = control.pushed(found)
+            if names:
+                log.info("push passed on by the leader: a pass for %s", ", ".join(names))
+                burst.add(names)
+            return names
         endpoint = FleetEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
-                                 settings.interval, fleet.reports)
+                                 settings.interval, fleet.reports, passed_on)
     return ApiServer(listen, token, control, hook, endpoint).start()
 
 

@@ -26,11 +26,19 @@ from harness.dockerd import EngineSetup
 from harness.swarm import Swarm
 from tests.conftest import USERS
 from tests.integration.helpers import ENABLED, wait_until
-from tests.integration.test_stack import AUTH, PASSWORD, SERVICE, deploy, task_logs
+from tests.integration.test_stack import (
+    AUTH,
+    PASSWORD,
+    SERVICE,
+    deploy,
+    running_tasks,
+    task_logs,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 INTERVAL = 5.0
 API_TOKEN = "api-token-for-the-fleet-test"
+HOOK_TOKEN = "webhook-token-for-the-fleet-test"
 _HEAD = re.compile(r'^(?P<address>\S+) .*"HEAD /v2/(?P<path>\S+)/manifests/(?P<tag>[^ ?]+)'
                    r'[^"]*" \d{3} .*"updater/')
 
@@ -64,12 +72,15 @@ def constrain(cluster: Swarm, change: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def fleet_view(cluster: Swarm) -> dict[str, Any]:
-    """`GET /v1/fleet` on the leader's updater, asked from inside the swarm's network; {} when
-    it does not answer 200."""
+def ask(cluster: Swarm, address: str, path: str, body: dict[str, Any] | None = None,
+        token: str = API_TOKEN) -> dict[str, Any]:
+    """A request to the updater at `address`, sent from inside the swarm's network (a POST
+    when there is a `body`); its JSON answer, or {} when it does not answer 2xx."""
     script = ("import json, sys, urllib.request\n"
-              f"request = urllib.request.Request('http://{cluster.nodes[0].address}:8080"
-              f"/v1/fleet', headers={{'Authorization': 'Bearer {API_TOKEN}'}})\n"
+              f"request = urllib.request.Request('http://{address}:8080{path}', "
+              f"headers={{'Authorization': 'Bearer {token}', "
+              "'Content-Type': 'application/json'}, "
+              f"data={json.dumps(body).encode() if body is not None else None!r})\n"
               "try:\n"
               "    print(urllib.request.urlopen(request, timeout=10).read().decode())\n"
               "except Exception:\n"
@@ -77,6 +88,11 @@ def fleet_view(cluster: Swarm) -> dict[str, Any]:
     result = subprocess.run(cluster.in_hub([sys.executable, "-c", script]), capture_output=True,
                             text=True, timeout=30, check=False)
     return json.loads(result.stdout or "{}")  # type: ignore[no-any-return]
+
+
+def fleet_view(cluster: Swarm) -> dict[str, Any]:
+    """`GET /v1/fleet` on the leader's updater; {} when it does not answer 200."""
+    return ask(cluster, cluster.nodes[0].address, "/v1/fleet")
 
 
 def listed(view: dict[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -201,6 +217,32 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
                 if k.startswith(f"{unique}-node2")} == {("node2", False)}
     finally:
         node3.unpause()
+
+    # Pushes reach every node within seconds, although each polls only hourly: the registry
+    # notifies the leader, which passes the pushes on.
+    deploy(cluster, updater_ref, tmp_path, extra=("stack.fleet.yml",), interval="1h",
+           environment={"UPDATER_WEBHOOK_TOKEN": HOOK_TOKEN})
+
+    def redeployed() -> bool:
+        tasks = running_tasks(manager, SERVICE)
+        hourly = ["UPDATER_INTERVAL=1h" in t["Spec"]["ContainerSpec"].get("Env", [])
+                  for t in tasks]
+        return len(tasks) == 3 and all(hourly) and all(
+            ask(cluster, node.address, "/v1/health") for node in cluster.nodes)
+    wait_until(redeployed, 180, lambda: f"hourly updaters; logs: {task_logs(cluster)}")
+    before = running_images()
+    for ref in refs:
+        images.release(manager, ref, "4", AUTH)
+    pushed = time.monotonic()
+    for ref in refs:
+        answer = ask(cluster, leader.address, "/v1/hooks/registry", {"image": ref}, HOOK_TOKEN)
+        assert answer.get("pushes"), answer
+    wait_until(lambda: all(running_images().get(name, before[name]) != before[name]
+                           for name in placed), 90,
+               lambda: f"all 9 containers updated after the pushes; logs: {task_logs(cluster)}")
+    assert time.monotonic() - pushed < 60
+    assert logs_say("push passed on by the leader", [n.name for n in others])
     for name, text in task_logs(cluster).items():
         assert "Traceback" not in text, (name, text)
         assert "fleet-token-for-the-fleet-test" not in text, name
+        assert HOOK_TOKEN not in text, name

@@ -41,7 +41,8 @@ def cluster(root: Path) -> Iterator[Swarm]:
 
 
 def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True,
-           extra: tuple[str, ...] = (), interval: str = "2s") -> None:
+           extra: tuple[str, ...] = (), interval: str = "2s",
+           environment: dict[str, str] | None = None) -> None:
     """`docker stack deploy` exactly as the README says, with settings from the environment:
     stack.yml alone, or with stack.secrets.yml and a registry password from a secret (and the
     `extra` files of the repository, e.g. stack.fleet.yml)."""
@@ -53,7 +54,7 @@ def deploy(cluster: Swarm, image: str, home: Path, secrets: bool = True,
         "password_file": "/run/secrets/updater_registry_password"}}
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker"),
            "DOCKER_HOST": cluster.nodes[0].host, "UPDATER_IMAGE": image,
-           "UPDATER_INTERVAL": interval, "DOCKER_SOCKET": NODE_SOCKET}
+           "UPDATER_INTERVAL": interval, "DOCKER_SOCKET": NODE_SOCKET, **(environment or {})}
     files = ["-c", str(updater_image.REPOSITORY / "stack.yml")]
     if secrets:
         env["UPDATER_REGISTRIES"] = json.dumps(registries)

@@ -425,3 +425,67 @@ def test_a_node_sends_its_report_to_the_leader_that_answered(
     node.report(fleet.report_body("id3", "node3", 60, True, [item("db")], 0))
     assert [i["name"] for i in found.endpoint.view()[1]["items"]] == ["db"]
     node.close()
+
+
+# --- pushes passed on by the leader -----------------------------------------------------------
+
+
+def test_pushes_passed_on_are_read_strictly() -> None:
+    found = [Push("team/app", "1.4"), Push("library/nginx", "latest")]
+    assert fleet.read_pushes(fleet.pushes_body(found)) == found
+    bad: Any
+    for bad in ([], {"pushes": {}}, {"pushes": [{"path": "a"}]},
+                {"pushes": [{"path": "", "tag": "x"}]}, {"pushes": [{"path": 1, "tag": "x"}]},
+                {"pushes": [{"path": "a", "tag": "x"}] * 1001}):
+        with pytest.raises(ValueError, match="pushes"):
+            fleet.read_pushes(bad)
+
+
+def test_the_nodes_a_push_goes_to_are_the_ready_others() -> None:
+    nodes = [{"ID": "me", "Status": {"State": "ready", "Addr": "10.0.0.1"}},
+             {"ID": "b", "Status": {"State": "ready", "Addr": "10.0.0.2"}},
+             {"ID": "c", "Status": {"State": "down", "Addr": "10.0.0.3"}},
+             {"ID": "d", "Status": {"State": "ready", "Addr": "0.0.0.0"}},  # noqa: S104
+             {"ID": "e", "Status": {"State": "ready", "Addr": "fd00::5"}}, {}]
+    assert fleet.node_hosts(nodes, "me") == {"b": "10.0.0.2", "e": "[fd00::5]"}
+
+
+def test_a_push_goes_to_nodes_that_may_run_it() -> None:
+    reports = fleet.NodeReports()
+    reports.receive(fleet.report_body("runs", "n1", 60, True, [item("a")], 0), 0)
+    other = {**item("b"), "image": "registry.test/other:latest"}
+    reports.receive(fleet.report_body("other", "n2", 60, True, [other], 0), 0)
+    assert reports.runs("runs", {"app"}, 10)
+    assert not reports.runs("other", {"app"}, 10)  # its fresh report lists no such image
+    assert reports.runs("unknown", {"app"}, 10)  # never reported: it may
+    assert reports.runs("other", {"app"}, 200)  # stale: it may by now
+
+
+def test_a_node_takes_pushes_passed_on_with_the_fleet_token() -> None:
+    import httpx
+
+    taken: list[list[Push]] = []
+
+    def on_pushed(found: list[Push]) -> list[str]:
+        taken.append(found)
+        return ["web"]
+
+    endpoint = FleetEndpoint(FLEET, DigestCache(Registry({})), lambda: False, 3600.0,
+                             on_pushed=on_pushed)
+    server = ApiServer("127.0.0.1:0", TOKEN, Control(), fleet=endpoint).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}{fleet.PUSHED_PATH}"
+        body = fleet.pushes_body([Push("app", "latest")])
+        assert httpx.post(url, json=body, timeout=5).status_code == 401
+        assert httpx.post(url, json=body, timeout=5, headers={
+            "Authorization": f"Bearer {TOKEN}"}).status_code == 401
+        assert httpx.post(url, json={"pushes": 5}, timeout=5, headers={
+            "Authorization": f"Bearer {FLEET}"}).status_code == 400
+        assert taken == []
+        own = Registry({})
+        node = FleetClient(own, FLEET, server.port, read_seconds=5)
+        assert node.pass_on(["127.0.0.1", "127.0.0.9"], body) == 1  # .9: nothing listens
+        assert taken == [[Push("app", "latest")]]
+        node.close()
+    finally:
+        server.stop()

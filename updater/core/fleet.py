@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from updater.core.policy import checked_digest
+from updater.core.pushes import MAX_EVENTS, Push
+from updater.core.reference import parse
 from updater.errors import UpdaterError
 
 DIGESTS_PATH = "/v1/digests"
@@ -103,6 +105,7 @@ def parse_max_age(values: Sequence[str], default: float) -> float:
 # --- one view of the fleet: each node's last pass, on the leader ------------------------------
 
 REPORT_PATH = "/v1/fleet/report"
+PUSHED_PATH = "/v1/fleet/pushed"
 MAX_ITEMS = 10_000
 MAX_NODES = 20_000
 _TEXT_FIELDS = ("name", "kind", "image", "outcome", "target")
@@ -158,6 +161,15 @@ class NodeReports:
         self._nodes[node] = (now, {"node": node, "hostname": hostname,
                                    "interval": float(interval)}, found)
 
+    def runs(self, node: str, paths: set[str], now: float) -> bool:
+        """Whether `node` may run one of the repositories `paths`: True unless its fresh
+        report says it runs none of them (an unknown or stale node may)."""
+        with self._lock:
+            known = self._nodes.get(node)
+        if known is None or now - known[0] > 2 * known[1]["interval"]:
+            return True
+        return any(_path(item.get("image")) in paths for item in known[2].values())
+
     def view(self, now: float) -> dict[str, Any]:
         """Every node's items with how old its report is; `stale` past two intervals."""
         nodes, items = [], []
@@ -170,3 +182,42 @@ class NodeReports:
             items += [{"node": node["hostname"], **item, "age": age, "stale": stale}
                       for _, item in sorted(found.items())]
         return {"nodes": nodes, "items": items}
+
+
+def _path(image: Any) -> str | None:
+    try:
+        return parse(str(image)).path
+    except UpdaterError:
+        return None
+
+
+# --- pushes the leader passes on to the nodes -------------------------------------------------
+
+
+def pushes_body(found: Sequence[Push]) -> dict[str, Any]:
+    return {"pushes": [{"path": push.path, "tag": push.tag} for push in found]}
+
+
+def read_pushes(body: Any) -> list[Push]:
+    """The pushes a leader passed on; ValueError when `body` is not such a list."""
+    found = body.get("pushes") if isinstance(body, dict) else None
+    if not isinstance(found, list) or len(found) > MAX_EVENTS or not all(
+            isinstance(push, dict) and isinstance(push.get("path"), str)
+            and isinstance(push.get("tag"), str) and 0 < len(push["path"]) <= 255
+            and 0 < len(push["tag"]) <= 128 for push in found):
+        raise ValueError(f"`pushes` is a list of at most {MAX_EVENTS} {{path, tag}}")
+    return [Push(push["path"], push["tag"]) for push in found]
+
+
+def node_hosts(nodes: Iterable[Mapping[str, Any]], own: str) -> dict[str, str]:
+    """The ready swarm nodes other than `own` (by ID) and their addresses, bracketed for a URL
+    where IPv6."""
+    found = {}
+    for node in nodes:
+        status = node.get("Status") or {}
+        address = str(status.get("Addr") or "")
+        unknown = address in ("", "0.0.0.0")  # noqa: S104 - a node without an address yet
+        if node.get("ID") == own or status.get("State") != "ready" or unknown:
+            continue
+        found[str(node.get("ID"))] = f"[{address}]" if ":" in address else address
+    return found

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from updater.core.fleet import DIGESTS_PATH, REPORT_PATH, chunks, take
+from updater.core.fleet import DIGESTS_PATH, PUSHED_PATH, REPORT_PATH, chunks, take
 from updater.core.lookups import MAX_WORKERS, lookup_all
 from updater.core.pushes import Push
 from updater.core.reference import Reference
@@ -26,7 +26,8 @@ Answer = str | RegistryError
 ERROR_SECONDS = 30.0  # a failed lookup is answered again for this long (a registry down)
 KEEP_SECONDS = 86400.0  # answers not asked for in a day are dropped
 CONNECT_SECONDS = 3.0
-REPORT_SECONDS = 10.0  # a manager whose updater does not answer in this is passed over
+REPORT_SECONDS = 10.0
+PASS_ON_WORKERS = 16  # a manager whose updater does not answer in this is passed over
 
 
 class Registry(Protocol):
@@ -160,7 +161,7 @@ class FleetClient:
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_seconds, connect=CONNECT_SECONDS), trust_env=False,
             transport=transport, headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2))
+            limits=httpx.Limits(max_connections=PASS_ON_WORKERS, max_keepalive_connections=2))
 
     def close(self) -> None:
         self._client.close()
@@ -208,6 +209,23 @@ class FleetClient:
         except httpx.HTTPError as exc:
             log.info("the leader's updater at %s did not take this pass's report: %s", host,
                      type(exc).__name__)
+
+    def pass_on(self, hosts: Sequence[str], body: dict[str, Any]) -> int:
+        """Send a push to the updaters at `hosts` (at most PASS_ON_WORKERS at once, each
+        bounded); how many took it."""
+        def send(host: str) -> bool:
+            try:
+                return self._client.post(f"http://{host}:{self._port}{PUSHED_PATH}",
+                                         json=body, timeout=REPORT_SECONDS).status_code == 202
+            except httpx.HTTPError as exc:
+                log.info("push not passed on to the updater at %s: %s", host,
+                         type(exc).__name__)
+                return False
+
+        if not hosts:
+            return 0
+        with ThreadPoolExecutor(min(PASS_ON_WORKERS, len(hosts))) as pool:
+            return sum(pool.map(send, hosts))
 
     def _ask(self, host: str, refs: list[str], max_age: float) -> _Taken:
         taken = _Taken()

@@ -34,7 +34,7 @@ from updater.serve.http import (
 log = logging.getLogger(__name__)
 MAX_NAMES = 100
 HOOK_PATH = "/v1/hooks/registry"
-DIGESTS_PATH, REPORT_PATH = "/v1/digests", "/v1/fleet/report"
+DIGESTS_PATH, REPORT_PATH, PUSHED_PATH = "/v1/digests", "/v1/fleet/report", "/v1/fleet/pushed"
 
 
 class Control(Protocol):
@@ -183,7 +183,8 @@ class ApiServer:
         if (fleet := self._fleet) is not None:  # with the fleet's token
             unguarded[("GET", DIGESTS_PATH)] = lambda: _send(request, *_guarded(
                 lambda: fleet.digests(request.headers.get("Authorization"), query)))
-            unguarded[("POST", REPORT_PATH)] = lambda: self._report(request, fleet)
+            unguarded[("POST", REPORT_PATH)] = lambda: self._fleet_post(request, fleet.report)
+            unguarded[("POST", PUSHED_PATH)] = lambda: self._fleet_post(request, fleet.pushed)
             routes[("GET", "/v1/fleet")] = fleet.view
         if (method, url.path) in unguarded:
             return unguarded[(method, url.path)]()
@@ -212,12 +213,14 @@ class ApiServer:
         _send(request, *_answer(lambda: hook.answer(request.headers.get, query, read),
                                 refused=400))
 
-    def _report(self, request: BaseHTTPRequestHandler, fleet: FleetEndpoint) -> None:
+    def _fleet_post(self, request: BaseHTTPRequestHandler,
+                    handle: Callable[[str | None, bytes], tuple[int, Any]]) -> None:
         from updater.serve.hooks import body_length
 
+        assert self._fleet is not None
         read: Callable[[int], bytes] = getattr(request, "body")  # noqa: B009 - the Handler's
         header = request.headers.get("Authorization")
-        if not fleet.authorized(header):
+        if not self._fleet.authorized(header):
             return _send(request, 401, {"error": "missing or wrong fleet token"})
         length = body_length(request.headers.get("Content-Length"))
         if isinstance(length, str):
@@ -225,7 +228,7 @@ class ApiServer:
         body = read(length)
         if len(body) < length:
             return _send(request, 400, {"error": "the body ended before its Content-Length"})
-        return _send(request, *_guarded(lambda: fleet.report(header, body)))
+        return _send(request, *_guarded(lambda: handle(header, body)))
 
     def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         names = tuple(query.get("name", ()))

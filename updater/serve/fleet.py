@@ -23,7 +23,10 @@ from updater.core.fleet import (
     MAX_REFS,
     NodeReports,
     manager_hosts,
+    node_hosts,
     parse_max_age,
+    pushes_body,
+    read_pushes,
     report_body,
 )
 from updater.core.lookups import DigestSource
@@ -97,7 +100,31 @@ class Fleet:
         return leading
 
     def pushed(self, found: list[Push]) -> None:
+        """A push notification reached this updater: on the leader, the fleet's answers for
+        it are old now, and it goes on (in the background) to the nodes that may run it."""
         self.cache.forget(found)
+        threading.Thread(target=self._pass_on, args=(found,), name="fleet-push",
+                         daemon=True).start()
+
+    def _pass_on(self, found: list[Push]) -> None:
+        if not self.leading():
+            return
+        try:
+            engine = Engine.connect(self._settings.docker_host)
+            try:
+                own = str((engine.info().get("Swarm") or {}).get("NodeID") or "")
+                hosts = node_hosts(engine.nodes(), own)
+            finally:
+                engine.close()
+        except UpdaterError as exc:
+            log.warning("push not passed on to the nodes: %s", exc)
+            return
+        paths, now = {push.path for push in found}, time.time()
+        chosen = [host for node, host in sorted(hosts.items())
+                  if self.reports.runs(node, paths, now)]
+        if chosen:
+            took = self.client.pass_on(chosen, pushes_body(found))
+            log.info("push passed on to %d of %d nodes that may run it", took, len(chosen))
 
     def after_pass(self, report: PassReport, full: bool) -> None:
         """The pass's items for the fleet's view: kept here on the leader, sent to it (in the
@@ -124,14 +151,28 @@ class FleetEndpoint:
     updater not on the leader."""
 
     def __init__(self, token: str, cache: DigestCache, leading: Callable[[], bool],
-                 default_age: float, reports: NodeReports | None = None) -> None:
+                 default_age: float, reports: NodeReports | None = None,
+                 on_pushed: Callable[[list[Push]], list[str]] = lambda found: []) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._cache = cache
         self._leading = leading
         self._default_age = default_age
         self._reports = reports or NodeReports()
+        self._on_pushed = on_pushed  # the names of this node's items the pushes concern
+
+    def pushed(self, header: str | None, body: bytes) -> tuple[int, Any]:
+        """`POST /v1/fleet/pushed`: a push the leader passed on; a pass for this node's items
+        it concerns, as a push notification would start."""
+        if not self.authorized(header):
+            return 401, {"error": "missing or wrong fleet token"}
+        try:
+            found = read_pushes(json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            return 400, {"error": f"not pushes passed on: {exc}"[:300]}
+        return 202, {"names": self._on_pushed(found)}
 
     def report(self, header: str | None, body: bytes) -> tuple[int, Any]:
+        """`POST /v1/fleet/report`: a node's last pass, on the leader."""
         if not self.authorized(header):
             return 401, {"error": "missing or wrong fleet token"}
         if not self._leading():
