@@ -489,3 +489,18 @@ def test_a_node_takes_pushes_passed_on_with_the_fleet_token() -> None:
         node.close()
     finally:
         server.stop()
+
+
+def test_a_reference_the_leader_does_not_answer_is_asked_here_without_a_fallback(
+        leader: tuple[Leader, Registry]) -> None:
+    """A digest-pinned reference is not sent (the leader answers tags only): one odd
+    reference must not cost the whole pass its shared digests."""
+    found, registry = leader
+    pinned = f"registry.test/app@{D1}"
+    own = Registry({REFS[0]: D2, pinned: D1})
+    node, counted = client(found.server.port, own)
+    assert node.digests(["127.0.0.1"], [parse(REFS[0]), parse(pinned)], 3600) == {
+        REFS[0]: D1, pinned: D1}
+    assert own.asked == Counter({pinned: 1}) and counted["fallback"] == 0
+    assert sum(registry.asked.values()) == 1
+    node.close()

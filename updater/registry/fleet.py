@@ -170,7 +170,10 @@ class FleetClient:
                 max_age: float) -> dict[str, Answer]:
         keys = {str(ref): ref for ref in refs}
         answers: dict[str, Answer] = {}
-        own = list(keys)
+        # The leader answers tags only (a digest-pinned reference needs no lookup anyway).
+        shareable = [key for key, ref in keys.items() if ref.tag and not ref.digest]
+        unshared = [key for key in keys if key not in set(shareable)]
+        own = shareable
         for host in sorted(hosts, key=lambda h: h != self._last):
             try:
                 shared = self._ask(host, own, max_age)
@@ -189,6 +192,7 @@ class FleetClient:
             log.warning("no swarm manager's updater answered for digests (tried %s); asking "
                         "the registries myself", ", ".join(hosts) or "none: no manager known")
             self._count("fallback", 1)
+        own += unshared
         self._count("registry", len(own))
         answers.update(lookup_all({key: keys[key] for key in own}, self._registry,
                                   MAX_WORKERS))

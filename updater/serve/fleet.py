@@ -37,6 +37,7 @@ from updater.core.settings import Settings
 from updater.engine.adapter import Engine
 from updater.errors import EngineError, RegistryError, UpdaterError
 from updater.registry.fleet import DigestCache, FleetClient, Registry, Shared
+from updater.serve.hooks import Debounce
 
 log = logging.getLogger(__name__)
 NOT_LEADER = "this updater's node is not the swarm leader; ask the leader's updater"
@@ -57,6 +58,7 @@ class Fleet:
         self._leading: tuple[float, bool] | None = None  # when learnt, whether leading
         self._node = ("", "")  # this node's ID and hostname, from the last pass
         self.reports = NodeReports()  # on the leader: every node's last pass
+        self._pushes = Debounce(self._pass_on)  # a burst of pushes is passed on once
 
     def close(self) -> None:
         self.cache.close()
@@ -103,12 +105,13 @@ class Fleet:
         """A push notification reached this updater: on the leader, the fleet's answers for
         it are old now, and it goes on (in the background) to the nodes that may run it."""
         self.cache.forget(found)
-        threading.Thread(target=self._pass_on, args=(found,), name="fleet-push",
-                         daemon=True).start()
+        self._pushes.add(f"{push.path}:{push.tag}" for push in found)
 
-    def _pass_on(self, found: list[Push]) -> None:
+    def _pass_on(self, pushed: tuple[str, ...]) -> None:
+        """Pass a burst of pushes (`path:tag`) on to the nodes, once it is over."""
         if not self.leading():
             return
+        found = [Push(*text.rsplit(":", 1)) for text in pushed]
         try:
             engine = Engine.connect(self._settings.docker_host)
             try:
