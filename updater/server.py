@@ -110,11 +110,13 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
     if settings.webhook_token:
         hook = PushHook(settings.webhook_token, pushed, burst)
     if fleet is not None and settings.fleet_token:
+        shared = Debounce(lambda names: daemon.trigger(names, asked=False, fresh=False))
+
         def passed_on(found: list[Push]) -> list[str]:
             names = control.pushed(found)
             if names:
                 log.info("push passed on by the leader: a pass for %s", ", ".join(names))
-                burst.add(names)
+                shared.add(names)
             return names
         endpoint = FleetEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
                                  settings.interval, fleet.reports, passed_on)

@@ -79,7 +79,7 @@ def test_chunks_keep_each_request_small() -> None:
     assert all(len(part) <= fleet.MAX_REFS for part in parts)
     assert all(sum(len(r) + 8 for r in part) <= fleet.QUERY_BUDGET for part in parts)
     assert fleet.chunks([]) == []
-    assert len(fleet.chunks(["a:b"] * 500)) == 3  # the count bounds short references
+    assert len(fleet.chunks(["a:b"] * 500)) == 500 // fleet.MAX_REFS  # the count bounds short ones
 
 
 def test_a_node_takes_only_digests_young_enough_and_well_formed() -> None:
@@ -504,3 +504,11 @@ def test_a_reference_the_leader_does_not_answer_is_asked_here_without_a_fallback
     assert own.asked == Counter({pinned: 1}) and counted["fallback"] == 0
     assert sum(registry.asked.values()) == 1
     node.close()
+
+
+def test_a_secret_file_path_that_is_no_path_is_refused_clearly() -> None:
+    from updater import config
+    from updater.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"UPDATER_FLEET_TOKEN_FILE .* is not a file path"):
+        config.load(None, {"UPDATER_FLEET_TOKEN_FILE": "/run/secrets/\x00fleet"})

@@ -244,6 +244,8 @@ def _read_secret_file(path: Any, source: str) -> str:
     except UnicodeDecodeError:
         raise ConfigError(f"{source} file {str(path)!r} is not UTF-8 text; write the secret as "
                           "UTF-8 text") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"{source} {str(path)[:200]!r} is not a file path") from None
 
 
 # --- validation -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from updater.errors import UpdaterError
 DIGESTS_PATH = "/v1/digests"
 # A request's query stays well under the API's 16 KiB for its request line and headers.
 QUERY_BUDGET = 8 * 1024
-MAX_REFS = 200  # references in one request
+MAX_REFS = 50  # references in one request (looked up at once, 32 at a time, on the leader)
 
 
 def manager_hosts(info: Mapping[str, Any]) -> list[str]:
@@ -152,12 +152,16 @@ class NodeReports:
                     for key in _TEXT_FIELDS):
                 raise ValueError("each item has a `name` and text `kind`, `image`, `outcome`, "
                                  "`target`")
-            found[item["name"]] = {key: item.get(key) for key in _TEXT_FIELDS}
+            found[f"{item.get('kind')}/{item['name']}"] = {
+                key: item.get(key) for key in _TEXT_FIELDS}
         known = self._nodes.get(node)
         if known is None and len(self._nodes) >= MAX_NODES:
             raise ValueError(f"more than {MAX_NODES} nodes report; this is not one swarm")
         if body.get("full") is not True and known is not None:
             found = {**known[2], **found}  # a pass for some names: the others as they were
+            if len(found) > MAX_ITEMS:
+                raise ValueError(f"a node's items would be over {MAX_ITEMS}; send a full "
+                                 "report")
         self._nodes[node] = (now, {"node": node, "hostname": hostname,
                                    "interval": float(interval)}, found)
 

@@ -7,10 +7,12 @@ updater answers at all. `Shared` puts either behind what a pass's lookups use.""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -25,9 +27,11 @@ log = logging.getLogger(__name__)
 Answer = str | RegistryError
 ERROR_SECONDS = 30.0  # a failed lookup is answered again for this long (a registry down)
 KEEP_SECONDS = 86400.0  # answers not asked for in a day are dropped
-CONNECT_SECONDS = 3.0
+MAX_ENTRIES = 100_000  # distinct references kept at most
+CONNECT_SECONDS = 3.0  # a manager whose updater does not answer in this is passed over
 REPORT_SECONDS = 10.0
-PASS_ON_WORKERS = 16  # a manager whose updater does not answer in this is passed over
+PASS_ON_WORKERS = 16
+BUSY_ATTEMPTS = 6  # tries of a request the leader's API closed unanswered (at its cap)
 
 
 class Registry(Protocol):
@@ -64,10 +68,20 @@ class Shared:
         return self._registry.platform_digest(reference, digest, platform)
 
 
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    future: Future[Answer]
+    ref: Reference
+    started: float  # when it was asked for: its answer is at most this old
+    generation: int  # of its key; a push passed since makes its answer unwanted
+
+
 class DigestCache:
     """The leader's answers: a reference's digest is looked up again only when the asker's
-    `max_age` is past (a failure: after ERROR_SECONDS); lookups of one reference asked at
-    once are one. Memory grows with distinct references, not with askers."""
+    `max_age` is past (a failure: after ERROR_SECONDS); askers of one reference at once share
+    one lookup when it is young enough for them. An answer's age counts from when its lookup
+    was asked for; a push (`forget`) makes the answers and lookups of its tag unwanted.
+    Memory grows with distinct references (at most MAX_ENTRIES), not with askers."""
 
     def __init__(self, registry: Registry, workers: int = MAX_WORKERS,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -75,16 +89,18 @@ class DigestCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[str, tuple[float, Answer, Reference]] = {}  # at, answer, ref
-        self._flights: dict[str, Future[tuple[float, Answer]]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._generations: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="digests")
         self._prune_at = 1024
         self.lookups = 0  # registry lookups made
 
     def answers(self, refs: Iterable[Reference], max_age: float
                 ) -> dict[str, tuple[Answer, float]]:
-        """Each reference's answer and its age in seconds."""
+        """Each reference's answer and its age in seconds (at most `max_age`; 0 asks for a
+        lookup that starts now)."""
         found: dict[str, tuple[Answer, float]] = {}
-        waiting: dict[str, Future[tuple[float, Answer]]] = {}
+        waiting: dict[str, _Flight] = {}
         with self._lock:
             now = self._clock()
             for ref in refs:
@@ -94,32 +110,43 @@ class DigestCache:
                     at, answer, _ = cached
                     limit = min(max_age, ERROR_SECONDS) if isinstance(
                         answer, RegistryError) else max_age
-                    if limit > 0 and now - at <= limit:  # 0: asked for now, looked up
+                    if limit > 0 and now - at <= limit:
                         found[key] = (answer, now - at)
                         continue
                 flight = self._flights.get(key)
-                if flight is None:
-                    flight = self._flights[key] = self._pool.submit(self._lookup, key, ref)
+                if flight is None or now - flight.started > max_age or (
+                        max_age <= 0 and flight.started < now):
+                    flight = self._start(key, ref, now)
                 waiting[key] = flight
         for key, flight in waiting.items():
-            at, answer = flight.result()
-            found[key] = (answer, max(0.0, self._clock() - at))
+            found[key] = (flight.future.result(), max(0.0, now - flight.started))
         return found
 
     def digests(self, refs: list[Reference], max_age: float) -> dict[str, Answer]:
         return {key: answer for key, (answer, _) in self.answers(refs, max_age).items()}
 
     def forget(self, pushed: Iterable[Push]) -> None:
-        """A push makes the answers for its repository and tag old."""
+        """A push makes the answers and the lookups in flight for its repository and tag
+        old: askers from now on get a lookup started after it."""
         gone = {(push.path, push.tag) for push in pushed}
         with self._lock:
-            self._answers = {key: value for key, value in self._answers.items()
-                             if (value[2].path, value[2].tag) not in gone}
+            for key, ref in [*((k, v[2]) for k, v in self._answers.items()),
+                             *((k, f.ref) for k, f in self._flights.items())]:
+                if (ref.path, ref.tag) in gone:
+                    self._answers.pop(key, None)
+                    self._flights.pop(key, None)
+                    self._generations[key] = self._generations.get(key, 0) + 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _lookup(self, key: str, ref: Reference) -> tuple[float, Answer]:
+    def _start(self, key: str, ref: Reference, now: float) -> _Flight:
+        generation = self._generations.get(key, 0)
+        future = self._pool.submit(self._lookup, key, ref, now, generation)
+        flight = self._flights[key] = _Flight(future, ref, now, generation)
+        return flight
+
+    def _lookup(self, key: str, ref: Reference, started: float, generation: int) -> Answer:
         answer: Answer
         try:
             answer = self._registry.digest(ref)
@@ -130,15 +157,25 @@ class DigestCache:
             log.exception("check of %s failed unexpectedly", ref)
             answer = RegistryError(f"{ref}: unexpected {type(exc).__name__}")
         with self._lock:
-            at = self._clock()
-            self._answers[key] = (at, answer, ref)
-            self._flights.pop(key, None)
             self.lookups += 1
-            if len(self._answers) > self._prune_at:
-                self._answers = {k: v for k, v in self._answers.items()
-                                 if at - v[0] <= KEEP_SECONDS}
-                self._prune_at = max(1024, 2 * len(self._answers))
-        return at, answer
+            if self._generations.get(key, 0) != generation:
+                return answer  # a push came meanwhile: its askers have their own lookup
+            if (flight := self._flights.get(key)) is not None and flight.started == started:
+                del self._flights[key]
+            known = self._answers.get(key)
+            if known is None or known[0] <= started:
+                self._answers[key] = (started, answer, ref)
+            self._prune(started)
+        return answer
+
+    def _prune(self, now: float) -> None:
+        if len(self._answers) <= self._prune_at:
+            return
+        self._answers = {k: v for k, v in self._answers.items() if now - v[0] <= KEEP_SECONDS}
+        if len(self._answers) > MAX_ENTRIES:  # the oldest go
+            newest = sorted(self._answers.items(), key=lambda e: e[1][0])[-MAX_ENTRIES // 2:]
+            self._answers = dict(newest)
+        self._prune_at = max(1024, 2 * len(self._answers))
 
 
 class NotAnswered(Exception):
@@ -158,6 +195,7 @@ class FleetClient:
         self._port = port
         self._count = count
         self._last: str | None = None
+        self._read_seconds = read_seconds
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_seconds, connect=CONNECT_SECONDS), trust_env=False,
             transport=transport, headers={"Authorization": f"Bearer {token}"},
@@ -210,7 +248,7 @@ class FleetClient:
             if response.status_code != 202:
                 log.info("the leader's updater at %s did not take this pass's report: HTTP %d",
                          host, response.status_code)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: closed while stopping
             log.info("the leader's updater at %s did not take this pass's report: %s", host,
                      type(exc).__name__)
 
@@ -221,7 +259,7 @@ class FleetClient:
             try:
                 return self._client.post(f"http://{host}:{self._port}{PUSHED_PATH}",
                                          json=body, timeout=REPORT_SECONDS).status_code == 202
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: closed while stopping
                 log.info("push not passed on to the updater at %s: %s", host,
                          type(exc).__name__)
                 return False
@@ -236,12 +274,11 @@ class FleetClient:
         for part in chunks(refs):
             params: list[tuple[str, str | int | float | bool | None]] = [
                 ("max_age", f"{max_age:g}"), *[("ref", ref) for ref in part]]
+            response = self._get(f"http://{host}:{self._port}{DIGESTS_PATH}", params)
             try:
-                response = self._client.get(f"http://{host}:{self._port}{DIGESTS_PATH}",
-                                            params=params)
                 body = response.json() if response.status_code == 200 else None
-            except (httpx.HTTPError, ValueError) as exc:
-                raise NotAnswered(f"{type(exc).__name__}") from None
+            except ValueError:
+                raise NotAnswered("not JSON") from None
             if response.status_code == 401:
                 log.error("the updater at %s refused this node's fleet_token; set the same "
                           "fleet_token on every node", host)
@@ -252,6 +289,25 @@ class FleetClient:
             taken.own += shared.own
             taken.oldest = max(taken.oldest, shared.oldest)
         return taken
+
+
+    def _get(self, url: str, params: list[tuple[str, str | int | float | bool | None]]
+             ) -> httpx.Response:
+        """GET, tried again (a few times, with jitter) when the leader's API closed the
+        connection unanswered: it does so at its connection cap, as when every node asks at
+        once. Refused or timed out: NotAnswered at once."""
+        deadline = time.monotonic() + self._read_seconds
+        for attempt in range(1, BUSY_ATTEMPTS + 1):
+            try:
+                return self._client.get(url, params=params)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                pause = random.uniform(0.2, 0.6) * attempt
+                if attempt == BUSY_ATTEMPTS or time.monotonic() + pause > deadline:
+                    raise NotAnswered(f"{type(exc).__name__}, {attempt} times") from None
+                time.sleep(pause)
+            except httpx.HTTPError as exc:
+                raise NotAnswered(type(exc).__name__) from None
+        raise NotAnswered("busy")  # not reached: the loop returns or raises
 
 
 class _Taken:

@@ -228,7 +228,8 @@ class ApiServer:
         body = read(length)
         if len(body) < length:
             return _send(request, 400, {"error": "the body ended before its Content-Length"})
-        return _send(request, *_guarded(lambda: handle(header, body)))
+        return _send(request, *_guarded(lambda: _answer(lambda: handle(header, body),
+                                                        refused=400)))
 
     def _trigger(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         names = tuple(query.get("name", ()))

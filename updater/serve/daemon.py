@@ -69,6 +69,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self._pushed: set[str] = set()  # asked for by push notifications only
+        self._shared: set[str] = set()  # asked for by pushes the swarm leader passed on only
         self.retrying: frozenset[str] = frozenset()  # this pass's names asked for by someone
         self.asked = False  # whether this pass was asked for (else it is the scheduled one)
         self._jobs: list[tuple[str, Callable[[], object]]] = []  # run between passes
@@ -87,16 +88,23 @@ class Daemon:
         self._wake.set()
         self._on_stop()
 
-    def trigger(self, names: tuple[str, ...] = (), asked: bool = True) -> None:
+    def trigger(self, names: tuple[str, ...] = (), asked: bool = True,
+                fresh: bool = True) -> None:
         """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
         one more; triggers never run passes side by side. Names an operator `asked` for are
         tried again where their update was rolled back; names a push notification brought
-        (`asked=False`) are not: a re-sent notification must not restart a known-bad image."""
+        (`asked=False`) are not: a re-sent notification must not restart a known-bad image.
+        A pass wants `fresh` digests (none older than itself) unless all its names came from
+        pushes the swarm leader passed on (whose answers it renewed for them)."""
         with self._lock:
             if asked:
                 self._pushed -= set(names)
             else:
                 self._pushed |= set(names) - (self._requested or set())
+            if fresh:
+                self._shared -= set(names)
+            else:
+                self._shared |= set(names) - (self._requested or set())
             if self._requested is None:
                 self._requested = set(names)
             elif not names or not self._requested:
@@ -199,9 +207,11 @@ class Daemon:
     def _one_pass(self) -> int:
         with self._lock:
             names = tuple(sorted(self._requested or ()))
-            self.asked = self._requested is not None
+            # Asked for (not the schedule, nor only pushes the leader passed on).
+            self.asked = self._requested is not None and not (
+                names and set(names) <= self._shared)
             self.retrying = frozenset(names) - self._pushed
-            self._requested, self._pushed = None, set()
+            self._requested, self._pushed, self._shared = None, set(), set()
             self._wake.clear()
         started = time.monotonic()
         self.running = True

@@ -9,8 +9,10 @@ for takes none older than the request."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import threading
@@ -67,7 +69,7 @@ class Fleet:
     def source(self, engine: Engine, fresh: bool) -> DigestSource:
         """The registry of a pass on `engine`: the fleet's cache on the leader, the leader's
         updater elsewhere, the registries themselves outside a swarm."""
-        max_age = 0.0 if fresh else self._settings.interval
+        max_age = 0.0 if fresh else min(self._settings.interval, period(self._settings))
         info = engine.info()
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active":
@@ -137,7 +139,7 @@ class Fleet:
             leading = self._leading is not None and self._leading[1]
         if not node or report.error:
             return
-        body = report_body(node, hostname, self._settings.interval, full,
+        body = report_body(node, hostname, period(self._settings), full,
                            [item.as_dict() for item in report.items],
                            report.finished or report.started)
         if leading:
@@ -145,6 +147,18 @@ class Fleet:
         else:
             threading.Thread(target=self.client.report, args=(body,), name="fleet-report",
                              daemon=True).start()
+
+
+def period(settings: Settings) -> float:
+    """The longest the node's passes may be apart: its interval and jitter, or the longest
+    gap between its `schedule`'s next eight times (a weekday schedule's weekend)."""
+    if not settings.schedule:
+        return settings.interval + settings.jitter
+    import cronsim
+
+    times = cronsim.CronSim(settings.schedule, datetime.datetime.now().astimezone())
+    upcoming = [next(times) for _ in range(8)]
+    return max((b - a).total_seconds() for a, b in itertools.pairwise(upcoming))
 
 
 class FleetEndpoint:
