@@ -119,7 +119,7 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
                 shared.add(names)
             return names
         endpoint = FleetEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
-                                 settings.interval, fleet.reports, passed_on)
+                                 settings.interval, fleet.reports, passed_on, fleet.pushed)
     return ApiServer(listen, token, control, hook, endpoint).start()
 
 

@@ -219,7 +219,8 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
         node3.unpause()
 
     # Pushes reach every node within seconds, although each polls only hourly: the registry
-    # notifies the leader, which passes the pushes on.
+    # notifies the leader, which passes the pushes on, or another node, which passes them to
+    # the leader.
     deploy(cluster, updater_ref, tmp_path, extra=("stack.fleet.yml",), interval="1h",
            environment={"UPDATER_WEBHOOK_TOKEN": HOOK_TOKEN})
 
@@ -234,14 +235,16 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
     for ref in refs:
         images.release(manager, ref, "4", AUTH)
     pushed = time.monotonic()
-    for ref in refs:
-        answer = ask(cluster, leader.address, "/v1/hooks/registry", {"image": ref}, HOOK_TOKEN)
+    for index, ref in enumerate(refs):
+        told = leader if index < 3 else others[0]
+        answer = ask(cluster, told.address, "/v1/hooks/registry", {"image": ref}, HOOK_TOKEN)
         assert answer.get("pushes"), answer
     wait_until(lambda: all(running_images().get(name, before[name]) != before[name]
                            for name in placed), 90,
                lambda: f"all 9 containers updated after the pushes; logs: {task_logs(cluster)}")
     assert time.monotonic() - pushed < 60
     assert logs_say("push passed on by the leader", [n.name for n in others])
+    assert logs_say("push passed on to the leader's updater", [others[0].name])
     for name, text in task_logs(cluster).items():
         assert "Traceback" not in text, (name, text)
         assert "fleet-token-for-the-fleet-test" not in text, name

@@ -512,3 +512,26 @@ def test_a_secret_file_path_that_is_no_path_is_refused_clearly() -> None:
 
     with pytest.raises(ConfigError, match=r"UPDATER_FLEET_TOKEN_FILE .* is not a file path"):
         config.load(None, {"UPDATER_FLEET_TOKEN_FILE": "/run/secrets/\x00fleet"})
+
+
+def test_a_push_a_node_was_told_of_goes_to_the_leader_which_passes_it_on() -> None:
+    """POST /v1/fleet/pushed on the leader (a node forwarding its notification) is for the
+    whole fleet; on another node (the leader passing it on) it is for that node's items only,
+    and goes no further."""
+
+    forwarded: list[list[Push]] = []
+    leading = [True]
+    endpoint = FleetEndpoint(FLEET, DigestCache(Registry({})), lambda: leading[0], 3600.0,
+                             on_pushed=lambda found: ["web"], forwarded=forwarded.append)
+    server = ApiServer("127.0.0.1:0", TOKEN, Control(), fleet=endpoint).start()
+    try:
+        node = FleetClient(Registry({}), FLEET, server.port, read_seconds=5)
+        body = fleet.pushes_body([Push("app", "latest")])
+        assert node.pass_on(["127.0.0.1"], body) == 1
+        assert forwarded == [[Push("app", "latest")]]
+        leading[0] = False
+        assert node.pass_on(["127.0.0.1"], body) == 1
+        assert len(forwarded) == 1
+        node.close()
+    finally:
+        server.stop()

@@ -204,6 +204,11 @@ class FleetClient:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def last(self) -> str | None:
+        """The manager whose updater last answered as the leader."""
+        return self._last
+
     def digests(self, hosts: Sequence[str], refs: list[Reference],
                 max_age: float) -> dict[str, Answer]:
         keys = {str(ref): ref for ref in refs}

@@ -110,10 +110,16 @@ class Fleet:
         self._pushes.add(f"{push.path}:{push.tag}" for push in found)
 
     def _pass_on(self, pushed: tuple[str, ...]) -> None:
-        """Pass a burst of pushes (`path:tag`) on to the nodes, once it is over."""
-        if not self.leading():
-            return
+        """Pass a burst of pushes (`path:tag`) on to the nodes, once it is over; from a node
+        that is not the leader, to the leader's updater, which passes it on."""
         found = [Push(*text.rsplit(":", 1)) for text in pushed]
+        if not self.leading():
+            leader = self.client.last
+            if leader is None:
+                log.info("push not passed on: no leader's updater has answered yet")
+            elif self.client.pass_on([leader], pushes_body(found)):
+                log.info("push passed on to the leader's updater at %s", leader)
+            return
         try:
             engine = Engine.connect(self._settings.docker_host)
             try:
@@ -169,23 +175,28 @@ class FleetEndpoint:
 
     def __init__(self, token: str, cache: DigestCache, leading: Callable[[], bool],
                  default_age: float, reports: NodeReports | None = None,
-                 on_pushed: Callable[[list[Push]], list[str]] = lambda found: []) -> None:
+                 on_pushed: Callable[[list[Push]], list[str]] = lambda found: [],
+                 forwarded: Callable[[list[Push]], None] = lambda found: None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
         self._cache = cache
         self._leading = leading
         self._default_age = default_age
         self._reports = reports or NodeReports()
         self._on_pushed = on_pushed  # the names of this node's items the pushes concern
+        self._forwarded = forwarded  # on the leader: a node's push, for the whole fleet
 
     def pushed(self, header: str | None, body: bytes) -> tuple[int, Any]:
-        """`POST /v1/fleet/pushed`: a push the leader passed on; a pass for this node's items
-        it concerns, as a push notification would start."""
+        """`POST /v1/fleet/pushed`: a push the leader passed on, or on the leader one a node
+        was notified of; a pass for this node's items it concerns, as a push notification
+        would start (and on the leader, for the fleet's)."""
         if not self.authorized(header):
             return 401, {"error": "missing or wrong fleet token"}
         try:
             found = read_pushes(json.loads(body))
         except (ValueError, RecursionError) as exc:
             return 400, {"error": f"not pushes passed on: {exc}"[:300]}
+        if self._leading():
+            self._forwarded(found)
         return 202, {"names": self._on_pushed(found)}
 
     def report(self, header: str | None, body: bytes) -> tuple[int, Any]:
