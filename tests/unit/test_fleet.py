@@ -526,11 +526,15 @@ def test_a_push_a_node_was_told_of_goes_to_the_leader_which_passes_it_on() -> No
     server = ApiServer("127.0.0.1:0", TOKEN, Control(), fleet=endpoint).start()
     try:
         node = FleetClient(Registry({}), FLEET, server.port, read_seconds=5)
-        body = fleet.pushes_body([Push("app", "latest")])
-        assert node.pass_on(["127.0.0.1"], body) == 1
-        assert forwarded == [[Push("app", "latest")]]
+        found = [Push("app", "latest")]
+        forward = fleet.pushes_body(found, forward=True)
+        assert node.forward(["127.0.0.9", "127.0.0.1"], forward) == "127.0.0.1"
+        assert forwarded == [found]
+        assert node.pass_on(["127.0.0.1"], fleet.pushes_body(found)) == 1  # from the leader?
+        assert len(forwarded) == 1  # a pass-on goes no further
         leading[0] = False
-        assert node.pass_on(["127.0.0.1"], body) == 1
+        assert node.forward(["127.0.0.1"], forward) is None  # 409: not the leader
+        assert node.pass_on(["127.0.0.1"], fleet.pushes_body(found)) == 1
         assert len(forwarded) == 1
         node.close()
     finally:

@@ -198,8 +198,10 @@ def _path(image: Any) -> str | None:
 # --- pushes the leader passes on to the nodes -------------------------------------------------
 
 
-def pushes_body(found: Sequence[Push]) -> dict[str, Any]:
-    return {"pushes": [{"path": push.path, "tag": push.tag} for push in found]}
+def pushes_body(found: Sequence[Push], forward: bool = False) -> dict[str, Any]:
+    """Pushes the leader passes on, or (`forward`) a node sends the leader to pass on."""
+    return {"pushes": [{"path": push.path, "tag": push.tag} for push in found],
+            "forward": forward}
 
 
 def read_pushes(body: Any) -> list[Push]:

@@ -274,6 +274,18 @@ class FleetClient:
         with ThreadPoolExecutor(min(PASS_ON_WORKERS, len(hosts))) as pool:
             return sum(pool.map(send, hosts))
 
+    def forward(self, hosts: Sequence[str], body: dict[str, Any]) -> str | None:
+        """Send a push to the first of `hosts` whose updater takes it as the leader's; that
+        host, or None."""
+        for host in hosts:
+            try:
+                if self._client.post(f"http://{host}:{self._port}{PUSHED_PATH}", json=body,
+                                     timeout=REPORT_SECONDS).status_code == 202:
+                    return host
+            except (httpx.HTTPError, RuntimeError) as exc:
+                log.debug("push not forwarded to %s: %s", host, type(exc).__name__)
+        return None
+
     def _ask(self, host: str, refs: list[str], max_age: float) -> _Taken:
         taken = _Taken()
         for part in chunks(refs):

@@ -114,11 +114,7 @@ class Fleet:
         that is not the leader, to the leader's updater, which passes it on."""
         found = [Push(*text.rsplit(":", 1)) for text in pushed]
         if not self.leading():
-            leader = self.client.last
-            if leader is None:
-                log.info("push not passed on: no leader's updater has answered yet")
-            elif self.client.pass_on([leader], pushes_body(found)):
-                log.info("push passed on to the leader's updater at %s", leader)
+            self._forward(found)
             return
         try:
             engine = Engine.connect(self._settings.docker_host)
@@ -136,6 +132,27 @@ class Fleet:
         if chosen:
             took = self.client.pass_on(chosen, pushes_body(found))
             log.info("push passed on to %d of %d nodes that may run it", took, len(chosen))
+
+    def _forward(self, found: list[Push]) -> None:
+        """A push this node was told of, to the leader's updater (the one that last answered
+        first, then the managers') to pass on."""
+        try:
+            engine = Engine.connect(self._settings.docker_host)
+            try:
+                hosts = manager_hosts(engine.info())
+            finally:
+                engine.close()
+        except UpdaterError as exc:
+            hosts = []
+            log.debug("push: the managers are unknown: %s", exc)
+        last = self.client.last
+        hosts = [last, *(h for h in hosts if h != last)] if last else hosts
+        leader = self.client.forward(hosts, pushes_body(found, forward=True))
+        if leader is None:
+            log.warning("push not passed on to the leader's updater (tried %s); the other "
+                        "nodes see it at their next pass", ", ".join(hosts) or "no manager")
+        else:
+            log.info("push passed on to the leader's updater at %s", leader)
 
     def after_pass(self, report: PassReport, full: bool) -> None:
         """The pass's items for the fleet's view: kept here on the leader, sent to it (in the
@@ -192,11 +209,14 @@ class FleetEndpoint:
         if not self.authorized(header):
             return 401, {"error": "missing or wrong fleet token"}
         try:
-            found = read_pushes(json.loads(body))
+            loaded = json.loads(body)
+            found = read_pushes(loaded)
         except (ValueError, RecursionError) as exc:
             return 400, {"error": f"not pushes passed on: {exc}"[:300]}
-        if self._leading():
-            self._forwarded(found)
+        if loaded.get("forward") is True:  # a node's, to the leader
+            if not self._leading():
+                return 409, {"error": NOT_LEADER}
+            self._forwarded(found)  # for the whole fleet
         return 202, {"names": self._on_pushed(found)}
 
     def report(self, header: str | None, body: bytes) -> tuple[int, Any]:
