@@ -148,11 +148,13 @@ class Application:
     def run_pass(self, names: Iterable[str] = (),
                  stop_requested: Callable[[], bool] = lambda: False,
                  progress: Callable[[float], None] = lambda seconds: None,
-                 retry: Collection[str] | None = None, asked: bool = True) -> PassReport:
-        """One pass (`asked` for, or on schedule); a pass that fails as a whole is counted and
-        told once while passes keep failing (the daemon's status shows it as `last_error`)."""
+                 retry: Collection[str] | None = None, asked: bool = True,
+                 forced: Collection[str] = ()) -> PassReport:
+        """One pass (`asked` for, or on schedule; the `forced` items updated although
+        monitor-only); a pass that fails as a whole is counted and told once while passes keep
+        failing (the daemon's status shows it as `last_error`)."""
         try:
-            return self._run_pass(names, stop_requested, progress, retry, asked)
+            return self._run_pass(names, stop_requested, progress, retry, asked, forced)
         except Exception as exc:
             self.pass_failed(str(exc) if isinstance(exc, UpdaterError)
                              else f"unexpected {type(exc).__name__}; see the updater's log")
@@ -214,7 +216,7 @@ class Application:
 
     def _run_pass(self, names: Iterable[str], stop_requested: Callable[[], bool],
                   progress: Callable[[float], None], retry: Collection[str] | None,
-                  asked: bool) -> PassReport:
+                  asked: bool, forced: Collection[str]) -> PassReport:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()  # given away to a successor that never came: take it back
         engine = Engine.connect(self.settings.docker_host)
@@ -232,9 +234,10 @@ class Application:
                                   else self.digests(engine, asked))
             services = ServiceUpdater(engine, lookups, self.credentials, self.settings,
                                       own_container=own, seen=self.seen,
-                                      decisions=self.decisions)
+                                      decisions=self.decisions, forced=forced)
             report = UpdatePass(engine, lookups, updater, self.settings, on_item, own,
-                                services, progress, self.seen, self.decisions).run(
+                                services, progress, self.seen, self.decisions,
+                                forced=forced).run(
                                     tuple(names), stop_requested, retry)
             if not names and not stop_requested() and report.error is None:
                 report.items += self.rebalancer.periodic(engine, services)

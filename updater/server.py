@@ -5,6 +5,7 @@ Application, under the state lock. Built from settings, then `Server.run()` unti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,9 +16,11 @@ from updater.core.pushes import Push
 from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
 from updater.engine.adapter import Engine
-from updater.errors import NotWatched
+from updater.errors import NotWatched, UpdaterError
 from updater.serve.api import ApiServer, parse_listen
+from updater.serve.board import Board, fleet_rows
 from updater.serve.daemon import Daemon
+from updater.serve.dashboard import Dashboard
 from updater.serve.fleet import Fleet, FleetEndpoint
 from updater.serve.health import Heartbeat
 from updater.serve.hooks import Debounce, PushHook
@@ -40,13 +43,15 @@ class Server:
                 Application(settings, lock=lock) as app:
             app.open_state()  # before the heartbeat says it started
             api: list[ApiServer] = []
+            board = Board()  # every item as its last pass left it, for the dashboard
 
             def one_pass(stop_requested: Callable[[], bool],
                          names: tuple[str, ...]) -> PassReport:
                 report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying,
-                                      daemon.asked)
+                                      daemon.asked, daemon.forcing)
                 if fleet is not None:
                     fleet.after_pass(report, full=not names)
+                board.after_pass(report, full=not names)
                 for item in report.items:
                     if item.outcome not in (Outcome.UP_TO_DATE, Outcome.PINNED):
                         log.info("report: %s %s %s -> %s%s", item.name, item.outcome.value,
@@ -63,7 +68,7 @@ class Server:
             def listen() -> None:
                 # Only after recovery: a predecessor handing over to this updater (on the host
                 # network) holds the port until the recovery has stopped it.
-                server = _start_api(settings, app, daemon, fleet)
+                server = _start_api(settings, app, daemon, fleet, board)
                 if server is not None:
                     api.append(server)
 
@@ -86,7 +91,7 @@ class Server:
 
 
 def _start_api(settings: Settings, app: Application, daemon: Daemon,
-               fleet: Fleet | None) -> ApiServer | None:
+               fleet: Fleet | None, board: Board) -> ApiServer | None:
     listen, token = settings.http_api.listen, settings.http_api.token
     if not listen or not token:
         return None
@@ -97,8 +102,11 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
                 "last_pass": report.as_dict() if report else None,
                 "last_error": daemon.last_error}
 
+    def undone(report: PassReport) -> None:
+        board.after_pass(report, full=False)
+
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
-                            daemon.submit)
+                            daemon.submit, undone)
     hook = endpoint = None
     burst = Debounce(lambda names: daemon.trigger(names, asked=False))
 
@@ -120,30 +128,40 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
             return names
         endpoint = FleetEndpoint(settings.fleet_token, fleet.cache, fleet.leading,
                                  settings.interval, fleet.reports, passed_on, fleet.pushed)
-    return ApiServer(listen, token, control, hook, endpoint).start()
+    server = ApiServer(listen, token, control, hook, endpoint)
+    if settings.http_api.dashboard:
+        desk = Desk(app, daemon, board, control, fleet)
+        server.dashboard = Dashboard(desk, server.token_matches,
+                                     settings.http_api.session_lifetime)
+    return server.start()
 
 
 class DaemonControl:
     """What the HTTP API sees of a running daemon."""
 
-    def __init__(self, app: Application, trigger: Callable[[tuple[str, ...]], None],
+    def __init__(self, app: Application, trigger: Callable[..., None],
                  state: Callable[[], dict[str, Any]],
                  last_report: Callable[[], PassReport | None] = lambda: None,
                  submit: Callable[[str, Callable[[], object]], None] = lambda what, job: None,
-                 ) -> None:
+                 undone: Callable[[PassReport], None] = lambda report: None) -> None:
         self._app = app
+        self._undone = undone
         self._submit = submit
         self._trigger = trigger
         self._state = state
         self._last_report = last_report
 
-    def trigger(self, names: tuple[str, ...] = ()) -> None:
-        """Queue a pass; NotWatched (nothing queued) when a name matches nothing watched."""
+    def trigger(self, names: tuple[str, ...] = (), force: bool = False) -> None:
+        """Queue a pass (`force`: updating monitor-only `names` too); NotWatched (nothing
+        queued) when a name matches nothing watched."""
         missing = self._app.unwatched(names) if names else []
         if missing:
             raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
                              "check the name and its updater.enable label")
-        self._trigger(names)
+        if force:
+            self._trigger(names, force=True)
+        else:
+            self._trigger(names)
 
     def status(self) -> dict[str, Any]:
         return self._state()
@@ -165,7 +183,7 @@ class DaemonControl:
         """Queue `updater rollback NAME` in the daemon's loop; the image it goes back to.
         UpdaterError (NotWatched) when there is nothing to go back to: nothing queued."""
         plan = self._app.rollback_plan(name)
-        self._submit(f"rollback of {name}", lambda: self._app.rollback(name))
+        self._submit(f"rollback of {name}", lambda: self._undone(self._app.rollback(name)))
         return plan.image
 
     def pushed(self, found: list[Push]) -> list[str]:
@@ -181,3 +199,74 @@ class DaemonControl:
         """What the last pass left waiting (no registry request: a dashboard may poll it)."""
         report = self._last_report()
         return pending(report) if report is not None else {"as_of": None, "items": []}
+
+
+class Desk:
+    """What the dashboard sees of a running daemon, and the actions it may ask for; every
+    action is recorded in the history as from the dashboard."""
+
+    def __init__(self, app: Application, daemon: Daemon, board: Board, control: DaemonControl,
+                 fleet: Fleet | None) -> None:
+        self._app = app
+        self._daemon = daemon
+        self._board = board
+        self._control = control
+        self._fleet = fleet
+        self._host: str | None = None
+
+    def _node(self) -> str:
+        if self._fleet is not None and self._fleet.hostname:
+            return self._fleet.hostname
+        if self._host is None:
+            try:
+                self._host = self._app.on_engine(lambda engine: engine.host_name()) or ""
+            except UpdaterError:
+                return ""
+        return self._host
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = self._board.rows(self._node())
+        if self._fleet is not None and self._fleet.leading():
+            rows += fleet_rows(self._fleet.reports.view(time.time()), self._node())
+        return rows
+
+    def version(self) -> str:
+        fleet = self._fleet.reports.received if self._fleet is not None else 0
+        return f"{self._board.version}.{fleet}"
+
+    def item(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self._board.item(kind, name)
+
+    def history(self, name: str, limit: int) -> list[dict[str, Any]]:
+        return self._app.history.entries(name, limit)
+
+    def status(self) -> dict[str, Any]:
+        report = self._daemon.last_report
+        return {"running": self._daemon.running, "passes": self._daemon.passes,
+                "last_pass": None if report is None else {
+                    "started": report.started, "finished": report.finished,
+                    "summary": report.summary()},
+                "next_due": self._daemon.next_due, "last_error": self._daemon.last_error}
+
+    def act(self, action: str, name: str | None, kind: str, digest: str | None) -> str:
+        names = (name,) if name else ()
+        if action == "update":
+            self._control.trigger(names, force=True)
+            said = f"an update of {name} is queued" if name else "an update of everything is queued"
+        elif action == "undo":
+            assert name is not None
+            said = f"{name} goes back to {self._control.rollback(name)}"
+        else:
+            assert name is not None
+            decision = "approved" if action == "approve" else "skipped"
+            said = f"{decision} {self._control.decide(name, digest, decision)} for {name}"
+        if action != "skip":
+            self._board.queue(names, action)
+        found = self._board.item(kind, name) if name else None
+        self._app.history.note(time.time(), name or "(every item)", kind if name else "pass",
+                               str((found or {}).get("image") or ""),
+                               {"update": "update-asked", "undo": "undo-asked"}.get(
+                                   action, decision if action != "update" else action),
+                               digest, "from the dashboard")
+        log.info("dashboard: %s", said)
+        return said

@@ -43,8 +43,10 @@ class UpdatePass:
                  seen: policy.Sightings | None = None,
                  decisions: policy.Decisions | None = None,
                  local_now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     ).astimezone()) -> None:
+                     ).astimezone(), forced: Collection[str] = ()) -> None:
         self._engine = engine
+        # Items an operator pressed "Update now" for: applied although monitor-only.
+        self._forced = frozenset(forced)
         self._local_now = local_now
         self._decisions = decisions or policy.NoDecisions()
         self._seen = seen or policy.SeenInMemory()
@@ -119,6 +121,8 @@ class UpdatePass:
             inspect = self._engine.inspect_container(container.id) or {}
             own_timeout = (inspect.get("Config") or {}).get("StopTimeout")
             options = policy.options(container.labels, self._settings, own_timeout)
+            if container.name in self._forced:
+                options = dataclasses.replace(options, monitor_only=False)
         except UpdaterError as exc:
             return _item(result, Outcome.ERROR, str(exc)), None
         # Its own tag, or the newer version tag it moves to (`updater.tags=semver`).

@@ -68,8 +68,10 @@ class ServiceUpdater:
                  clock: Callable[[], float] = time.monotonic,
                  own_container: str | None = None,
                  seen: policy.Sightings | None = None,
-                 decisions: policy.Decisions | None = None) -> None:
+                 decisions: policy.Decisions | None = None,
+                 forced: Collection[str] = ()) -> None:
         self._engine = engine
+        self._forced = frozenset(forced)  # "Update now": applied although monitor-only
         self._seen = seen or policy.SeenInMemory()
         self._decisions = decisions or policy.NoDecisions()
         self._own_container = own_container
@@ -155,6 +157,8 @@ class ServiceUpdater:
             if ref.tag is None:
                 return service_item(service, Outcome.PINNED, current, None)
             options = service_options(service.labels, self._settings)
+            if service.name in self._forced:
+                options = dataclasses.replace(options, monitor_only=False)
             asked = target(ref, tags.tag_policy(service.labels, self._settings), self._registry)
         except UpdaterError as exc:
             return service_item(service, Outcome.ERROR, current, None, str(exc))

@@ -101,7 +101,7 @@ def load(
 # A section's fields, each with the source it came from: later sources win field by field.
 Fields = dict[str, tuple[Any, str]]
 _SECTIONS: dict[str, tuple[str, ...]] = {
-    "http_api": ("listen", "token", "token_file"),
+    "http_api": ("listen", "token", "token_file", "dashboard", "session_lifetime"),
     "rebalance": ("enabled", "threshold", "interval"),
 }
 _REGISTRY_KEYS = ("insecure", "username", "password", "password_file", "ca_file")
@@ -301,8 +301,12 @@ def _secret(fields: Fields, name: str) -> str | None:
 
 
 def _http_api(fields: Fields) -> HttpApiSettings:
-    return HttpApiSettings(listen=_field(fields, "listen", accepted.optional_text),
-                           token=_secret(fields, "token"))
+    defaults = HttpApiSettings()
+    return HttpApiSettings(
+        listen=_field(fields, "listen", accepted.optional_text), token=_secret(fields, "token"),
+        dashboard=_field(fields, "dashboard", accepted.boolean, defaults.dashboard),
+        session_lifetime=_field(fields, "session_lifetime", parse_duration,
+                                defaults.session_lifetime))
 
 
 def _rebalance(fields: Fields) -> RebalanceSettings:

@@ -126,11 +126,13 @@ class NodeReports:
     def __init__(self) -> None:
         self._nodes: dict[str, tuple[float, dict[str, Any], dict[str, dict[str, Any]]]] = {}
         self._lock = threading.Lock()  # the API's threads and the daemon's loop
+        self.received = 0  # reports taken so far (the dashboard's sign of a change)
 
     def receive(self, body: Any, now: float) -> None:
         """Take a report; ValueError naming what is wrong with a malformed one."""
         with self._lock:
             self._receive(body, now)
+            self.received += 1
 
     def _receive(self, body: Any, now: float) -> None:
         if not isinstance(body, dict):

@@ -25,10 +25,13 @@ class RegistrySettings:
 
 @dataclass(frozen=True, slots=True)
 class HttpApiSettings:
-    """The HTTP API: off unless `listen` is set; then a token is required."""
+    """The HTTP API: off unless `listen` is set; then a token is required. The dashboard
+    (`GET /`) is served with it unless turned off; a login lasts `session_lifetime` seconds."""
 
     listen: str | None = None
     token: str | None = field(default=None, repr=False)
+    dashboard: bool = True
+    session_lifetime: float = 12 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from updater import __version__
 from updater.errors import ConfigError, EngineError, NotWatched, UpdaterError
+from updater.serve.dashboard import Answer, Dashboard, security_headers
 from updater.serve.fleet import FleetEndpoint
 from updater.serve.hooks import PushHook
 from updater.serve.http import (
@@ -71,8 +72,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class ApiServer:
     def __init__(self, listen: str, token: str, control: Control,
-                 hook: PushHook | None = None, fleet: FleetEndpoint | None = None) -> None:
+                 hook: PushHook | None = None, fleet: FleetEndpoint | None = None,
+                 dashboard: Dashboard | None = None) -> None:
         self._token = hashlib.sha256(token.encode()).digest()
+        self.dashboard = dashboard  # `GET /` and its pages, with their own logins
         self._control = control
         self._hook = hook  # push notifications, with their own token
         self._fleet = fleet  # the swarm leader's side of digest sharing and the fleet's view
@@ -98,8 +101,11 @@ class ApiServer:
     def authorized(self, header: str | None) -> bool:
         """Constant time whatever is given: both sides are hashed to the same length first."""
         scheme, _, given = (header or "").partition(" ")
-        given_hash = hashlib.sha256(given.strip().encode("utf-8", "replace")).digest()
-        return hmac.compare_digest(given_hash, self._token) and scheme.lower() == "bearer"
+        return self.token_matches(given.strip()) and scheme.lower() == "bearer"
+
+    def token_matches(self, given: str) -> bool:
+        given_hash = hashlib.sha256(given.encode("utf-8", "replace")).digest()
+        return hmac.compare_digest(given_hash, self._token)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -186,8 +192,11 @@ class ApiServer:
             unguarded[("POST", REPORT_PATH)] = lambda: self._fleet_post(request, fleet.report)
             unguarded[("POST", PUSHED_PATH)] = lambda: self._fleet_post(request, fleet.pushed)
             routes[("GET", "/v1/fleet")] = fleet.view
-        if (method, url.path) in unguarded:
-            return unguarded[(method, url.path)]()
+        handle = unguarded.get((method, url.path))
+        if handle is None and (page := self.dashboard) is not None and page.serves(url.path):
+            handle = lambda: self._page(request, method, url.path, query, page)  # noqa: E731
+        if handle is not None:  # the dashboard's pages have their own logins
+            return handle()
         known = {path for _, path in routes} | {"/metrics"}
         if url.path not in known:
             return _send(request, 404, {"error": f"no such endpoint {url.path}"})
@@ -206,6 +215,17 @@ class ApiServer:
             log.exception("api: %s %s failed", method, url.path)
             status, body = 500, {"error": "internal error; see the updater's log"}
         return _send(request, status, body)
+
+    def _page(self, request: BaseHTTPRequestHandler, method: str, path: str,
+              query: dict[str, list[str]], dashboard: Dashboard) -> None:
+        read: Callable[[int], bytes] = getattr(request, "body")  # noqa: B009 - the Handler's
+        try:
+            answer = dashboard.answer(method, path, query, request.headers.get, read)
+        except Exception:  # a bug must not look like a dropped connection to the browser
+            log.exception("dashboard: %s %s failed", method, path)
+            answer = Answer(500, b"internal error; see the updater's log", "text/plain")
+        _send_raw(request, answer.status, answer.body, answer.content_type,
+                  security_headers(answer))
 
     def _push(self, request: BaseHTTPRequestHandler, query: dict[str, list[str]],
               hook: PushHook) -> None:

@@ -70,6 +70,9 @@ class Daemon:
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self._pushed: set[str] = set()  # asked for by push notifications only
         self._shared: set[str] = set()  # asked for by pushes the swarm leader passed on only
+        self._forced: set[str] = set()  # "Update now": applied although monitor-only
+        self.forcing: frozenset[str] = frozenset()  # this pass's such names
+        self.next_due: float | None = None  # when the next scheduled pass starts (wall clock)
         self.retrying: frozenset[str] = frozenset()  # this pass's names asked for by someone
         self.asked = False  # whether this pass was asked for (else it is the scheduled one)
         self._jobs: list[tuple[str, Callable[[], object]]] = []  # run between passes
@@ -89,14 +92,17 @@ class Daemon:
         self._on_stop()
 
     def trigger(self, names: tuple[str, ...] = (), asked: bool = True,
-                fresh: bool = True) -> None:
+                fresh: bool = True, force: bool = False) -> None:
         """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
         one more; triggers never run passes side by side. Names an operator `asked` for are
         tried again where their update was rolled back; names a push notification brought
         (`asked=False`) are not: a re-sent notification must not restart a known-bad image.
         A pass wants `fresh` digests (none older than itself) unless all its names came from
-        pushes the swarm leader passed on (whose answers it renewed for them)."""
+        pushes the swarm leader passed on (whose answers it renewed for them). Names an
+        operator pressed "Update now" for (`force`) are updated although monitor-only."""
         with self._lock:
+            if force:
+                self._forced |= set(names)
             if asked:
                 self._pushed -= set(names)
             else:
@@ -179,6 +185,7 @@ class Daemon:
         due = time.monotonic() + delay
         while not self._stop.is_set():
             log.info("next pass in %.0fs", delay)
+            self.next_due = time.time() + delay
             self.expect(delay + health.STALE_SECONDS)
             self._wait(delay)
             if self._stop.is_set():
@@ -211,7 +218,9 @@ class Daemon:
             self.asked = self._requested is not None and not (
                 names and set(names) <= self._shared)
             self.retrying = frozenset(names) - self._pushed
+            self.forcing = frozenset(self._forced)
             self._requested, self._pushed, self._shared = None, set(), set()
+            self._forced = set()
             self._wake.clear()
         started = time.monotonic()
         self.running = True

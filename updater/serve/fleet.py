@@ -84,6 +84,11 @@ class Fleet:
         return Shared(self._registry,
                       lambda refs: self.client.digests(hosts, refs, max_age))
 
+    @property
+    def hostname(self) -> str:
+        """This node's hostname as its reports name it ("" before the first pass)."""
+        return self._node[1]
+
     def leading(self) -> bool:
         """Whether this updater's node leads the swarm (asked at most every few seconds)."""
         with self._lock:

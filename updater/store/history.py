@@ -64,6 +64,17 @@ class History:
             raise StateError(f"cannot write the history in {self._state_dir} ({exc})") from None
         return len(rows)
 
+    def note(self, when: float, name: str, kind: str, image: str, action: str,
+             digest: str | None, reason: str) -> None:
+        """Record an operator's action (`action`, e.g. `update-asked`, for `digest`) and
+        where it came from (`reason`); StateError when it cannot be written."""
+        try:
+            with self._lock:
+                self._db.execute(_INSERT, (when, name, kind, image, action, None, digest, None,
+                                           None, reason, 0.0))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the history in {self._state_dir} ({exc})") from None
+
     def _repeats(self, row: tuple[Any, ...]) -> bool:
         if row[4] not in _ONCE:
             return False

@@ -1,0 +1,116 @@
+// The dashboard's behaviour: live filters, confirmed actions sent without leaving the page,
+// and the page kept current from /ui/state (every 2 s while visible). Everything also works
+// without this script, through plain forms and links.
+"use strict";
+(function () {
+  const table = document.getElementById("items");
+  const item = document.getElementById("item");
+  const marker = table || item;
+  let version = marker ? marker.dataset.version : null;
+  const notice = document.getElementById("notice");
+  const status = document.getElementById("status");
+
+  function say(text) {
+    if (!notice) return;
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  function filter() {
+    if (!table) return;
+    const state = document.getElementById("f-state").value;
+    const node = document.getElementById("f-node").value;
+    const text = document.getElementById("f-q").value.trim().toLowerCase();
+    let shown = 0;
+    const rows = table.tBodies[0].rows;
+    for (const row of rows) {
+      const match = (!state || row.dataset.state === state) && (!node || row.dataset.node === node) &&
+        (!text || row.dataset.text.includes(text));
+      row.hidden = !match;
+      if (match) shown += 1;
+    }
+    document.getElementById("shown").textContent = shown + " of " + rows.length + " shown";
+  }
+
+  const filters = document.getElementById("filters");
+  if (filters) {
+    filters.addEventListener("input", filter);
+    filters.addEventListener("change", filter);
+    filters.addEventListener("submit", function (event) { event.preventDefault(); filter(); });
+  }
+
+  document.addEventListener("submit", async function (event) {
+    const form = event.target;
+    if (!form.classList || !form.classList.contains("act")) return;
+    event.preventDefault();
+    const data = new FormData(form);
+    const name = data.get("name");
+    const label = form.querySelector("button").textContent;
+    if (!window.confirm(label + (name ? " for " + name : "") + "?")) return;
+    data.set("confirmed", "yes");
+    form.querySelector("button").disabled = true;
+    try {
+      const answer = await fetch("/ui/act", {method: "POST", body: new URLSearchParams(data),
+        headers: {"Accept": "application/json"}, credentials: "same-origin"});
+      const body = await answer.json();
+      say(body.message || body.error || ("answer " + answer.status));
+    } catch (error) {
+      say("The updater did not answer: " + error);
+    }
+    form.querySelector("button").disabled = false;
+    refresh();
+  });
+
+  function when(seconds) {
+    if (!seconds) return "-";
+    const d = new Date(seconds * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
+      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+  }
+
+  function showStatus(s) {
+    if (!status) return;
+    const last = s.last_pass;
+    status.textContent = (s.running ? "A pass is running. " : "") + "Last pass: " +
+      (last ? when(last.finished) + " (" + last.summary + ")" : "none yet") + ". Next pass: " +
+      when(s.next_due) + "." + (s.last_error ? " Problem: " + s.last_error : "");
+  }
+
+  async function refresh() {
+    if (!marker || document.hidden) return;
+    let answer;
+    try {
+      answer = await fetch("/ui/state?v=" + encodeURIComponent(version), {credentials: "same-origin"});
+    } catch (error) {
+      return;
+    }
+    if (answer.status === 401) { window.location.assign("/login"); return; }
+    if (!answer.ok) return;
+    const body = await answer.json();
+    showStatus(body.status);
+    if (body.rows === undefined) return;
+    version = String(body.version);
+    if (item) { window.location.reload(); return; }
+    const tbody = table.tBodies[0];
+    const keys = Object.keys(body.rows);
+    const known = new Map();
+    for (const row of tbody.rows) known.set(row.dataset.key, row);
+    if (keys.length !== known.size || keys.some((k) => !known.has(k))) {
+      window.location.reload();  // items came or went: the whole page, with its filters
+      return;
+    }
+    const holder = document.createElement("tbody");
+    for (const key of keys) {
+      holder.innerHTML = body.rows[key];
+      const fresh = holder.rows[0];
+      const old = known.get(key);
+      if (fresh && old.outerHTML !== fresh.outerHTML) old.replaceWith(fresh);
+    }
+    table.dataset.version = version;
+    filter();
+  }
+
+  filter();
+  setInterval(refresh, 2000);
+})();
