@@ -5,6 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(docker.io docker-registry busybox-static iproute2 ca-certificates prometheus python3 python3-venv
+          chromium chromium-driver
           python3-pip debootstrap)
 
 need_root() {

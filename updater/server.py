@@ -252,21 +252,22 @@ class Desk:
         names = (name,) if name else ()
         if action == "update":
             self._control.trigger(names, force=True)
-            said = f"an update of {name} is queued" if name else "an update of everything is queued"
+            said, done = f"an update of {name or 'every item'} is queued", "update-asked"
         elif action == "undo":
             assert name is not None
             said = f"{name} goes back to {self._control.rollback(name)}"
+            done = "undo-asked"
         else:
             assert name is not None
-            decision = "approved" if action == "approve" else "skipped"
-            said = f"{decision} {self._control.decide(name, digest, decision)} for {name}"
+            done = "approved" if action == "approve" else "skipped"
+            said = f"{done} {self._control.decide(name, digest, done)} for {name}"
         if action != "skip":
             self._board.queue(names, action)
         found = self._board.item(kind, name) if name else None
-        self._app.history.note(time.time(), name or "(every item)", kind if name else "pass",
-                               str((found or {}).get("image") or ""),
-                               {"update": "update-asked", "undo": "undo-asked"}.get(
-                                   action, decision if action != "update" else action),
-                               digest, "from the dashboard")
-        log.info("dashboard: %s", said)
+        try:
+            self._app.history.note(time.time(), name or "(every item)", kind if name else "pass",
+                                   str((found or {}).get("image") or ""), done, digest,
+                                   "from the dashboard")
+        except UpdaterError as exc:  # done all the same: say so in the log
+            log.error("dashboard: %s, but not recorded in the history: %s", said, exc)
         return said

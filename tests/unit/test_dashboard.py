@@ -249,3 +249,18 @@ def test_board_merges_named_passes_and_drops_gone_items() -> None:
                      full=True)
     assert [r["name"] for r in board.rows("n")] == ["b"]
     assert board.rows("n")[0]["current"] == "1"
+
+
+def test_a_row_names_what_an_item_moves_to() -> None:
+    from updater.serve.board import row
+
+    same_tag = row("n", {"name": "a", "image": "reg:5000/a:latest", "outcome": "waiting",
+                         "target": "reg:5000/a:latest", "new_digest": WAITING})
+    assert (same_tag["current"], same_tag["target"]) == ("latest", WAITING[:19])
+    moved = row("n", {"name": "a", "image": "reg:5000/a:1.2.3", "outcome": "update-available",
+                      "target": "reg:5000/a:1.10.0", "new_digest": WAITING})
+    assert (moved["current"], moved["target"]) == ("1.2.3", "1.10.0")
+    labelled = row("n", {"name": "a", "image": "a", "outcome": "updated", "old_version": "1.0",
+                         "new_version": "1.1"})
+    assert (labelled["current"], labelled["target"]) == ("1.0", "1.1")
+    assert not labelled["approvable"] and not labelled["updatable"]  # another node's row

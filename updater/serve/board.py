@@ -15,6 +15,8 @@ from updater.core.report import Outcome, PassReport
 QUEUED_SECONDS = 1800.0
 # Outcomes of a pass's side work, not an item's state.
 _NOT_STATES = frozenset({Outcome.REBALANCED})
+# Outcomes with a new image in view, named by its digest when no version says more.
+_MOVING = frozenset({Outcome.AVAILABLE.value, Outcome.WAITING.value, Outcome.HELD_BACK.value})
 # Outcomes whose item waits for an operator's approval, which the page offers.
 APPROVABLE = frozenset({Outcome.WAITING.value})
 # Outcomes that leave an update the operator can ask for now.
@@ -82,12 +84,13 @@ def row(node: str, item: Mapping[str, Any], queued: str = "", local: bool = Fals
     """One line of the page: an item of this node (`local`: it can be acted on here) or of
     another node of the fleet (`age` of its report, `stale` when its node went silent)."""
     outcome = str(item.get("outcome") or "")
-    target = item.get("target") or item.get("new_version")
-    if not target and outcome in (Outcome.AVAILABLE.value, Outcome.WAITING.value):
+    image = str(item.get("image") or "")
+    target = item.get("new_version") or _moved_to(image, item.get("target"))
+    if not target and outcome in _MOVING:
         target = str(item.get("new_digest") or "")[:19] or None
     return {"node": node, "name": str(item.get("name") or ""),
-            "kind": str(item.get("kind") or "container"), "image": str(item.get("image") or ""),
-            "current": item.get("old_version") or _tag(str(item.get("image") or "")),
+            "kind": str(item.get("kind") or "container"), "image": image,
+            "current": item.get("old_version") or _tag(image),
             "target": target, "state": outcome, "why": item.get("reason") or "",
             "digest": item.get("new_digest"), "queued": queued, "local": local,
             "approvable": local and outcome in APPROVABLE and bool(item.get("new_digest")),
@@ -100,6 +103,13 @@ def fleet_rows(view: Mapping[str, Any], own_node: str) -> list[dict[str, Any]]:
     return [row(str(item.get("node") or ""), item, age=item.get("age"),
                 stale=bool(item.get("stale")))
             for item in view.get("items", []) if item.get("node") != own_node]
+
+
+def _moved_to(image: str, target: Any) -> str | None:
+    """The tag an item moves to, when it is another than its own (`updater.tags`)."""
+    if not isinstance(target, str) or not target or target == image:
+        return None
+    return _tag(target) if target.rpartition(":")[0] == image.rpartition(":")[0] else target
 
 
 def _tag(image: str) -> str:

@@ -32,6 +32,19 @@
     document.getElementById("shown").textContent = shown + " of " + rows.length + " shown";
   }
 
+  // The choices of a filter: every state (or node) the rows have now, and the one chosen.
+  function choices(select, attribute) {
+    const present = new Set();
+    for (const row of table.tBodies[0].rows) if (row.dataset[attribute]) present.add(row.dataset[attribute]);
+    if (select.value) present.add(select.value);
+    const wanted = Array.from(present).sort();
+    const have = Array.from(select.options).slice(1).map((o) => o.value);
+    if (wanted.join("\n") === have.join("\n")) return;
+    const chosen = select.value;
+    select.length = 1;
+    for (const value of wanted) select.add(new Option(value, value, false, value === chosen));
+  }
+
   const filters = document.getElementById("filters");
   if (filters) {
     filters.addEventListener("input", filter);
@@ -108,6 +121,8 @@
       if (fresh && old.outerHTML !== fresh.outerHTML) old.replaceWith(fresh);
     }
     table.dataset.version = version;
+    choices(document.getElementById("f-state"), "state");
+    choices(document.getElementById("f-node"), "node");
     filter();
   }
 
