@@ -73,9 +73,8 @@ def row_state(driver: WebDriver, name: str) -> str:
 
 
 def press(driver: WebDriver, scope: str, label: str) -> None:
-    """Press the button `label` in the element `scope` (CSS) and accept its confirmation."""
-    button = driver.find_element(
-        By.XPATH, f"{scope}//button[normalize-space()='{label}']")
+    """Press the action `label` in the element `scope` (XPath) and accept its confirmation."""
+    button = driver.find_element(By.XPATH, f"{scope}//a[normalize-space()='{label}']")
     button.click()
     WebDriverWait(driver, 10).until(expected_conditions.alert_is_present())
     driver.switch_to.alert.accept()
@@ -127,7 +126,7 @@ def test_log_in_see_update_approve_undo_and_log_out(
         # Push new images; Update all now: the page follows the pass by itself.
         for tag in tags.values():
             images.release(engine.client, tag, "2", keep_local=False)
-        press(driver, "//form[contains(@class,'all')]", "Update all now")
+        press(driver, "//p[contains(@class,'all')]", "Update all now")
         wait.until(lambda d: states() == {"watched": "update-available",
                                           "approved": "waiting", "plain": "updated"})
         driver.save_screenshot(str(artefacts() / "dashboard-main.png"))

@@ -175,6 +175,9 @@ def test_an_action_needs_the_csrf_token_and_a_confirmation(
     assert desk.acted == []
     asked = client.post("/ui/act", data={**form, "csrf": csrf})
     assert asked.status_code == 200 and "Confirm" in asked.text and desk.acted == []
+    linked = client.get("/ui/act", params={**form, "confirmed": "yes"})  # a link: only asks
+    assert linked.status_code == 200 and 'value="yes"' in linked.text and desk.acted == []
+    assert csrf in linked.text  # the confirmation's form carries the session's token
     done = client.post("/ui/act", data={**form, "csrf": csrf, "confirmed": "yes"},
                        headers={"Accept": "application/json"})
     assert done.json() == {"ok": True, "message": "approve queued"}

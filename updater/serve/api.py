@@ -6,6 +6,7 @@ cannot hold it."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import io
@@ -224,8 +225,11 @@ class ApiServer:
         except Exception:  # a bug must not look like a dropped connection to the browser
             log.exception("dashboard: %s %s failed", method, path)
             answer = Answer(500, b"internal error; see the updater's log", "text/plain")
-        _send_raw(request, answer.status, answer.body, answer.content_type,
-                  security_headers(answer))
+        headers, body = security_headers(answer), answer.body
+        if len(body) > 1400 and "gzip" in (request.headers.get("Accept-Encoding") or ""):
+            body = gzip.compress(body, 5)  # a page of 1,000 items: 600 KiB, 10 times less
+            headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        _send_raw(request, answer.status, body, answer.content_type, headers)
 
     def _push(self, request: BaseHTTPRequestHandler, query: dict[str, list[str]],
               hook: PushHook) -> None:

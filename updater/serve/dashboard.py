@@ -89,7 +89,7 @@ class Dashboard:
             return _redirect("/") if session else self._page("login.html", 200)
         if session is None:
             return _refuse(401, "log in first") if path == "/ui/state" else _redirect("/login")
-        pages = {"/ui/state": self._state, "/item": self._item}
+        pages = {"/ui/state": self._state, "/item": self._item, "/ui/act": self._confirm}
         return pages.get(path, self._index)(query, session)
 
     def _post(self, path: str, session_id: str | None, session: Session | None, secure: bool,
@@ -145,18 +145,23 @@ class Dashboard:
         body: dict[str, Any] = {"version": version, "status": self._desk.status()}
         if _one(query, "v") != str(version):
             macros = self._env().get_template("rows.html").module
-            body["rows"] = {_key(row): str(macros.row(row, session.csrf))
+            body["rows"] = {_key(row): str(macros.row(row))
                             for row in self._desk.rows()}
         return Answer(200, json.dumps(body).encode(), "application/json")
 
-    def _act(self, form: dict[str, list[str]], session: Session, json_wanted: bool) -> Answer:
+    def _confirm(self, query: dict[str, list[str]], session: Session) -> Answer:
+        """The question before an action (a link's target; changes nothing)."""
+        return self._act(query, session, json_wanted=False, confirmed=False)
+
+    def _act(self, form: dict[str, list[str]], session: Session, json_wanted: bool,
+             confirmed: bool = True) -> Answer:
         action, name = _one(form, "action") or "", _one(form, "name") or None
         kind, digest = _one(form, "kind") or "container", _one(form, "digest") or None
         if action not in ACTIONS or (action != "update" and not name) or (
                 action in ("approve", "skip") and not digest):
             return _refuse(400, f"unknown or incomplete action {action[:40]!r}")
         what = ACTIONS[action].format(name=name or "every item", digest=(digest or "")[:19])
-        if _one(form, "confirmed") != "yes":
+        if not confirmed or _one(form, "confirmed") != "yes":
             return self._page("confirm.html", 200, session=session, what=what, form={
                 "action": action, "name": name or "", "kind": kind, "digest": digest or ""})
         try:

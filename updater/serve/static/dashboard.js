@@ -52,25 +52,26 @@
     filters.addEventListener("submit", function (event) { event.preventDefault(); filter(); });
   }
 
-  document.addEventListener("submit", async function (event) {
-    const form = event.target;
-    if (!form.classList || !form.classList.contains("act")) return;
+  // An action link: asked for confirmation, then sent (with the session's CSRF token) here.
+  document.addEventListener("click", async function (event) {
+    const link = event.target.closest ? event.target.closest("a.act") : null;
+    if (!link) return;
     event.preventDefault();
-    const data = new FormData(form);
+    const data = new URL(link.href).searchParams;
     const name = data.get("name");
-    const label = form.querySelector("button").textContent;
-    if (!window.confirm(label + (name ? " for " + name : "") + "?")) return;
+    if (!window.confirm(link.textContent + (name ? " for " + name : "") + "?")) return;
     data.set("confirmed", "yes");
-    form.querySelector("button").disabled = true;
+    data.set("csrf", document.querySelector("meta[name=csrf]").content);
+    link.setAttribute("aria-disabled", "true");
     try {
-      const answer = await fetch("/ui/act", {method: "POST", body: new URLSearchParams(data),
+      const answer = await fetch("/ui/act", {method: "POST", body: data,
         headers: {"Accept": "application/json"}, credentials: "same-origin"});
       const body = await answer.json();
       say(body.message || body.error || ("answer " + answer.status));
     } catch (error) {
       say("The updater did not answer: " + error);
     }
-    form.querySelector("button").disabled = false;
+    link.removeAttribute("aria-disabled");
     refresh();
   });
 
