@@ -71,6 +71,10 @@ class Server:
                 server = _start_api(settings, app, daemon, fleet, board)
                 if server is not None:
                     api.append(server)
+                    try:  # the page lists them before the first pass
+                        board.seed(app.watched_containers())
+                    except UpdaterError as exc:
+                        log.debug("dashboard: watched containers not listed yet: %s", exc)
 
             daemon = Daemon(settings, one_pass, on_start=app.recover, on_started=listen,
                             on_stop=app.interrupted.set)

@@ -267,3 +267,15 @@ def test_a_row_names_what_an_item_moves_to() -> None:
                          "new_version": "1.1"})
     assert (labelled["current"], labelled["target"]) == ("1.0", "1.1")
     assert not labelled["approvable"] and not labelled["updatable"]  # another node's row
+
+
+def test_containers_show_before_the_first_pass_looks_at_them() -> None:
+    board = Board()
+    board.seed([("a", "r/a:1"), ("b", "r/b:2")])
+    assert [(r["name"], r["state"], r["current"]) for r in board.rows("n")] == [
+        ("a", "", "1"), ("b", "", "2")]
+    board.after_pass(PassReport(items=[ItemReport("a", "r/a:1", Outcome.UP_TO_DATE)]),
+                     full=False)
+    board.seed([("a", "r/a:1")])  # never overwrites what a pass said
+    assert [(r["name"], r["state"]) for r in board.rows("n")] == [("a", "up-to-date"),
+                                                                  ("b", "")]

@@ -47,6 +47,14 @@ class Board:
                     self._queued.pop(name, None)
             self.version += 1
 
+    def seed(self, containers: Iterable[tuple[str, str]]) -> None:
+        """Containers (name, image) known to be watched before any pass looked at them."""
+        with self._lock:
+            for name, image in containers:
+                self._items.setdefault(("container", name), {
+                    "name": name, "kind": "container", "image": image, "outcome": ""})
+            self.version += 1
+
     def queue(self, names: Iterable[str], action: str) -> None:
         """`action` asked for `names` (none: every item) is on its way."""
         now = self._clock()
