@@ -207,6 +207,16 @@ def test_state_tells_changes_and_progress(setup: tuple[httpx.Client, Desk, Clock
     assert "in progress" not in rows["node-1|container|db"] and "updated" in rows[
         "node-1|container|db"]
     assert len(rows) == 3  # a pass for one item keeps the others
+    # An item's page asks after its item alone: the same until that item changes.
+    signed = client.get("/ui/state?item=container|web").json()
+    assert "rows" not in signed
+    desk.board.after_pass(PassReport(items=[ItemReport("db", "reg/db:16", Outcome.ERROR)]),
+                          full=False)
+    assert client.get("/ui/state?item=container|web").json()["item"] == signed["item"]
+    desk.act("undo", "web", "container", None)
+    assert client.get("/ui/state?item=container|web").json()["item"] != signed["item"]
+    page = client.get("/item?kind=container&name=web").text
+    assert "undo in progress" in page and 'data-sign="' in page
 
 
 def test_logout_and_expiry_end_a_session(setup: tuple[httpx.Client, Desk, Clock]) -> None:

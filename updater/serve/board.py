@@ -82,9 +82,11 @@ class Board:
                 for _, item in items]
 
     def item(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The item as its last pass left it, with what is `queued` for it."""
         with self._lock:
             found = self._items.get((kind, name))
-        return dict(found) if found is not None else None
+            queued = self._queued.get(name, ("", 0.0))[0]
+        return {**found, "queued": queued} if found is not None else None
 
 
 def row(node: str, item: Mapping[str, Any], queued: str = "", local: bool = False,

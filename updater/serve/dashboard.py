@@ -137,13 +137,16 @@ class Dashboard:
             return self._page("missing.html", 404, session=session, name=name)
         return self._page("item.html", 200, session=session, row=found,
                           history=self._desk.history(name, HISTORY_ROWS),
-                          status=self._desk.status(), version=self._desk.version())
+                          status=self._desk.status(), sign=_sign(found))
 
     def _state(self, query: dict[str, list[str]], session: Session) -> Answer:
         """What changed since the page's `v`: the status, and the rows when they changed."""
         version = self._desk.version()
         body: dict[str, Any] = {"version": version, "status": self._desk.status()}
-        if _one(query, "v") != str(version):
+        kind, _, name = (_one(query, "item") or "").partition("|")
+        if name:  # an item's page: only its own changes matter
+            body["item"] = _sign(self._desk.item(kind, name))
+        elif _one(query, "v") != str(version):
             macros = self._env().get_template("rows.html").module
             body["rows"] = {_key(row): str(macros.row(row))
                             for row in self._desk.rows()}
@@ -201,6 +204,13 @@ class Dashboard:
 def security_headers(answer: Answer) -> dict[str, str]:
     """The headers of every dashboard answer, then its own."""
     return {**_HEADERS, **answer.headers}
+
+
+def _sign(item: Mapping[str, Any] | None) -> str:
+    """What an item's page shows of it, in short: its page reloads when this changes."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _key(row: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@
   const table = document.getElementById("items");
   const item = document.getElementById("item");
   const marker = table || item;
-  let version = marker ? marker.dataset.version : null;
+  let version = table ? table.dataset.version : null;
   const notice = document.getElementById("notice");
   const status = document.getElementById("status");
 
@@ -95,7 +95,8 @@
     if (!marker || document.hidden) return;
     let answer;
     try {
-      answer = await fetch("/ui/state?v=" + encodeURIComponent(version), {credentials: "same-origin"});
+      const asked = item ? "item=" + encodeURIComponent(item.dataset.item) : "v=" + encodeURIComponent(version);
+      answer = await fetch("/ui/state?" + asked, {credentials: "same-origin"});
     } catch (error) {
       return;
     }
@@ -103,9 +104,12 @@
     if (!answer.ok) return;
     const body = await answer.json();
     showStatus(body.status);
+    if (item) {
+      if (body.item !== item.dataset.sign) window.location.reload();  // this item changed
+      return;
+    }
     if (body.rows === undefined) return;
     version = String(body.version);
-    if (item) { window.location.reload(); return; }
     const tbody = table.tBodies[0];
     const keys = Object.keys(body.rows);
     const known = new Map();
