@@ -73,9 +73,15 @@ def row_state(driver: WebDriver, name: str) -> str:
 
 
 def press(driver: WebDriver, scope: str, label: str) -> None:
-    """Press the action `label` in the element `scope` (XPath) and accept its confirmation."""
-    button = driver.find_element(By.XPATH, f"{scope}//a[normalize-space()='{label}']")
-    button.click()
+    """Press the action `label` in the element `scope` (XPath) and accept its confirmation
+    (found again if the page replaced its row meanwhile)."""
+    for attempt in range(3):
+        try:
+            driver.find_element(By.XPATH, f"{scope}//a[normalize-space()='{label}']").click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 2:
+                raise
     WebDriverWait(driver, 10).until(expected_conditions.alert_is_present())
     driver.switch_to.alert.accept()
 
@@ -161,6 +167,14 @@ def test_log_in_see_update_approve_undo_and_log_out(
         history = driver.find_element(By.ID, "history").text
         assert "undo-asked" in history and "from the dashboard" in history
         assert "updated" in history
+
+        # On a phone's width the list fits the screen: no sideways scrolling.
+        driver.set_window_size(390, 844)
+        driver.get(base + "/")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#items tbody tr"))
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth")
+        driver.save_screenshot(str(artefacts() / "dashboard-phone.png"))
 
         # Log out: the page is gone, and so is the session behind the cookie.
         driver.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
