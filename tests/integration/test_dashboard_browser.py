@@ -155,7 +155,16 @@ def test_log_in_see_update_approve_undo_and_log_out(
         # Approve the waiting update.
         press(driver, f'//tr[@data-key="{_key(driver, unique, "approved")}"]', "Approve")
         wait.until(lambda d: states()["approved"] == "updated")
-        assert image_of(engine, f"{unique}-approved") != first["approved"]
+        approved = image_of(engine, f"{unique}-approved")
+        assert approved != first["approved"]
+
+        # A newer image waits again (the approval was for the other); Skip holds it back.
+        images.release(engine.client, tags["approved"], "3", keep_local=False)
+        press(driver, f'//tr[@data-key="{_key(driver, unique, "approved")}"]', "Update now")
+        wait.until(lambda d: states()["approved"] == "waiting")
+        press(driver, f'//tr[@data-key="{_key(driver, unique, "approved")}"]', "Skip")
+        wait.until(lambda d: states()["approved"] == "held-back")
+        assert image_of(engine, f"{unique}-approved") == approved
 
         # Undo the plain container's update from its page, which shows its history.
         driver.find_element(By.LINK_TEXT, f"{unique}-plain").click()
