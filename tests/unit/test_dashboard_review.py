@@ -204,3 +204,12 @@ def test_a_repeated_field_is_refused_not_widened_to_every_item(setup: Setup) -> 
     assert answer.status_code == 400 and desk.acted == [], answer.text
     page = client.get("/ui/act?action=update&name=web&name=db")
     assert page.status_code == 400 and "every item" not in page.text
+
+
+def test_the_push_and_fleet_bodies_read_the_same_content_length() -> None:
+    """The same `isdigit` slip in `hooks.body_length` (push notifications, fleet reports):
+    a ValueError out of the handler, the connection dropped without an answer."""
+    from updater.serve.hooks import body_length
+
+    assert isinstance(body_length("²"), str) and isinstance(body_length("٣"), str)
+    assert body_length(" 12 ") == 12
