@@ -220,9 +220,10 @@ def _one(values: Mapping[str, list[str]], key: str) -> str | None:
 
 
 def _form(length_header: str | None, read: Callable[[int], bytes]) -> dict[str, list[str]] | None:
-    if length_header is None or not length_header.strip().isdigit():
+    text = (length_header or "").strip()
+    if length_header is None or not (text.isascii() and text.isdigit()):  # not '²' nor '٣'
         return {} if length_header is None else None
-    length = int(length_header)
+    length = int(text)
     if length > MAX_FORM:
         return None
     body = read(length)
