@@ -47,8 +47,13 @@ class Server:
 
             def one_pass(stop_requested: Callable[[], bool],
                          names: tuple[str, ...]) -> PassReport:
-                report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying,
-                                      daemon.asked, daemon.forcing)
+                started = time.time()
+                try:
+                    report = app.run_pass(names, stop_requested, daemon.expect,
+                                          daemon.retrying, daemon.asked, daemon.forcing)
+                except BaseException:  # no report: what the pass carried is not in progress
+                    board.failed(started)
+                    raise
                 if fleet is not None:
                     fleet.after_pass(report, full=not names)
                 board.after_pass(report, full=not names)
@@ -110,7 +115,7 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
         board.after_pass(report, full=False)
 
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
-                            daemon.submit, undone)
+                            daemon.submit, undone, gave_up=board.done)
     hook = endpoint = None
     burst = Debounce(lambda names: daemon.trigger(names, asked=False))
 
@@ -147,9 +152,11 @@ class DaemonControl:
                  state: Callable[[], dict[str, Any]],
                  last_report: Callable[[], PassReport | None] = lambda: None,
                  submit: Callable[[str, Callable[[], object]], None] = lambda what, job: None,
-                 undone: Callable[[PassReport], None] = lambda report: None) -> None:
+                 undone: Callable[[PassReport], None] = lambda report: None,
+                 gave_up: Callable[[str], None] = lambda name: None) -> None:
         self._app = app
         self._undone = undone
+        self._gave_up = gave_up  # a rollback's job failed: `name` is no longer in progress
         self._submit = submit
         self._trigger = trigger
         self._state = state
@@ -187,7 +194,15 @@ class DaemonControl:
         """Queue `updater rollback NAME` in the daemon's loop; the image it goes back to.
         UpdaterError (NotWatched) when there is nothing to go back to: nothing queued."""
         plan = self._app.rollback_plan(name)
-        self._submit(f"rollback of {name}", lambda: self._undone(self._app.rollback(name)))
+
+        def job() -> None:
+            try:
+                report = self._app.rollback(name)
+            except BaseException:
+                self._gave_up(name)
+                raise
+            self._undone(report)
+        self._submit(f"rollback of {name}", job)
         return plan.image
 
     def pushed(self, found: list[Push]) -> list[str]:
