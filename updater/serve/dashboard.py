@@ -99,6 +99,8 @@ class Dashboard:
             return _refuse(400, "the form is missing or too long")
         if path == "/login":
             return self._login(form, secure, header("X-Forwarded-For"))
+        if session is None and "text/html" in (header("Accept") or ""):
+            return _redirect("/login")  # a browser's form, after the session ended
         if session is None or not session.csrf_matches(_one(form, "csrf")):
             return _refuse(401, "log in first") if session is None else _refuse(
                 403, "the form is stale or forged (no valid CSRF token); reload the page")
@@ -157,6 +159,8 @@ class Dashboard:
              confirmed: bool = True) -> Answer:
         action, name = _one(form, "action") or "", _one(form, "name") or None
         kind, digest = _one(form, "kind") or "container", _one(form, "digest") or None
+        if any(len(values) > 1 for values in form.values()):  # never read as "every item"
+            return _refuse(400, "a field is given more than once")
         if action not in ACTIONS or (action != "update" and not name) or (
                 action in ("approve", "skip") and not digest):
             return _refuse(400, f"unknown or incomplete action {action[:40]!r}")
