@@ -99,10 +99,8 @@ class Dashboard:
             return _refuse(400, "the form is missing or too long")
         if path == "/login":
             return self._login(form, secure, header("X-Forwarded-For"))
-        if session is None and "text/html" in (header("Accept") or ""):
-            return _redirect("/login")  # a browser's form, after the session ended
         if session is None or not session.csrf_matches(_one(form, "csrf")):
-            return _refuse(401, "log in first") if session is None else _refuse(
+            return _not_logged_in(header) if session is None else _refuse(
                 403, "the form is stale or forged (no valid CSRF token); reload the page")
         if path == "/logout":
             self.sessions.end(session_id)
@@ -250,6 +248,13 @@ def _cookie(value: str, max_age: int, secure: bool) -> str:
 
 def _redirect(to: str, headers: dict[str, str] | None = None) -> Answer:
     return Answer(303, b"", "text/plain", {"Location": to, **(headers or {})})
+
+
+def _not_logged_in(header: Callable[[str], str | None]) -> Answer:
+    """A browser's form after its session ended goes to the login page; a script hears 401."""
+    if "text/html" in (header("Accept") or ""):
+        return _redirect("/login")
+    return _refuse(401, "log in first")
 
 
 def _refuse(status: int, why: str = "not allowed here") -> Answer:
