@@ -3,6 +3,7 @@ fix, or still fails where noted)."""
 
 from __future__ import annotations
 
+import inspect
 import socket
 import time
 from collections.abc import Iterator
@@ -109,12 +110,12 @@ def _desk(board: Board, jobs: list[Any], triggered: list[Any]) -> Any:
     def undone(report: PassReport) -> None:
         board.after_pass(report, full=False)
 
-    wiring: tuple[Any, ...] = (app, lambda *a, **k: triggered.append((a, k)), dict,
-                               lambda: None, lambda what, job: jobs.append(job), undone)
-    try:
-        control = DaemonControl(*wiring, gave_up=board.done)  # type: ignore[call-arg]
-    except TypeError:  # before the fix: no way to tell the board
-        control = DaemonControl(*wiring)
+    make: Any = DaemonControl
+    wiring: dict[str, Any] = {"undone": undone, "gave_up": board.done}
+    if "gave_up" not in inspect.signature(DaemonControl).parameters:
+        del wiring["gave_up"]  # before the fix: no way to tell the board
+    control = make(app, lambda *a, **k: triggered.append((a, k)), dict, lambda: None,
+                   lambda what, job: jobs.append(job), **wiring)
     desk = RealDesk(app, _Daemon(), board, control, None)  # type: ignore[arg-type]
     desk._host = "n"
     return desk
