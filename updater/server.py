@@ -12,6 +12,7 @@ from typing import Any
 from updater import __version__
 from updater.actions.pushed import concerned_items
 from updater.app import Application
+from updater.core.detect import watched
 from updater.core.pushes import Push
 from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
@@ -77,7 +78,9 @@ class Server:
                 if server is not None:
                     api.append(server)
                     try:  # the page lists them before the first pass
-                        board.seed(app.watched_containers())
+                        board.seed(app.on_engine(lambda engine: [  # no registry
+                            (c.name, c.image)
+                            for c in watched(engine.containers(), settings)[0]]))
                     except UpdaterError as exc:
                         log.debug("dashboard: watched containers not listed yet: %s", exc)
 
