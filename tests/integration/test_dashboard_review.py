@@ -45,14 +45,16 @@ def _act(client: httpx.Client, csrf: str, **form: str) -> httpx.Response:
 def test_update_now_once_undo_unknown_and_the_log(
         engine: Dockerd, registry: Registry, unique: str, containers: list[str],
         tmp_path: Path) -> None:
-    mon, plain = f"{unique}-mon", f"{unique}-plain.x_y"
+    mon, plain, appr = f"{unique}-mon", f"{unique}-plain.x_y", f"{unique}-appr"
     tags = {mon: f"{registry.host}/rv/{unique}-mon:latest",
-            plain: f"{registry.host}/rv/{unique}-plain:latest"}
+            plain: f"{registry.host}/rv/{unique}-plain:latest",
+            appr: f"{registry.host}/rv/{unique}-appr:latest"}
     source = 'LABEL org.opencontainers.image.source="https://example.test/a\\"><b>x</b>"'
     for name, tag in tags.items():
         images.release(engine.client, tag, "1", extra=source)
         containers.append(name)
-        labels = {**ENABLED, "updater.monitor-only": "true"} if name == mon else ENABLED
+        labels = {mon: {**ENABLED, "updater.monitor-only": "true"},
+                  appr: {**ENABLED, "updater.approve": "true"}}.get(name, ENABLED)
         engine.client.containers.run(tag, name=name, detach=True, labels=labels)
     first = {name: engine.client.containers.get(name).attrs["Image"] for name in tags}
     port = free_port()
@@ -78,6 +80,7 @@ def test_update_now_once_undo_unknown_and_the_log(
         # Undo with nothing to undo: a clear refusal, nothing queued.
         undo = _act(client, csrf, action="undo", name=plain)
         assert undo.status_code == 409, undo.text
+        assert "nothing to roll back" in undo.text
         assert "in progress" not in client.get("/").text
 
         # Actions on a name nothing watches.
@@ -107,6 +110,21 @@ def test_update_now_once_undo_unknown_and_the_log(
         assert engine.client.containers.get(mon).attrs["Image"] == second
         history = client.get("/item", params={"kind": "container", "name": mon}).text
         assert "update-asked" in history and "from the dashboard" in history
+
+        # Skip the update waiting for approval: the row must stop offering it.
+        assert _state(client, appr) == "waiting"
+        row = client.get("/ui/state?v=x").json()["rows"]
+        [html] = [h for k, h in row.items() if k.endswith(f"|container|{appr}")]
+        digest = re.search(r"digest=(sha256%3A[0-9a-f]+)", html).group(1)  # type: ignore[union-attr]
+        skip = _act(client, csrf, action="skip", name=appr,
+                    digest=digest.replace("%3A", ":"))
+        assert skip.status_code == 200, skip.text
+        # Before: the row kept offering Approve and Skip of the rejected digest until the
+        # next scheduled pass (an hour here, a day elsewhere), as if nothing had happened.
+        key = next(k for k in row if k.endswith(f"|container|{appr}"))
+        wait_until(lambda: "Approve" not in client.get("/ui/state?v=x").json()["rows"][key],
+                   30, lambda: f"still offered after Skip: {_state(client, appr)}")
+        assert engine.client.containers.get(appr).attrs["Image"] == first[appr]
 
         # A container removed between passes: its page and actions say so.
         engine.client.containers.get(plain).remove(force=True)
