@@ -283,8 +283,9 @@ class Desk:
             assert name is not None
             done = "approved" if action == "approve" else "skipped"
             said = f"{done} {self._control.decide(name, digest, done)} for {name}"
-        if action != "skip":
-            self._board.queue(names, action)
+            if action == "skip":  # a pass shows it (approved: `decide` queued one)
+                self._control.trigger(names)
+        self._board.queue(names, action)
         found = self._board.item(kind, name) if name else None
         try:
             self._app.history.note(time.time(), name or "(every item)", kind if name else "pass",
