@@ -165,15 +165,16 @@ class DaemonControl:
         self._state = state
         self._last_report = last_report
 
-    def trigger(self, names: tuple[str, ...] = (), force: bool = False) -> None:
-        """Queue a pass (`force`: updating monitor-only `names` too); NotWatched (nothing
-        queued) when a name matches nothing watched."""
+    def trigger(self, names: tuple[str, ...] = (), force: bool = False,
+                kind: str = "container") -> None:
+        """Queue a pass (`force`: updating monitor-only `names` of `kind` too); NotWatched
+        (nothing queued) when a name matches nothing watched."""
         missing = self._app.unwatched(names) if names else []
         if missing:
             raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
                              "check the name and its updater.enable label")
         if force:
-            self._trigger(names, force=True)
+            self._trigger(names, force=kind)
         else:
             self._trigger(names)
 
@@ -273,7 +274,7 @@ class Desk:
     def act(self, action: str, name: str | None, kind: str, digest: str | None) -> str:
         names = (name,) if name else ()
         if action == "update":
-            self._control.trigger(names, force=True)
+            self._control.trigger(names, force=True, kind=kind)
             said, done = f"an update of {name or 'every item'} is queued", "update-asked"
         elif action == "undo":
             assert name is not None
