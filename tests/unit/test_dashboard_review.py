@@ -164,7 +164,7 @@ def test_a_pass_that_fails_outright_ends_what_it_carried() -> None:
 
 
 def test_update_now_on_a_service_does_not_force_a_same_named_container() -> None:
-    """NOT FIXED. A monitor-only service and a monitor-only container both named `web`
+    """A monitor-only service and a monitor-only container both named `web`
     (Docker allows it: tasks are `web.1.<id>`). Update now on the service's row forces the
     name only (`Daemon._forced` is a set of names; passes.py and services.py both test
     `name in forced`), so the container is updated too, against its monitor-only label."""
