@@ -206,11 +206,6 @@ class Application:
         return approvable(name, found[0] if found else None, self.history.entries(name, 1),
                           self.decisions.decision(name, found[0]) if found else None)
 
-    def watched_containers(self) -> list[tuple[str, str]]:
-        """The watched containers' names and images, from the engine alone (no registry)."""
-        return self.on_engine(lambda engine: [
-            (c.name, c.image) for c in watched(engine.containers(), self.settings)[0]])
-
     def unwatched(self, names: Sequence[str]) -> list[str]:
         """Those of `names` matching no watched container or service (a pass would refuse)."""
         def found(engine: Engine) -> set[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from updater import __version__
 from updater.actions.pushed import concerned_items
 from updater.app import Application
+from updater.core.detect import watched
 from updater.core.pushes import Push
 from updater.core.report import Outcome, PassReport, pending, short_digest
 from updater.core.settings import Settings
@@ -47,8 +48,13 @@ class Server:
 
             def one_pass(stop_requested: Callable[[], bool],
                          names: tuple[str, ...]) -> PassReport:
-                report = app.run_pass(names, stop_requested, daemon.expect, daemon.retrying,
-                                      daemon.asked, daemon.forcing)
+                started = time.time()
+                try:
+                    report = app.run_pass(names, stop_requested, daemon.expect,
+                                          daemon.retrying, daemon.asked, daemon.forcing)
+                except BaseException:  # no report: what the pass carried is not in progress
+                    board.failed(started)
+                    raise
                 if fleet is not None:
                     fleet.after_pass(report, full=not names)
                 board.after_pass(report, full=not names)
@@ -72,7 +78,9 @@ class Server:
                 if server is not None:
                     api.append(server)
                     try:  # the page lists them before the first pass
-                        board.seed(app.watched_containers())
+                        board.seed(app.on_engine(lambda engine: [  # no registry
+                            (c.name, c.image)
+                            for c in watched(engine.containers(), settings)[0]]))
                     except UpdaterError as exc:
                         log.debug("dashboard: watched containers not listed yet: %s", exc)
 
@@ -110,7 +118,7 @@ def _start_api(settings: Settings, app: Application, daemon: Daemon,
         board.after_pass(report, full=False)
 
     control = DaemonControl(app, daemon.trigger, state, lambda: daemon.last_report,
-                            daemon.submit, undone)
+                            daemon.submit, undone, gave_up=board.done)
     hook = endpoint = None
     burst = Debounce(lambda names: daemon.trigger(names, asked=False))
 
@@ -147,23 +155,26 @@ class DaemonControl:
                  state: Callable[[], dict[str, Any]],
                  last_report: Callable[[], PassReport | None] = lambda: None,
                  submit: Callable[[str, Callable[[], object]], None] = lambda what, job: None,
-                 undone: Callable[[PassReport], None] = lambda report: None) -> None:
+                 undone: Callable[[PassReport], None] = lambda report: None,
+                 gave_up: Callable[[str], None] = lambda name: None) -> None:
         self._app = app
         self._undone = undone
+        self._gave_up = gave_up  # a rollback's job failed: `name` is no longer in progress
         self._submit = submit
         self._trigger = trigger
         self._state = state
         self._last_report = last_report
 
-    def trigger(self, names: tuple[str, ...] = (), force: bool = False) -> None:
-        """Queue a pass (`force`: updating monitor-only `names` too); NotWatched (nothing
-        queued) when a name matches nothing watched."""
+    def trigger(self, names: tuple[str, ...] = (), force: bool = False,
+                kind: str = "container") -> None:
+        """Queue a pass (`force`: updating monitor-only `names` of `kind` too); NotWatched
+        (nothing queued) when a name matches nothing watched."""
         missing = self._app.unwatched(names) if names else []
         if missing:
             raise NotWatched(f"no watched container or service named {', '.join(missing)}; "
                              "check the name and its updater.enable label")
         if force:
-            self._trigger(names, force=True)
+            self._trigger(names, force=kind)
         else:
             self._trigger(names)
 
@@ -187,7 +198,15 @@ class DaemonControl:
         """Queue `updater rollback NAME` in the daemon's loop; the image it goes back to.
         UpdaterError (NotWatched) when there is nothing to go back to: nothing queued."""
         plan = self._app.rollback_plan(name)
-        self._submit(f"rollback of {name}", lambda: self._undone(self._app.rollback(name)))
+
+        def job() -> None:
+            try:
+                report = self._app.rollback(name)
+            except BaseException:
+                self._gave_up(name)
+                raise
+            self._undone(report)
+        self._submit(f"rollback of {name}", job)
         return plan.image
 
     def pushed(self, found: list[Push]) -> list[str]:
@@ -255,7 +274,7 @@ class Desk:
     def act(self, action: str, name: str | None, kind: str, digest: str | None) -> str:
         names = (name,) if name else ()
         if action == "update":
-            self._control.trigger(names, force=True)
+            self._control.trigger(names, force=True, kind=kind)
             said, done = f"an update of {name or 'every item'} is queued", "update-asked"
         elif action == "undo":
             assert name is not None
@@ -265,7 +284,7 @@ class Desk:
             assert name is not None
             done = "approved" if action == "approve" else "skipped"
             said = f"{done} {self._control.decide(name, digest, done)} for {name}"
-            if action == "skip":  # a pass for it shows it held back (an approval queued one)
+            if action == "skip":  # a pass shows it (approved: `decide` queued one)
                 self._control.trigger(names)
         self._board.queue(names, action)
         found = self._board.item(kind, name) if name else None

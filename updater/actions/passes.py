@@ -45,7 +45,7 @@ class UpdatePass:
                  local_now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
                      ).astimezone(), forced: Collection[str] = ()) -> None:
         self._engine = engine
-        # Items an operator pressed "Update now" for: applied although monitor-only.
+        # Items ("container:NAME") an operator pressed "Update now" for: although monitor-only.
         self._forced = frozenset(forced)
         self._local_now = local_now
         self._decisions = decisions or policy.NoDecisions()
@@ -121,7 +121,7 @@ class UpdatePass:
             inspect = self._engine.inspect_container(container.id) or {}
             own_timeout = (inspect.get("Config") or {}).get("StopTimeout")
             options = policy.options(container.labels, self._settings, own_timeout)
-            if container.name in self._forced:
+            if f"container:{container.name}" in self._forced:
                 options = dataclasses.replace(options, monitor_only=False)
         except UpdaterError as exc:
             return _item(result, Outcome.ERROR, str(exc)), None

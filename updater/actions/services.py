@@ -157,7 +157,7 @@ class ServiceUpdater:
             if ref.tag is None:
                 return service_item(service, Outcome.PINNED, current, None)
             options = service_options(service.labels, self._settings)
-            if service.name in self._forced:
+            if f"service:{service.name}" in self._forced:
                 options = dataclasses.replace(options, monitor_only=False)
             asked = target(ref, tags.tag_policy(service.labels, self._settings), self._registry)
         except UpdaterError as exc:

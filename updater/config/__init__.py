@@ -305,7 +305,7 @@ def _http_api(fields: Fields) -> HttpApiSettings:
     return HttpApiSettings(
         listen=_field(fields, "listen", accepted.optional_text), token=_secret(fields, "token"),
         dashboard=_field(fields, "dashboard", accepted.boolean, defaults.dashboard),
-        session_lifetime=_field(fields, "session_lifetime", parse_duration,
+        session_lifetime=_field(fields, "session_lifetime", accepted.session_lifetime,
                                 defaults.session_lifetime))
 
 

@@ -40,6 +40,16 @@ def optional_duration(value: Any) -> float | None:
     return None if value in (None, "") else parse_duration(value)
 
 
+def session_lifetime(value: Any) -> float:
+    """How long a dashboard login lasts: at least a minute (under it, or 0, every login would
+    end at once and the browser loop back to the login page without a word of why)."""
+    seconds = parse_duration(value)
+    if seconds < 60:
+        raise ValueError(f"{value!r} is under a minute: every login would end at once "
+                         "(write e.g. 12h)")
+    return seconds
+
+
 def choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = single_text(value).lower()

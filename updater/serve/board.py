@@ -45,7 +45,19 @@ class Board:
                 self._items.update(fresh)
                 for _, name in fresh:
                     self._queued.pop(name, None)
+            if report.error is not None:  # it carried what was asked before it, and failed
+                self._drop_queued_before(report.started)
             self.version += 1
+
+    def failed(self, since: float) -> None:
+        """A pass started at `since` failed without a report: what it carried is over."""
+        with self._lock:
+            self._drop_queued_before(since)
+            self.version += 1
+
+    def _drop_queued_before(self, since: float) -> None:
+        for name in [n for n, (_, asked) in self._queued.items() if asked <= since]:
+            del self._queued[name]
 
     def seed(self, containers: Iterable[tuple[str, str]]) -> None:
         """Containers (name, image) known to be watched before any pass looked at them."""

@@ -70,7 +70,7 @@ class Daemon:
         self._requested: set[str] | None = None  # None: no trigger; empty: everything
         self._pushed: set[str] = set()  # asked for by push notifications only
         self._shared: set[str] = set()  # asked for by pushes the swarm leader passed on only
-        self._forced: set[str] = set()  # "Update now": applied although monitor-only
+        self._forced: set[str] = set()  # "Update now" (kind:name): although monitor-only
         self.forcing: frozenset[str] = frozenset()  # this pass's such names
         self.next_due: float | None = None  # when the next scheduled pass starts (wall clock)
         self.retrying: frozenset[str] = frozenset()  # this pass's names asked for by someone
@@ -92,17 +92,18 @@ class Daemon:
         self._on_stop()
 
     def trigger(self, names: tuple[str, ...] = (), asked: bool = True,
-                fresh: bool = True, force: bool = False) -> None:
+                fresh: bool = True, force: str | None = None) -> None:
         """Ask for a pass now (for `names`, or everything). During a pass this queues exactly
         one more; triggers never run passes side by side. Names an operator `asked` for are
         tried again where their update was rolled back; names a push notification brought
         (`asked=False`) are not: a re-sent notification must not restart a known-bad image.
         A pass wants `fresh` digests (none older than itself) unless all its names came from
         pushes the swarm leader passed on (whose answers it renewed for them). Names an
-        operator pressed "Update now" for (`force`) are updated although monitor-only."""
+        operator pressed "Update now" for (`force`: their kind, container or service) are
+        updated although monitor-only; a same-named item of the other kind is not."""
         with self._lock:
             if force:
-                self._forced |= set(names)
+                self._forced |= {f"{force}:{name}" for name in names}
             if asked:
                 self._pushed -= set(names)
             else:

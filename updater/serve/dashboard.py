@@ -100,7 +100,7 @@ class Dashboard:
         if path == "/login":
             return self._login(form, secure, header("X-Forwarded-For"))
         if session is None or not session.csrf_matches(_one(form, "csrf")):
-            return _refuse(401, "log in first") if session is None else _refuse(
+            return _not_logged_in(header) if session is None else _refuse(
                 403, "the form is stale or forged (no valid CSRF token); reload the page")
         if path == "/logout":
             self.sessions.end(session_id)
@@ -160,6 +160,8 @@ class Dashboard:
              confirmed: bool = True) -> Answer:
         action, name = _one(form, "action") or "", _one(form, "name") or None
         kind, digest = _one(form, "kind") or "container", _one(form, "digest") or None
+        if any(len(values) > 1 for values in form.values()):  # never read as "every item"
+            return _refuse(400, "a field is given more than once")
         if action not in ACTIONS or (action != "update" and not name) or (
                 action in ("approve", "skip") and not digest):
             return _refuse(400, f"unknown or incomplete action {action[:40]!r}")
@@ -230,9 +232,10 @@ def _one(values: Mapping[str, list[str]], key: str) -> str | None:
 
 
 def _form(length_header: str | None, read: Callable[[int], bytes]) -> dict[str, list[str]] | None:
-    if length_header is None or not length_header.strip().isdigit():
+    text = (length_header or "").strip()
+    if length_header is None or not (text.isascii() and text.isdigit()):  # not '²' nor '٣'
         return {} if length_header is None else None
-    length = int(length_header)
+    length = int(text)
     if length > MAX_FORM:
         return None
     body = read(length)
@@ -255,6 +258,13 @@ def _cookie(value: str, max_age: int, secure: bool) -> str:
 
 def _redirect(to: str, headers: dict[str, str] | None = None) -> Answer:
     return Answer(303, b"", "text/plain", {"Location": to, **(headers or {})})
+
+
+def _not_logged_in(header: Callable[[str], str | None]) -> Answer:
+    """A browser's form after its session ended goes to the login page; a script hears 401."""
+    if "text/html" in (header("Accept") or ""):
+        return _redirect("/login")
+    return _refuse(401, "log in first")
 
 
 def _refuse(status: int, why: str = "not allowed here") -> Answer:

@@ -117,7 +117,8 @@ class PushHook:
 
 def body_length(header: str | None) -> int | str:
     """The body's length from `Content-Length`, or why it cannot be read."""
-    if header is None or not header.strip().isdigit():
+    text = (header or "").strip()
+    if not (text.isascii() and text.isdigit()):  # '²'.isdigit(), but int('²') fails
         return "give the body's Content-Length"
-    length = int(header)
+    length = int(text)
     return length if length <= MAX_BODY else f"the body is over {MAX_BODY} bytes"
