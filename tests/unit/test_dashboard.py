@@ -189,6 +189,10 @@ def test_an_action_needs_the_csrf_token_and_a_confirmation(
     bad = client.post("/ui/act", data={"action": "rm -rf", "name": "db", "csrf": csrf,
                                        "confirmed": "yes"})
     assert bad.status_code == 400
+    forged = client.post("/ui/act", data={"action": "update", "name": "x\nERROR forged",
+                                          "csrf": csrf, "confirmed": "yes"})
+    assert forged.status_code == 400 and len(desk.acted) == 1  # never reaches the log
+    assert client.get("/logout").status_code == 405  # only a POST with the token logs out
 
 
 def test_state_tells_changes_and_progress(setup: tuple[httpx.Client, Desk, Clock]) -> None:
@@ -230,6 +234,10 @@ def test_logout_and_expiry_end_a_session(setup: tuple[httpx.Client, Desk, Clock]
     out = client.post("/logout", data={"csrf": csrf})
     assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
     assert get(client, "/", cookie).status_code == 303  # a copy of the cookie is no use
+    first = login(client)
+    client.cookies.set(COOKIE, first)
+    client.post("/login", data={"token": TOKEN})  # logging in again ends the first session
+    assert get(client, "/", first).status_code == 303
     assert get(client, "/ui/state", cookie).status_code == 401
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,6 +26,8 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8",
 ACTIONS = {"update": "Update {name} now", "approve": "Approve {name}'s update to {digest}",
            "skip": "Skip {digest} for {name} for good", "undo": "Undo {name}'s last update"}
 MAX_FORM = 4096
+# A container's or service's name as the engine allows it (nothing else reaches the log).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 HISTORY_ROWS = 50
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -83,7 +86,7 @@ class Dashboard:
         session = self.sessions.find(session_id)
         if method == "POST":
             return self._post(path, session_id, session, secure, header, read)
-        if method != "GET":
+        if method != "GET" or path == "/logout":  # logging out is a POST with the CSRF token
             return _refuse(405)
         if path == "/login":
             return _redirect("/") if session else self._page("login.html", 200)
@@ -98,6 +101,7 @@ class Dashboard:
         if form is None:
             return _refuse(400, "the form is missing or too long")
         if path == "/login":
+            self.sessions.end(session_id)  # a new login ends the session it replaces
             return self._login(form, secure, header("X-Forwarded-For"))
         if session is None or not session.csrf_matches(_one(form, "csrf")):
             return _not_logged_in(header) if session is None else _refuse(
@@ -162,6 +166,8 @@ class Dashboard:
         kind, digest = _one(form, "kind") or "container", _one(form, "digest") or None
         if any(len(values) > 1 for values in form.values()):  # never read as "every item"
             return _refuse(400, "a field is given more than once")
+        if name is not None and not NAME.fullmatch(name):
+            return _refuse(400, "that is not a container or service name")
         if action not in ACTIONS or (action != "update" and not name) or (
                 action in ("approve", "skip") and not digest):
             return _refuse(400, f"unknown or incomplete action {action[:40]!r}")
