@@ -95,6 +95,27 @@ def fleet_view(cluster: Swarm) -> dict[str, Any]:
     return ask(cluster, cluster.nodes[0].address, "/v1/fleet")
 
 
+def dashboard_rows(cluster: Swarm, unique: str) -> dict[str, tuple[str, bool]]:
+    """The leader's dashboard, logged in as a browser would be, from inside the swarm's
+    network: its rows of this test's containers, name -> (node, stale)."""
+    script = ("import http.cookiejar, re, urllib.parse, urllib.request\n"
+              "opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor("
+              "http.cookiejar.CookieJar()))\n"
+              f"base = 'http://{cluster.nodes[0].address}:8080'\n"
+              "form = urllib.parse.urlencode({'token': "
+              f"{API_TOKEN!r}}}).encode()\n"
+              "try:\n"
+              "    opener.open(base + '/login', data=form, timeout=10)\n"
+              "    print(opener.open(base + '/', timeout=10).read().decode())\n"
+              "except Exception:\n"
+              "    print('')\n")
+    result = subprocess.run(cluster.in_hub([sys.executable, "-c", script]), capture_output=True,
+                            text=True, timeout=30, check=False)
+    rows = re.findall(r'<tr data-key="([^"|]*)\|container\|([^"]*)"[^>]*?( class="stale")?>',
+                      result.stdout)
+    return {name: (node, bool(stale)) for node, name, stale in rows if name.startswith(unique)}
+
+
 def listed(view: dict[str, Any]) -> dict[str, tuple[str, bool]]:
     """The view's items: name -> (node, stale)."""
     return {item["name"]: (item["node"], item["stale"]) for item in view.get("items", [])}
@@ -215,6 +236,13 @@ def test_only_the_leader_asks_the_registry_and_every_node_updates(
                    6 * INTERVAL, lambda: f"node3 stale: {fleet_view(cluster)}")
         assert {v for k, v in listed(fleet_view(cluster)).items()
                 if k.startswith(f"{unique}-node2")} == {("node2", False)}
+        # The leader's dashboard shows the same: its own containers, the others' from their
+        # reports, node3's marked stale.
+        shown = dashboard_rows(cluster, unique)
+        assert len(shown) == 9 and {node for node, _ in shown.values()} == {
+            "node1", "node2", "node3"}, shown
+        assert {v for k, v in shown.items() if k.startswith(f"{unique}-node3")} == {
+            ("node3", True)}, shown
     finally:
         node3.unpause()
 
