@@ -25,6 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from bench.pass_time import workload
+from bench.soak import rss_kib
 from harness.dockerd import Dockerd
 from harness.procs import free_port
 from harness.registry import Registry
@@ -145,13 +146,6 @@ def page_in_browser(count: int) -> None:
               f"{max(times):.1f} ms max, {shown[what]} rows shown")
     print(f"/ui/state with every row changed: {statistics.median(renders) * 1000:.0f} ms, "
           f"{state_kib:.0f} KiB")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def daemon_rss(engine: Dockerd, root: Path, dashboard: bool) -> tuple[int, int]:

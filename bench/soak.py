@@ -32,7 +32,7 @@ CHECKPOINTS = (1, 10, 100, 250, 500, 750, 1000)
 TIME_LIMIT = 1800.0
 
 
-def _rss_kib(pid: int) -> int:
+def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
         while pending and time.monotonic() - started < TIME_LIMIT:
             done = _passes(base)
             if done >= pending[0]:
-                readings.append((done, _rss_kib(daemon.pid), time.monotonic() - started))
+                readings.append((done, rss_kib(daemon.pid), time.monotonic() - started))
                 pending.pop(0)
             time.sleep(0.05)
         daemon.send_signal(signal.SIGTERM)
@@ -97,11 +97,11 @@ def _soak(daemon: subprocess.Popen[bytes], base: str, minutes: float, log: Path,
           started: float) -> int:
     while _passes(base) < 1:
         time.sleep(0.1)
-    readings = [(_passes(base), _rss_kib(daemon.pid), time.monotonic() - started)]
+    readings = [(_passes(base), rss_kib(daemon.pid), time.monotonic() - started)]
     end = started + minutes * 60
     while time.monotonic() < end and daemon.poll() is None:
         time.sleep(min(300.0, max(0.0, end - time.monotonic())))
-        readings.append((_passes(base), _rss_kib(daemon.pid), time.monotonic() - started))
+        readings.append((_passes(base), rss_kib(daemon.pid), time.monotonic() - started))
     alive = daemon.poll() is None
     daemon.send_signal(signal.SIGTERM)
     code = daemon.wait(timeout=60)

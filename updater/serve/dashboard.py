@@ -6,9 +6,11 @@ page asks `/ui/state` for changes, so progress and outcomes show without a reloa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -216,8 +218,6 @@ def security_headers(answer: Answer) -> dict[str, str]:
 
 def _sign(item: Mapping[str, Any] | None) -> str:
     """What an item's page shows of it, in short: its page reloads when this changes."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -285,8 +285,6 @@ def _static(name: str) -> Answer:
 
 
 def _when(seconds: float | None) -> str:
-    import time
-
     if not seconds:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
